@@ -28,8 +28,8 @@ int log_set_debug(const char *spec, const char **error_r)
 	static const struct {
 		const char *name;
 		unsigned cat;
-	} cats[] = {{"net", LOG_CAT_NET},     {"imap", LOG_CAT_IMAP},   {"proxy", LOG_CAT_PROXY},
-		    {"sync", LOG_CAT_SYNC},   {"redis", LOG_CAT_REDIS}, {"all", LOG_CAT_ALL}};
+	} cats[] = {{"net", LOG_CAT_NET},   {"imap", LOG_CAT_IMAP},   {"proxy", LOG_CAT_PROXY},
+	            {"sync", LOG_CAT_SYNC}, {"redis", LOG_CAT_REDIS}, {"all", LOG_CAT_ALL}};
 	unsigned mask = 0;
 	const char *p = spec;
 
@@ -39,12 +39,13 @@ int log_set_debug(const char *spec, const char **error_r)
 
 		if (n > 0) {
 			for (i = 0; i < sizeof(cats) / sizeof(cats[0]); i++) {
-				if (strlen(cats[i].name) == n && strncasecmp(p, cats[i].name, n) == 0)
+				if (strlen(cats[i].name) == n &&
+				    strncasecmp(p, cats[i].name, n) == 0)
 					break;
 			}
 			if (i == sizeof(cats) / sizeof(cats[0])) {
 				*error_r = "unknown debug category (use net, imap, proxy, sync, "
-					   "redis or all)";
+				           "redis or all)";
 				return -1;
 			}
 			mask |= cats[i].cat;

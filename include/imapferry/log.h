@@ -48,7 +48,7 @@ void log_set_timestamps(int on);
 
 void log_msg(enum log_level level, const char *prefix, const char *fmt, ...) LOG_PRINTF(3, 4);
 void log_vmsg(enum log_level level, const char *prefix, const char *fmt, va_list ap)
-	LOG_PRINTF(3, 0);
+        LOG_PRINTF(3, 0);
 
 #define log_error(...)  log_msg(LOG_LVL_ERROR, NULL, __VA_ARGS__)
 #define log_warn(...)   log_msg(LOG_LVL_WARN, NULL, __VA_ARGS__)

@@ -15,12 +15,12 @@ static void test_sanitize(void **state)
 		size_t len, max;
 		const char *want;
 	} cases[] = {
-		{"plain", "hello", 5, 100, "hello"},
-		{"crlf", "a\r\nb", 4, 100, "a\\x0d\\x0ab"},
-		{"8bit", "\xc3\xa9", 2, 100, "\\xc3\\xa9"},
-		{"backslash", "a\\b", 3, 100, "a\\x5cb"},
-		{"truncated", "abcdefgh", 8, 3, "abc..."},
-		{"nul", "a\0b", 3, 100, "a\\x00b"},
+	        {"plain", "hello", 5, 100, "hello"},
+	        {"crlf", "a\r\nb", 4, 100, "a\\x0d\\x0ab"},
+	        {"8bit", "\xc3\xa9", 2, 100, "\\xc3\\xa9"},
+	        {"backslash", "a\\b", 3, 100, "a\\x5cb"},
+	        {"truncated", "abcdefgh", 8, 3, "abc..."},
+	        {"nul", "a\0b", 3, 100, "a\\x00b"},
 	};
 	char out[64];
 	size_t i;
@@ -52,8 +52,8 @@ static void test_debug_spec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sanitize),
-		cmocka_unit_test(test_debug_spec),
+	        cmocka_unit_test(test_sanitize),
+	        cmocka_unit_test(test_debug_spec),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
