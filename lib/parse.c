@@ -844,6 +844,8 @@ static enum imap_event_type handle_line(struct imap_parser *p, const char *s, si
 
 static int line_append(struct imap_parser *p, const char *s, size_t n)
 {
+	if (n == 0)
+		return 0;
 	if (p->line_len + n > p->line_cap) {
 		size_t cap = p->line_cap == 0 ? 256 : p->line_cap;
 		char *nl;
@@ -863,6 +865,8 @@ static int line_append(struct imap_parser *p, const char *s, size_t n)
 
 static void tail_keep(struct imap_parser *p, const char *s, size_t n)
 {
+	if (n == 0)
+		return;
 	if (n >= TAIL_KEEP) {
 		memcpy(p->tail, s + n - TAIL_KEEP, TAIL_KEEP);
 		p->tail_len = TAIL_KEEP;
