@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and fuzzes the IMAP
+# parser for N seconds (default 600), starting from the seed corpus.
+#   scripts/fuzz.sh [SECONDS]
+# Findings land in build-fuzz/findings/; the grown corpus in build-fuzz/corpus/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-600}
+CC=clang cmake -S . -B build-fuzz -DIMAPFERRY_FUZZ=ON -DIMAPFERRY_ASAN=ON >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target fuzz_parser >/dev/null
+mkdir -p build-fuzz/corpus build-fuzz/findings
+cp -n tests/fuzz/corpus/parser/* build-fuzz/corpus/ 2>/dev/null || true
+build-fuzz/tests/fuzz/fuzz_parser -dict=tests/fuzz/imap.dict -max_len=4096 \
+  -max_total_time="$secs" -print_final_stats=1 -artifact_prefix=build-fuzz/findings/ \
+  build-fuzz/corpus
