@@ -456,20 +456,17 @@ static struct cmd *cmd_build(struct imap_client *cl, imap_done_cb *cb, void *aux
 	return c;
 }
 
-int imap_client_cmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb *untagged,
-                     imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
-                     ...)
+int imap_client_vcmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb *untagged,
+                      imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
+                      va_list ap)
 {
 	struct cmd *c;
-	va_list ap;
 
 	if (cl->state != IMAP_CL_NOAUTH && cl->state != IMAP_CL_AUTHED) {
 		*error_r = cl->state == IMAP_CL_FAILED ? "connection failed" : "not connected";
 		return -1;
 	}
-	va_start(ap, fmt);
 	c = cmd_vbuild(cl, cb, aux, fmt, ap);
-	va_end(ap);
 	if (c == NULL) {
 		*error_r = "bad command format or argument";
 		return -1;
@@ -478,6 +475,19 @@ int imap_client_cmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb 
 	c->literal = literal;
 	cmd_queue(cl, c);
 	return 0;
+}
+
+int imap_client_cmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb *untagged,
+                     imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
+                     ...)
+{
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = imap_client_vcmdf(cl, cb, untagged, literal, aux, error_r, fmt, ap);
+	va_end(ap);
+	return r;
 }
 
 /* --- failure --- */

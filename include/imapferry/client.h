@@ -22,6 +22,7 @@
 #ifndef IMAPFERRY_CLIENT_H
 #define IMAPFERRY_CLIENT_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -129,6 +130,11 @@ void imap_client_login(struct imap_client *cl, const char *user, const char *aut
 int imap_client_cmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb *untagged,
                      imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
                      ...);
+
+/* imap_client_cmdf() with a va_list. */
+int imap_client_vcmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb *untagged,
+                      imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
+                      va_list ap);
 
 /* Sends LOGOUT; cb gets its tagged reply. No commands may follow. */
 void imap_client_logout(struct imap_client *cl, imap_done_cb *cb, void *aux);

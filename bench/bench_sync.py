@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Benchmark of imapferry-sync's one-shot (imapsync) mode on this machine.
+
+Starts the test harness's two Dovecots on free loopback ports, fills the
+source account with the harness corpus, and prints, for imapferry-sync:
+initial copy (messages/s, MB/s, wall and CPU time, peak RSS), a no-change
+re-run, and the same for mbsync (isync) when it is installed, as a yardstick.
+
+    bench/bench_sync.py [--scale medium|small] [--build build]
+
+The servers' CPU is the floor for the initial copy: both Dovecots run on the
+same 2 cores, so wall time is bound by them; the tool's own CPU time is what
+imapferry controls.
+"""
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "harness"))
+import ferry_harness as fh  # noqa: E402
+
+
+def run_measured(cmd, cwd):
+    """Runs cmd; returns (rc, wall s, cpu s, peak RSS MiB of this child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # ru_maxrss of children is the largest child so far: measure each tool in a
+    # fresh python process (see main) so this is this command's peak.
+    return p.returncode, wall, cpu, after.ru_maxrss / 1024.0, p.stdout
+
+
+def sync_cmd(binary, env, user):
+    return [binary, "--host1", "127.0.0.1", "--port1", str(env.port("src", "imap")),
+            "--user1", user, "--password1", env.password(user),
+            "--host2", "127.0.0.1", "--port2", str(env.port("dst", "imap")),
+            "--user2", user, "--password2", env.password(user),
+            "--sslargs1", "SSL_ca_file=" + env.ca_file, "--sslargs2", "SSL_ca_file=" + env.ca_file,
+            "--syncduplicates", "--nolog", "--pidfile", ""]
+
+
+def mbsync_config(path, env, user, state_dir):
+    with open(path, "w") as f:
+        for side, name in (("src", "far"), ("dst", "near")):
+            f.write(f"IMAPAccount {name}\nHost localhost\nPort {env.port(side, 'imaps')}\n"
+                    f"User {user}\nPass {env.password(user)}\nSSLType IMAPS\n"
+                    f"CertificateFile {env.ca_file}\n\n"
+                    f"IMAPStore {name}-store\nAccount {name}\n\n")
+        f.write("Channel bench\nFar :far-store:\nNear :near-store:\nPatterns *\n"
+                f"Create Near\nSync Pull\nSyncState {state_dir}/\nCopyArrivalDate yes\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", default="medium")
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--measure", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.measure:  # child mode: one measured command, result on stdout
+        rc, wall, cpu, rss, out = run_measured(a.measure, os.getcwd())
+        print(f"{rc} {wall:.3f} {cpu:.3f} {rss:.1f}")
+        if rc != 0:
+            sys.stderr.write(out[-2000:])
+        return
+    binary = os.path.join(a.build, "sync", "imapferry-sync")
+    work = tempfile.mkdtemp(prefix="ferry-bench-")
+    os.chmod(work, 0o755)  # Dovecot runs as nobody under it
+    env_dir = os.path.join(work, "env")
+    fh.start(env_dir, quiet=True)
+    try:
+        env = fh.Env.load(env_dir)
+        s = fh.populate(env, "src", "alice", a.scale, seed=11)
+        msgs, size = s["messages"], s["bytes"]
+        print(f"corpus: {msgs} messages, {size / 2**20:.1f} MiB in {s['folders']} folders "
+              f"({a.scale}); two Dovecot 2.3 on 127.0.0.1, STARTTLS, {os.cpu_count()} cores")
+
+        def measure(cmd):
+            out = subprocess.run([sys.executable, __file__, "--measure", *cmd], cwd=work,
+                                 capture_output=True, text=True)
+            rc, wall, cpu, rss = out.stdout.split()
+            if rc != "0":
+                sys.exit(f"failed ({rc}): {' '.join(cmd[:1])}\n{out.stderr}")
+            return float(wall), float(cpu), float(rss)
+
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice"))
+        diffs = fh.compare(env, "alice", "src", "alice", "dst")
+        print(f"imapferry-sync initial: {wall:.2f} s, {msgs / wall:.0f} msg/s, "
+              f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s, peak RSS {rss:.1f} MiB, "
+              f"{'byte-exact' if not diffs else f'{len(diffs)} DIFFERENCES'}")
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice"))
+        print(f"imapferry-sync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
+              f"peak RSS {rss:.1f} MiB")
+
+        if shutil.which("mbsync"):
+            fh.wipe(env, "dst", "alice")
+            cfg = os.path.join(work, "mbsyncrc")
+            os.makedirs(os.path.join(work, "mbsync-state"), exist_ok=True)
+            mbsync_config(cfg, env, "alice", os.path.join(work, "mbsync-state"))
+            wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
+            print(f"mbsync initial: {wall:.2f} s, {msgs / wall:.0f} msg/s, "
+                  f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s, peak RSS {rss:.1f} MiB")
+            wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
+            print(f"mbsync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
+                  f"peak RSS {rss:.1f} MiB")
+        else:
+            print("mbsync not installed: apt-get install isync to compare")
+    finally:
+        fh.stop(env_dir, quiet=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+/*
+ * account.c - host1/host2 connections: TLS choice as imapsync makes it
+ * (--ssl/--tls and the 993 auto-detection), certificate verification (on
+ * by default, unlike imapsync), login, and a synchronous command helper.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "imapferry/log.h"
+#include "imapferry/tls.h"
+#include "sync.h"
+
+/* One synchronous call: the completion goes to the waiter, the untagged
+ * and literal handlers to the caller's aux (one aux per command in the
+ * client API, hence this trampoline). */
+struct call {
+	int done;
+	struct sy_res *res;
+	imap_untagged_cb *untagged;
+	imap_literal_cb *literal;
+	void *aux;
+};
+
+static void call_done(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct call *c = aux;
+
+	(void)cl;
+	c->done = 1;
+	c->res->status = res->status;
+	snprintf(c->res->code, sizeof(c->res->code), "%s", res->code != NULL ? res->code : "");
+	snprintf(c->res->text, sizeof(c->res->text), "%s", res->text != NULL ? res->text : "");
+	c->res->appenduid = 0;
+	if (res->msg != NULL && res->code != NULL && strcmp(res->code, "APPENDUID") == 0 &&
+	    imap_arg_get_u32(imap_arg_nth(res->msg->code_args, 1), &c->res->appenduid) < 0)
+		c->res->appenduid = 0;
+}
+
+static void call_untagged(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct call *c = aux;
+
+	c->untagged(cl, msg, c->aux);
+}
+
+static void call_literal(struct imap_client *cl, const struct imap_event *ev, void *aux)
+{
+	struct call *c = aux;
+
+	c->literal(cl, ev, c->aux);
+}
+
+enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagged_cb *untagged,
+                        imap_literal_cb *literal, void *aux, const char *fmt, ...)
+{
+	struct sy_res local;
+	struct call c = {0, res != NULL ? res : &local, untagged, literal, aux};
+	struct imap_client *cl = r->side[i].cl;
+	const char *error;
+	va_list ap;
+	int rc;
+
+	memset(c.res, 0, sizeof(*c.res));
+	c.res->status = IMAP_STATUS_NONE;
+	if (cl == NULL || imap_client_state(cl) == IMAP_CL_FAILED) {
+		snprintf(c.res->text, sizeof(c.res->text), "%s",
+		         cl != NULL ? imap_client_error(cl) : "not connected");
+		return IMAP_STATUS_NONE;
+	}
+	va_start(ap, fmt);
+	rc = imap_client_vcmdf(cl, call_done, untagged != NULL ? call_untagged : NULL,
+	                       literal != NULL ? call_literal : NULL, &c, &error, fmt, ap);
+	va_end(ap);
+	if (rc < 0) {
+		snprintf(c.res->text, sizeof(c.res->text), "%s", error);
+		return IMAP_STATUS_NONE;
+	}
+	if (imap_client_wait(cl, &c.done) < 0 && !c.done)
+		snprintf(c.res->text, sizeof(c.res->text), "event loop ended");
+	return c.res->status;
+}
+
+/* --- connect and login --- */
+
+static struct tls_client_ctx *side_tls(struct sy_run *r, int i, const char **error_r)
+{
+	struct sy_account *a = r->side[i].acc;
+	struct tls_client_opts to;
+
+	memset(&to, 0, sizeof(to));
+	/* imapsync passes --sslargsN to IO::Socket::SSL; we honour its
+	 * verification keys with the same spelling. */
+	for (size_t k = 0; k < a->sslargs.n; k++) {
+		const char *key = a->sslargs.v[k].key, *val = a->sslargs.v[k].value;
+
+		if (strcasecmp(key, "SSL_verify_mode") == 0) {
+			to.no_verify_peer =
+			        strcmp(val, "0") == 0 || strcasecmp(val, "SSL_VERIFY_NONE") == 0;
+		} else if (strcasecmp(key, "SSL_ca_file") == 0) {
+			to.ca_file = val;
+		} else if (strcasecmp(key, "SSL_ca_path") == 0) {
+			to.ca_path = val;
+		} else if (strcasecmp(key, "SSL_verifycn_name") == 0 ||
+		           strcasecmp(key, "SSL_hostname") == 0) {
+			to.server_name = val;
+		} else if (strcasecmp(key, "SSL_verifycn_scheme") == 0 &&
+		           strcasecmp(val, "none") == 0) {
+			to.no_verify_host = 1;
+		} else {
+			sy_out(r, "Host%d: ignoring --sslargs%d %s=%s (not supported)", i + 1,
+			       i + 1, key, val);
+		}
+	}
+	return tls_client_ctx_new(&to, error_r);
+}
+
+struct connect_wait {
+	int done;
+	enum imap_status status;
+	char text[512];
+	char code[64];
+};
+
+static void connect_done(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct connect_wait *w = aux;
+
+	(void)cl;
+	w->done = 1;
+	w->status = res->status;
+	snprintf(w->text, sizeof(w->text), "%s", res->text != NULL ? res->text : "");
+	snprintf(w->code, sizeof(w->code), "%s", res->code != NULL ? res->code : "");
+}
+
+static struct imap_client *try_connect(struct sy_run *r, int i, uint16_t port,
+                                       enum imap_client_security sec, struct connect_wait *w)
+{
+	struct sy_side *s = &r->side[i];
+	struct imap_client_opts co;
+	struct imap_client *cl;
+	const char *error;
+	char name[16];
+
+	snprintf(name, sizeof(name), "host%d", i + 1);
+	memset(&co, 0, sizeof(co));
+	co.host = s->acc->host;
+	co.port = port;
+	co.security = sec;
+	co.tls = s->tls;
+	co.timeout_ms = s->acc->timeout > 0 ? (unsigned)(s->acc->timeout * 1000) : 0;
+	co.connect_timeout_ms = co.timeout_ms;
+	co.keepalive = s->acc->keepalive;
+	co.name = name;
+	memset(w, 0, sizeof(*w));
+	cl = imap_client_new(r->base, NULL, &co, &error);
+	if (cl == NULL) {
+		w->done = 1;
+		w->status = IMAP_STATUS_NONE;
+		snprintf(w->text, sizeof(w->text), "%s", error);
+		return NULL;
+	}
+	imap_client_connect(cl, connect_done, w);
+	imap_client_wait(cl, &w->done);
+	if (w->status != IMAP_STATUS_OK)
+		imap_client_free(&cl);
+	return cl;
+}
+
+static enum imap_client_security side_security(struct sy_run *r, int i)
+{
+	struct sy_account *a = r->side[i].acc;
+	int tls_given = sy_options_given(r->o, i == 0 ? SY_OPT_TLS1 : SY_OPT_TLS2);
+
+	if (a->ssl)
+		return IMAP_SEC_TLS;
+	if (tls_given)
+		return a->tls ? IMAP_SEC_STARTTLS : IMAP_SEC_PLAIN;
+	return IMAP_SEC_STARTTLS_IF_OFFERED;
+}
+
+int sy_side_open(struct sy_run *r, int i)
+{
+	struct sy_side *s = &r->side[i];
+	struct sy_account *a = s->acc;
+	struct connect_wait w;
+	struct sy_res res;
+	enum imap_client_security sec;
+	const char *error, *mech;
+	int n = i + 1;
+
+	s->n = n;
+	s->tls = side_tls(r, i, &error);
+	if (s->tls == NULL) {
+		sy_error(r, SY_ERR_TLS, "Host%d: TLS setup failed: %s", n, error);
+		return sy_err_exit_code(SY_ERR_TLS);
+	}
+	sec = side_security(r, i);
+	if (a->port == 0 && !a->ssl && r->o->sslcheck &&
+	    !sy_options_given(r->o, i == 0 ? SY_OPT_TLS1 : SY_OPT_TLS2) &&
+	    !sy_options_given(r->o, i == 0 ? SY_OPT_SSL1 : SY_OPT_SSL2)) {
+		/* imapsync's sslcheck: an open imaps port means TLS. */
+		s->cl = try_connect(r, i, 993, IMAP_SEC_TLS, &w);
+		if (s->cl != NULL) {
+			sy_out(r, "Host%d: sslcheck detected open ssl port 993 so turning ssl on",
+			       n);
+			s->port = 993;
+			s->ssl = 1;
+		}
+	}
+	if (s->cl == NULL) {
+		s->port = a->port != 0 ? (uint16_t)a->port : (a->ssl ? 993 : 143);
+		s->ssl = sec == IMAP_SEC_TLS;
+		sy_out(r, "Host%d: connecting on host%d [%s] port [%u]", n, n, a->host, s->port);
+		s->cl = try_connect(r, i, s->port, sec, &w);
+	}
+	if (s->cl == NULL) {
+		enum sy_err cls = strncmp(w.text, "TLS handshake", 13) == 0 ||
+		                                  strstr(w.text, "STARTTLS") != NULL
+		                          ? SY_ERR_TLS
+		                          : (i == 0 ? SY_ERR_CONNECT1 : SY_ERR_CONNECT2);
+
+		sy_error(r, cls,
+		         "Host%d failure: can not open imap connection on [%s] with user [%s]: %s",
+		         n, a->host, a->user != NULL ? a->user : "", w.text);
+		return sy_err_exit_code(cls);
+	}
+	if (imap_client_is_tls(s->cl) && sec == IMAP_SEC_STARTTLS_IF_OFFERED && !s->ssl)
+		sy_out(r,
+		       "Host%d: going to ssl because STARTTLS is in CAPABILITY. Use --notls%d to "
+		       "avoid that behavior",
+		       n, n);
+	if (r->o->justconnect)
+		return 0;
+	if (imap_client_state(s->cl) == IMAP_CL_AUTHED) {
+		sy_out(r, "Host%d: %s says it has PREAUTH, no login needed", n, a->host);
+		return 0;
+	}
+	mech = a->authmech;
+	if (a->authuser != NULL && a->authuser[0] != '\0')
+		mech = "PLAIN";
+	memset(&w, 0, sizeof(w));
+	imap_client_login(s->cl, a->user != NULL ? a->user : "",
+	                  a->authuser != NULL && a->authuser[0] != '\0' ? a->authuser : NULL,
+	                  a->password != NULL ? a->password : "", mech, connect_done, &w);
+	imap_client_wait(s->cl, &w.done);
+	if (w.status != IMAP_STATUS_OK) {
+		enum sy_err cls = i == 0 ? SY_ERR_AUTH1 : SY_ERR_AUTH2;
+
+		sy_error(r, cls,
+		         "Host%d failure: Error login on [%s] with user [%s] auth [%s]: %s%s%s%s",
+		         n, a->host, a->user != NULL ? a->user : "", mech != NULL ? mech : "LOGIN",
+		         w.code[0] != '\0' ? "[" : "", w.code, w.code[0] != '\0' ? "] " : "",
+		         w.text);
+		return sy_err_exit_code(cls);
+	}
+	sy_out(r, "Host%d: success login on [%s] with user [%s] auth [%s]", n, a->host,
+	       a->user != NULL ? a->user : "", mech != NULL ? mech : "LOGIN");
+	(void)res;
+	return 0;
+}
+
+void sy_side_close(struct sy_run *r, int i)
+{
+	struct sy_side *s = &r->side[i];
+
+	if (s->cl != NULL && imap_client_state(s->cl) == IMAP_CL_AUTHED)
+		sy_cmd(r, i, NULL, NULL, NULL, NULL, "LOGOUT");
+	imap_client_free(&s->cl);
+	tls_client_ctx_free(&s->tls);
+	free(s->prefix);
+	s->prefix = NULL;
+}

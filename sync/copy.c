@@ -1,0 +1,712 @@
+/*
+ * copy.c - the message pass of one folder pair, imapsync's way of telling
+ * messages apart (the header key of hdrkey.c) with imapferry's transport:
+ *
+ *  1. SELECT host2 (PERMANENTFLAGS), EXAMINE host1 (read-only: no \Recent
+ *     or \Seen changes on the source);
+ *  2. one pipelined UID FETCH of UID FLAGS INTERNALDATE RFC822.SIZE and the
+ *     key's header fields per side, then one more for the messages that have
+ *     none of those fields (their whole header gives a content key);
+ *  3. host1 messages whose key host2 lacks are copied: BODY.PEEK[] on host1
+ *     feeds APPEND on host2 (flags, INTERNALDATE), several in flight, with
+ *     LITERAL+ when offered: no round trip per message;
+ *  4. messages on both sides get their flags resynced (FLAGS.SILENT).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "flags.h"
+#include "hdrkey.h"
+#include "imapferry/resp.h"
+#include "sync.h"
+
+#define WINDOW_MSGS  16          /* transfers in flight */
+#define WINDOW_BYTES (16u << 20) /* bytes of bodies held at once */
+
+struct msg {
+	uint32_t uid, size;
+	char *flags; /* space-separated, as the server sent them */
+	char *idate; /* INTERNALDATE string */
+	char key[SY_HDRKEY_MAX];
+	int haskey; /* 1 key, 0 none yet */
+	int dup;    /* a later duplicate within the folder */
+	int match;  /* index in the other side + 1, 0 = none */
+	int addhdr; /* --addheader: prepend a Message-Id when copying */
+};
+
+struct side_msgs {
+	struct msg *v;
+	size_t n, cap;
+	uint32_t exists;
+	char permflags[512];
+	int have_permflags;
+	struct sy_run *r;
+	int side;
+};
+
+static struct msg *msgs_get(struct side_msgs *m, uint32_t uid)
+{
+	/* replies come in UID order for UID FETCH 1:*, so look at the tail first */
+	if (m->n > 0 && m->v[m->n - 1].uid == uid)
+		return &m->v[m->n - 1];
+	for (size_t i = 0; i < m->n; i++) {
+		if (m->v[i].uid == uid)
+			return &m->v[i];
+	}
+	if (m->n == m->cap) {
+		m->cap = m->cap ? m->cap * 2 : 256;
+		m->v = realloc(m->v, m->cap * sizeof(*m->v));
+		if (m->v == NULL)
+			abort();
+	}
+	memset(&m->v[m->n], 0, sizeof(m->v[0]));
+	m->v[m->n].uid = uid;
+	return &m->v[m->n++];
+}
+
+static void msgs_free(struct side_msgs *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		free(m->v[i].flags);
+		free(m->v[i].idate);
+	}
+	free(m->v);
+}
+
+static char *flags_string(const struct imap_arg *list)
+{
+	size_t len = 1;
+	char *s;
+
+	for (const struct imap_arg *f = list->child; f != NULL; f = f->next)
+		len += f->len + 1;
+	s = calloc(1, len);
+	if (s == NULL)
+		abort();
+	for (const struct imap_arg *f = list->child; f != NULL; f = f->next) {
+		if (f->type != IMAP_ARG_ATOM)
+			continue;
+		if (s[0] != '\0')
+			strcat(s, " ");
+		strcat(s, f->str);
+	}
+	return s;
+}
+
+static void on_select(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct side_msgs *m = aux;
+
+	(void)cl;
+	if (msg->has_number && msg->name != NULL && strcmp(msg->name, "EXISTS") == 0)
+		m->exists = msg->number;
+	if (msg->code != NULL && strcmp(msg->code, "PERMANENTFLAGS") == 0 &&
+	    msg->code_args != NULL && msg->code_args->type == IMAP_ARG_LIST) {
+		char *s = flags_string(msg->code_args);
+
+		snprintf(m->permflags, sizeof(m->permflags), "%s", s);
+		m->have_permflags = 1;
+		free(s);
+	}
+}
+
+static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct side_msgs *m = aux;
+	const struct imap_arg *items, *v;
+	struct msg *e;
+	uint32_t uid;
+	const char *err;
+
+	(void)cl;
+	if (imap_fetch_items(msg, &items) < 0 ||
+	    imap_arg_get_u32(imap_fetch_get(items, "UID"), &uid) < 0)
+		return;
+	e = msgs_get(m, uid);
+	if ((v = imap_fetch_get(items, "FLAGS")) != NULL && v->type == IMAP_ARG_LIST) {
+		free(e->flags);
+		e->flags = flags_string(v);
+	}
+	if ((v = imap_fetch_get(items, "INTERNALDATE")) != NULL && v->type == IMAP_ARG_STRING) {
+		free(e->idate);
+		e->idate = strdup(v->str);
+	}
+	if ((v = imap_fetch_get(items, "RFC822.SIZE")) != NULL)
+		imap_arg_get_u32(v, &e->size);
+	for (const struct imap_arg *a = items; a != NULL && a->next != NULL; a = a->next->next) {
+		const char *s;
+		size_t len;
+		int rc;
+
+		if (a->type != IMAP_ARG_ATOM || !sy_hdrkey_is_header_item(a->str) ||
+		    imap_arg_get_nstring(a->next, &s, &len) < 0 || s == NULL)
+			continue;
+		if (strcmp(a->str, "BODY[HEADER]") == 0 && m->side == 0 && m->r->o->addheader) {
+			char line[SY_HDRKEY_LINE_MAX];
+
+			rc = sy_hdrkey_addheader(m->r->hk, e->uid, e->size, e->key, line, &err);
+			e->addhdr = rc > 0;
+		} else if (strcmp(a->str, "BODY[HEADER]") == 0)
+			rc = sy_hdrkey_content(s, len, e->size, e->key, &err);
+		else
+			rc = sy_hdrkey_compute(m->r->hk, s, len, e->size, e->key, &err);
+		if (rc > 0)
+			e->haskey = 1;
+	}
+}
+
+/* Writes UIDs as a compact set ("1:5,7") into buf; returns the count of
+ * UIDs taken from uids[*pos..] (stops near max bytes). */
+static size_t uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos)
+{
+	size_t len = 0, taken = 0;
+
+	buf[0] = '\0';
+	while (*pos < n && len + 24 < max) {
+		uint32_t lo = uids[*pos], hi = lo;
+
+		(*pos)++;
+		taken++;
+		while (*pos < n && uids[*pos] == hi + 1) {
+			hi = uids[(*pos)++];
+			taken++;
+		}
+		len += (size_t)snprintf(buf + len, max - len, "%s%u", len > 0 ? "," : "", lo);
+		if (hi != lo)
+			len += (size_t)snprintf(buf + len, max - len, ":%u", hi);
+	}
+	return taken;
+}
+
+/* Reads keys and metadata of one side. Returns 0 or -1. */
+static int read_side(struct sy_run *r, int i, struct side_msgs *m)
+{
+	struct sy_res res;
+	char item[256], *set;
+	uint32_t *need;
+	size_t nneed = 0, pos = 0;
+
+	if (m->exists == 0)
+		return 0;
+	sy_hdrkey_fetch_item(r->hk, item, sizeof(item));
+	if (sy_cmd(r, i, &res, on_meta, NULL, m,
+	           "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE %a)",
+	           item) != IMAP_STATUS_OK) {
+		sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
+		         "Host%d: could not fetch the headers of the folder: %s", i + 1, res.text);
+		return -1;
+	}
+	need = malloc((m->n + 1) * sizeof(*need));
+	set = malloc(8192);
+	if (need == NULL || set == NULL)
+		abort();
+	for (size_t k = 0; k < m->n; k++) {
+		if (!m->v[k].haskey)
+			need[nneed++] = m->v[k].uid;
+	}
+	/* header-less messages: one more pipelined pass over the whole header */
+	while (pos < nneed) {
+		uid_set(set, 8192, need, nneed, &pos);
+		if (sy_cmd(r, i, &res, on_meta, NULL, m, "UID FETCH %a (UID BODY.PEEK[HEADER])",
+		           set) != IMAP_STATUS_OK) {
+			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
+			         "Host%d: could not fetch headers: %s", i + 1, res.text);
+			free(need);
+			free(set);
+			return -1;
+		}
+	}
+	free(need);
+	free(set);
+	return 0;
+}
+
+/* --- flags: the host1 pipeline of flags.c (\\Recent dropped, buggy flags,
+ * --regexflag, system flag case, host2 PERMANENTFLAGS) --- */
+
+static size_t split_flags(char *s, const char **tok, size_t max)
+{
+	size_t n = 0;
+
+	for (char *p = strtok(s, " ()"); p != NULL && n < max; p = strtok(NULL, " ()"))
+		tok[n++] = p;
+	return n;
+}
+
+/* The "(...)" flag list to give host2 for host1's flags; NULL on a
+ * --regexflag run-time failure (error recorded). Caller frees. */
+static char *host2_flags(struct sy_run *r, const char *flags1, const struct side_msgs *m2)
+{
+	char *c1 = strdup(flags1 != NULL ? flags1 : ""), *cp = strdup(m2->permflags), *out = NULL;
+	const char *t1[256], *tp[256], *error;
+	size_t n1, np;
+
+	if (c1 == NULL || cp == NULL)
+		abort();
+	n1 = split_flags(c1, t1, 256);
+	np = m2->have_permflags ? split_flags(cp, tp, 256) : 0;
+	if (sy_flags_for_host2(r->fl, t1, n1, m2->have_permflags ? tp : NULL, np, &out, NULL,
+	                       &error) < 0) {
+		sy_error(r, SY_ERR_FLAGS, "Host1: flags [%s]: %s", flags1 != NULL ? flags1 : "",
+		         error);
+		out = NULL;
+	}
+	free(c1);
+	free(cp);
+	return out;
+}
+
+/* --- key index: open addressing over the other side's keys --- */
+
+struct kindex {
+	size_t *slot; /* index + 1, 0 = empty */
+	size_t cap;
+};
+
+static uint64_t khash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static void kindex_build(struct kindex *ix, struct side_msgs *m, struct sy_run *r, int side)
+{
+	ix->cap = 16;
+	while (ix->cap < m->n * 2 + 2)
+		ix->cap *= 2;
+	ix->slot = calloc(ix->cap, sizeof(*ix->slot));
+	if (ix->slot == NULL)
+		abort();
+	for (size_t k = 0; k < m->n; k++) {
+		struct msg *e = &m->v[k];
+		size_t h;
+
+		if (!e->haskey)
+			continue;
+		for (h = khash(e->key) & (ix->cap - 1); ix->slot[h] != 0;
+		     h = (h + 1) & (ix->cap - 1)) {
+			if (strcmp(m->v[ix->slot[h] - 1].key, e->key) == 0)
+				break;
+		}
+		if (ix->slot[h] != 0 &&
+		    (r->o->syncduplicates || strncmp(e->key, SY_HDRKEY_CONTENT_PREFIX,
+		                                     strlen(SY_HDRKEY_CONTENT_PREFIX)) == 0)) {
+			/* --syncduplicates: the n-th copy is "key#n" on both sides,
+			 * so copies are matched by count. Content keys (header-less
+			 * messages) are always counted so: the same header and size
+			 * do not make the same message. */
+			char base[SY_HDRKEY_MAX];
+			unsigned n = 1;
+
+			memcpy(base, e->key, sizeof(base));
+			do {
+				sy_hdrkey_dup_key(base, n++, e->key);
+				for (h = khash(e->key) & (ix->cap - 1); ix->slot[h] != 0;
+				     h = (h + 1) & (ix->cap - 1)) {
+					if (strcmp(m->v[ix->slot[h] - 1].key, e->key) == 0)
+						break;
+				}
+			} while (ix->slot[h] != 0);
+		}
+		if (ix->slot[h] != 0) {
+			e->dup = 1; /* same key twice in one folder */
+			if (side == 0)
+				r->dup1++;
+			else
+				r->dup2++;
+			continue;
+		}
+		ix->slot[h] = k + 1;
+	}
+}
+
+static struct msg *kindex_get(const struct kindex *ix, struct side_msgs *m, const char *key)
+{
+	for (size_t h = khash(key) & (ix->cap - 1); ix->slot[h] != 0; h = (h + 1) & (ix->cap - 1)) {
+		if (strcmp(m->v[ix->slot[h] - 1].key, key) == 0)
+			return &m->v[ix->slot[h] - 1];
+	}
+	return NULL;
+}
+
+/* --- transfers --- */
+
+struct xfer_ctx;
+
+struct xfer {
+	struct xfer_ctx *x;
+	struct msg *m;
+	struct evbuffer *body;
+	struct xfer *next;
+};
+
+struct xfer_ctx {
+	struct xfer *active; /* fetches in flight, found by UID */
+	struct xfer *cur;    /* receiving a streamed body */
+	struct sy_run *r;
+	const struct sy_folder *f;
+	struct side_msgs *m2;
+	unsigned inflight;
+	size_t held;
+	struct timespec t0;
+	uint64_t copied_here;
+};
+
+/* Pipelined FETCHes may be answered in any order (Dovecot runs them in
+ * parallel), so replies are matched to transfers by UID, not by tag. */
+static struct xfer *xfer_find(struct xfer_ctx *x, uint32_t uid)
+{
+	for (struct xfer *t = x->active; t != NULL; t = t->next) {
+		if (t->m->uid == uid)
+			return t;
+	}
+	return NULL;
+}
+
+static void xfer_unlink(struct xfer *t)
+{
+	for (struct xfer **p = &t->x->active; *p != NULL; p = &(*p)->next) {
+		if (*p == t) {
+			*p = t->next;
+			break;
+		}
+	}
+	if (t->x->cur == t)
+		t->x->cur = NULL;
+}
+
+static uint32_t fetch_uid(const struct imap_msg *msg)
+{
+	uint32_t uid = 0;
+
+	if (msg->args != NULL && msg->args->type == IMAP_ARG_LIST)
+		imap_arg_get_u32(imap_fetch_get(msg->args->child, "UID"), &uid);
+	return uid;
+}
+
+static void xfer_free(struct xfer *t)
+{
+	if (t->body != NULL)
+		evbuffer_free(t->body);
+	free(t);
+}
+
+static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct xfer *t = aux;
+	struct xfer_ctx *x = t->x;
+	struct sy_run *r = x->r;
+
+	(void)cl;
+	x->inflight--;
+	x->held -= t->m->size;
+	if (res->status == IMAP_STATUS_OK) {
+		uint32_t uid2 = 0;
+		char who[48], uid2s[24], rate[32], total[32];
+		struct timespec now;
+		double secs;
+
+		if (res->code != NULL && strcmp(res->code, "APPENDUID") == 0)
+			imap_arg_get_u32(imap_arg_nth(res->msg->code_args, 1), &uid2);
+		r->transferred++;
+		r->bytes_transferred += t->m->size;
+		if (t->m->size > r->biggest)
+			r->biggest = t->m->size;
+		x->copied_here++;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		secs = (double)(now.tv_sec - r->t0.tv_sec) + (now.tv_nsec - r->t0.tv_nsec) / 1e9;
+		snprintf(who, sizeof(who), "%u {%u}", t->m->uid, t->m->size);
+		snprintf(uid2s, sizeof(uid2s), "%u", uid2);
+		sy_out(r, "msg %s/%-19s copied to %s/%-10s %.2f msgs/s  %s/s %s copied",
+		       x->f->name1, who, x->f->name2, uid2s, secs > 0 ? r->transferred / secs : 0.0,
+		       sy_bytes(rate, sizeof(rate),
+		                (uint64_t)(secs > 0 ? r->bytes_transferred / secs : 0)),
+		       sy_bytes(total, sizeof(total), r->bytes_transferred));
+	} else {
+		t->m->match = 0;
+		sy_error(r, SY_ERR_APPEND,
+		         "- msg %s/%u {%u} could not append ( Subject:[?], Date:[%s], Size:[%u], "
+		         "Flags:[%s] ) to folder %s: %s",
+		         x->f->name1, t->m->uid, t->m->size, t->m->idate != NULL ? t->m->idate : "",
+		         t->m->size, t->m->flags != NULL ? t->m->flags : "", x->f->name2,
+		         res->text != NULL ? res->text : "");
+	}
+	xfer_free(t);
+}
+
+static void on_body(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct xfer *t;
+	const struct imap_arg *items, *v;
+
+	(void)cl;
+	if (imap_fetch_items(msg, &items) < 0 ||
+	    (t = xfer_find(((struct xfer *)aux)->x, fetch_uid(msg))) == NULL)
+		return;
+	v = imap_fetch_get(items, "BODY[]");
+	if (v != NULL && v->type == IMAP_ARG_LITERAL)
+		evbuffer_add(t->body, v->str, v->len);
+}
+
+static void on_body_literal(struct imap_client *cl, const struct imap_event *ev, void *aux)
+{
+	struct xfer_ctx *x = ((struct xfer *)aux)->x;
+
+	(void)cl;
+	if (ev->type == IMAP_EV_LITERAL_START)
+		x->cur = xfer_find(x, fetch_uid(ev->msg)); /* UID precedes BODY[] */
+	else if (ev->type == IMAP_EV_LITERAL_DATA && x->cur != NULL)
+		evbuffer_add(x->cur->body, ev->data, ev->len);
+	else if (ev->type == IMAP_EV_LITERAL_END)
+		x->cur = NULL;
+}
+
+static void on_fetched(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct xfer *t = aux;
+	struct xfer_ctx *x = t->x;
+	struct sy_run *r = x->r;
+	char *flags;
+	const char *error;
+	int rc;
+
+	(void)cl;
+	xfer_unlink(t);
+	if (res->status != IMAP_STATUS_OK || evbuffer_get_length(t->body) == 0) {
+		x->inflight--;
+		x->held -= t->m->size;
+		sy_error(r, SY_ERR_FETCH, "- msg %s/%u {%u} could not be fetched: %s", x->f->name1,
+		         t->m->uid, t->m->size, res->text != NULL ? res->text : "empty message");
+		xfer_free(t);
+		return;
+	}
+	flags = host2_flags(r, t->m->flags, x->m2);
+	if (flags == NULL) {
+		x->inflight--;
+		x->held -= t->m->size;
+		xfer_free(t);
+		return;
+	}
+	if (t->m->addhdr) {
+		char key[SY_HDRKEY_MAX], line[SY_HDRKEY_LINE_MAX];
+
+		if (sy_hdrkey_addheader(r->hk, t->m->uid, t->m->size, key, line, &error) > 0)
+			evbuffer_prepend(t->body, line, strlen(line));
+	}
+	if (r->o->syncinternaldates && t->m->idate != NULL)
+		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
+		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->idate,
+		                      t->body);
+	else
+		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
+		                      "APPEND %m %a %L", x->f->name2, flags, t->body);
+	free(flags);
+	if (rc < 0) {
+		x->inflight--;
+		x->held -= t->m->size;
+		sy_error(r, SY_ERR_APPEND, "- msg %s/%u could not append: %s", x->f->name1,
+		         t->m->uid, error);
+		xfer_free(t);
+	}
+}
+
+static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
+                          struct side_msgs *m2)
+{
+	struct xfer_ctx x;
+	size_t k = 0;
+
+	memset(&x, 0, sizeof(x));
+	x.r = r;
+	x.f = f;
+	x.m2 = m2;
+	for (;;) {
+		while (k < m1->n && x.inflight < WINDOW_MSGS &&
+		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop) {
+			struct msg *e = &m1->v[k++];
+			struct xfer *t;
+			const char *error;
+
+			if (!e->haskey || e->dup || e->match)
+				continue;
+			if (r->o->dry) {
+				r->would_copy++;
+				sy_out(r,
+				       "msg %s/%u {%u} copied to %s (not really since --dry mode)",
+				       f->name1, e->uid, e->size, f->name2);
+				continue;
+			}
+			t = calloc(1, sizeof(*t));
+			if (t == NULL || (t->body = evbuffer_new()) == NULL)
+				abort();
+			t->x = &x;
+			t->m = e;
+			t->next = x.active;
+			x.active = t;
+			e->match = -1; /* being copied */
+			x.inflight++;
+			x.held += e->size;
+			if (imap_client_cmdf(r->side[0].cl, on_fetched, on_body, on_body_literal, t,
+			                     &error, "UID FETCH %u (BODY.PEEK[])", e->uid) < 0) {
+				x.inflight--;
+				x.held -= e->size;
+				e->match = 0;
+				sy_error(r, SY_ERR_FETCH, "- msg %s/%u could not be fetched: %s",
+				         f->name1, e->uid, error);
+				xfer_unlink(t);
+				xfer_free(t);
+			}
+		}
+		if (x.inflight == 0)
+			break;
+		if (event_base_loop(r->base, EVLOOP_ONCE) != 0)
+			break;
+	}
+}
+
+/* Flags of messages on both sides: one FLAGS.SILENT per difference,
+ * pipelined. Keyword case is not a difference (RFC 3501: flags are
+ * case-insensitive; imapsync churns on it, #227). */
+struct store_wait {
+	unsigned pending;
+	struct sy_run *r;
+};
+
+static void on_store(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct store_wait *w = aux;
+
+	(void)cl;
+	w->pending--;
+	if (res->status != IMAP_STATUS_OK)
+		sy_error(w->r, SY_ERR_FLAGS, "Host2: flags msg could not add flags: %s",
+		         res->text != NULL ? res->text : "");
+}
+
+static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
+                         struct side_msgs *m2)
+{
+	struct store_wait w = {0, r};
+
+	for (size_t k = 0; k < m1->n && !r->stop; k++) {
+		struct msg *e1 = &m1->v[k], *e2;
+		char *want, *store = NULL;
+		const char *error;
+
+		if (e1->match <= 0)
+			continue;
+		e2 = &m2->v[e1->match - 1];
+		want = host2_flags(r, e1->flags, m2);
+		if (want == NULL ||
+		    sy_flags_store(want, e2->flags != NULL ? e2->flags : "", &store) <= 0) {
+			free(want);
+			continue;
+		}
+		if (r->o->dry)
+			sy_out(r,
+			       "Host2: msg %s/%u would get flags %s (not really since --dry mode)",
+			       f->name2, e2->uid, want);
+		else if (imap_client_cmdf(r->side[1].cl, on_store, NULL, NULL, &w, &error,
+		                          "UID STORE %u %a", e2->uid, store) == 0)
+			w.pending++;
+		free(want);
+		free(store);
+	}
+	while (w.pending > 0 && event_base_loop(r->base, EVLOOP_ONCE) == 0)
+		;
+}
+
+void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total)
+{
+	struct side_msgs m1, m2;
+	struct kindex ix2 = {0}, ix1 = {0};
+	struct sy_res res;
+	char pos[32], n1[300], n2[300];
+
+	memset(&m1, 0, sizeof(m1));
+	memset(&m2, 0, sizeof(m2));
+	m1.r = m2.r = r;
+	m2.side = 1;
+	snprintf(pos, sizeof(pos), "%u/%u", idx, total);
+	snprintf(n1, sizeof(n1), "[%s]", f->name1);
+	snprintf(n2, sizeof(n2), "[%s]", f->name2);
+	sy_out(r, "Folder %7s %-35s -> %-35s", pos, n1, n2);
+	if (sy_cmd(r, 0, &res, on_select, NULL, &m1, "EXAMINE %m", f->name1) != IMAP_STATUS_OK) {
+		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,
+		         res.text);
+		return;
+	}
+	if (!f->exists2 && r->o->dry) {
+		/* --dry: host2 folder not created, everything would be copied */
+		m2.exists = 0;
+	} else if (sy_cmd(r, 1, &res, on_select, NULL, &m2, "SELECT %m", f->name2) !=
+	           IMAP_STATUS_OK) {
+		sy_error(r, SY_ERR_SELECT, "Host2 folder %s: Could not select: %s", f->name2,
+		         res.text);
+		return;
+	}
+	if (r->o->justfolders) {
+		r->folders_synced++;
+		return;
+	}
+	if (read_side(r, 0, &m1) < 0 || read_side(r, 1, &m2) < 0)
+		goto out;
+	kindex_build(&ix1, &m1, r, 0);
+	kindex_build(&ix2, &m2, r, 1);
+	for (size_t k = 0; k < m1.n; k++) {
+		struct msg *e = &m1.v[k], *o;
+
+		if (!e->haskey) {
+			r->noheader1++;
+			continue;
+		}
+		if (e->dup) {
+			r->skipped++;
+			continue;
+		}
+		r->ident1++;
+		o = kindex_get(&ix2, &m2, e->key);
+		if (o != NULL) {
+			e->match = (int)(o - m2.v) + 1;
+			r->skipped++;
+			r->bytes_skipped += e->size;
+		}
+	}
+	for (size_t k = 0; k < m2.n; k++) {
+		struct msg *e = &m2.v[k];
+
+		if (!e->haskey) {
+			r->noheader2++;
+			continue;
+		}
+		if (e->dup)
+			continue;
+		r->ident2++;
+		if (kindex_get(&ix1, &m1, e->key) == NULL)
+			r->in2_not_in1++;
+	}
+	copy_messages(r, f, &m1, &m2);
+	if (r->o->resyncflags)
+		resync_flags(r, f, &m1, &m2);
+	for (size_t k = 0; k < m1.n; k++) {
+		const struct msg *e = &m1.v[k];
+
+		if (e->haskey && !e->dup && e->match == 0)
+			r->in1_not_in2++;
+	}
+	r->folders_synced++;
+out:
+	free(ix1.slot);
+	free(ix2.slot);
+	msgs_free(&m1);
+	msgs_free(&m2);
+}

@@ -1,0 +1,360 @@
+/*
+ * main.c - imapferry-sync's one-shot CLI, an imapsync drop-in: options,
+ * log file and pidfile, both logins, the folder plan, the message pass,
+ * statistics, and imapsync's exit codes.
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "flags.h"
+#include "hdrkey.h"
+#include "imapferry/log.h"
+#include "sync.h"
+
+#define EXIT_BY_SIGNAL 6
+
+static volatile sig_atomic_t got_signal;
+static struct sy_run *signal_run;
+
+static void on_signal(int sig)
+{
+	got_signal = sig;
+	if (signal_run != NULL)
+		signal_run->stop = 1;
+}
+
+static char *prompt_password(int side, const char *user)
+{
+	struct termios old, quiet;
+	char buf[1024];
+	int tty = isatty(STDIN_FILENO);
+
+	if (!tty)
+		return NULL;
+	fprintf(stderr, "What's the password for %s (host%d)? ", user != NULL ? user : "", side);
+	fflush(stderr);
+	tcgetattr(STDIN_FILENO, &old);
+	quiet = old;
+	quiet.c_lflag &= ~(tcflag_t)ECHO;
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	if (fgets(buf, sizeof(buf), stdin) == NULL)
+		buf[0] = '\0';
+	tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+	fputc('\n', stderr);
+	buf[strcspn(buf, "\r\n")] = '\0';
+	return strdup(buf);
+}
+
+/* LOG_imapsync/YYYY_MM_DD_HH_MM_SS_mmm_<user1>_<user2>.txt, as imapsync. */
+static char *log_path(const struct sy_options *o)
+{
+	char name[512], *path;
+	struct timespec ts;
+	struct tm tm;
+	const char *dir = o->logdir != NULL ? o->logdir : "";
+	size_t n;
+
+	if (o->logfile != NULL && o->logfile[0] != '\0') {
+		snprintf(name, sizeof(name), "%s", o->logfile);
+	} else {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		localtime_r(&ts.tv_sec, &tm);
+		n = strftime(name, sizeof(name), "%Y_%m_%d_%H_%M_%S", &tm);
+		snprintf(name + n, sizeof(name) - n, "_%03ld_%s_%s.txt", ts.tv_nsec / 1000000,
+		         o->acc[0].user != NULL ? o->acc[0].user : "",
+		         o->acc[1].user != NULL ? o->acc[1].user : "");
+		for (char *p = name; *p != '\0'; p++) {
+			if (*p == '/' || *p == ' ' || *p == '\\' || *p == ':' || *p == '*' ||
+			    *p == '?' || *p == '"' || *p == '<' || *p == '>' || *p == '|' ||
+			    *p == '\'')
+				*p = '_';
+		}
+	}
+	if (dir[0] == '\0' || name[0] == '/')
+		return strdup(name);
+	path = malloc(strlen(dir) + strlen(name) + 2);
+	if (path != NULL)
+		sprintf(path, "%s/%s", dir, name);
+	return path;
+}
+
+static void mkdirs(const char *path)
+{
+	char *p = strdup(path), *s;
+
+	if (p == NULL)
+		return;
+	for (s = strchr(p + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		mkdir(p, 0755);
+		*s = '/';
+	}
+	free(p);
+}
+
+static void banner(struct sy_run *r, int argc, char **argv)
+{
+	struct passwd *pw = getpwuid(getuid());
+	char line[4096];
+	size_t len = 0;
+	int mask_next = 0;
+
+	sy_out(r, "imapferry-sync %s (imapsync-compatible), PID %d", IMAPFERRY_VERSION,
+	       (int)getpid());
+	for (int i = 0; i < argc && len < sizeof(line) - 32; i++) {
+		const char *a = argv[i];
+
+		if (mask_next && !r->o->showpasswords)
+			a = "MASKED";
+		mask_next = strncmp(a, "--password", 10) == 0 && strchr(a, '=') == NULL;
+		if (strncmp(argv[i], "--password", 10) == 0 && strchr(argv[i], '=') != NULL &&
+		    !r->o->showpasswords) {
+			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%.*s=MASKED",
+			                        i > 0 ? " " : "",
+			                        (int)(strchr(argv[i], '=') - argv[i]), argv[i]);
+			continue;
+		}
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", i > 0 ? " " : "",
+		                        a);
+	}
+	sy_out(r, "Command line used, run by %s:", pw != NULL ? pw->pw_name : "?");
+	sy_out(r, "%s", line);
+	if (r->o->syncinternaldates)
+		sy_out(r, "Info: turned ON syncinternaldates, will set the internal dates (arrival "
+		          "dates) on host2 same as host1.");
+	if (r->o->resyncflags)
+		sy_out(r, "Info: will resync flags for already transferred messages. Use "
+		          "--noresyncflags to not resync flags.");
+	sy_out(r, "TLS: server certificates are verified (imapsync does not); --sslargs1 "
+	          "SSL_verify_mode=0 turns that off, --sslargs1 SSL_ca_file=FILE adds a CA");
+}
+
+static int pidfile_write(struct sy_run *r)
+{
+	const char *pf = r->o->pidfile;
+	FILE *fp;
+
+	if (pf == NULL || pf[0] == '\0')
+		return 0;
+	if (access(pf, F_OK) == 0) {
+		FILE *old = fopen(pf, "r");
+		long pid = 0;
+
+		if (old != NULL) {
+			if (fscanf(old, "%ld", &pid) != 1)
+				pid = 0;
+			fclose(old);
+		}
+		if (pid > 0 && kill((pid_t)pid, 0) == 0 && pid != (long)getpid()) {
+			if (r->o->pidfilelocking) {
+				sy_out(r,
+				       "PID file %s exists with a running process %ld, exiting "
+				       "(--pidfilelocking)",
+				       pf, pid);
+				return -1;
+			}
+			sy_out(r,
+			       "PID file %s already exists, overwriting it ( use --pidfilelocking "
+			       "to "
+			       "avoid concurrent runs )",
+			       pf);
+		}
+	}
+	fp = fopen(pf, "w");
+	if (fp == NULL) {
+		sy_out(r, "Can not write PID file %s: %s", pf, strerror(errno));
+		return r->o->pidfilelocking ? -1 : 0;
+	}
+	fprintf(fp, "%d\n%s\n", (int)getpid(), r->logpath != NULL ? r->logpath : "");
+	fclose(fp);
+	r->pidpath = strdup(pf);
+	return 0;
+}
+
+static int finish(struct sy_run *r, int code)
+{
+	sy_out(r, "Exiting with return value %d (%s) %u/%lld nb_errors/max_errors PID %d", code,
+	       sy_exit_text(code), r->nerrors, r->o->errorsmax, (int)getpid());
+	if (r->pidpath != NULL) {
+		sy_out(r, "Removing pidfile %s", r->pidpath);
+		unlink(r->pidpath);
+	}
+	for (int i = 0; i < 2; i++) {
+		if (r->side[i].cl != NULL)
+			sy_out(r, "Disconnecting from host%d %s user%d %s", i + 1,
+			       r->o->acc[i].host != NULL ? r->o->acc[i].host : "", i + 1,
+			       r->o->acc[i].user != NULL ? r->o->acc[i].user : "");
+		sy_side_close(r, i);
+	}
+	if (r->logpath != NULL)
+		sy_out(r,
+		       "Log file is %s ( to change it, use --logfile filepath ; or use --nolog to "
+		       "turn off logging )",
+		       r->logpath);
+	return code;
+}
+
+static int run(struct sy_run *r, int argc, char **argv)
+{
+	struct sy_options *o = r->o;
+	struct sy_hdrkey_settings hs;
+	struct sy_plan plan;
+	char err[4096];
+	const char *error;
+	int code;
+
+	if (o->log) {
+		r->logpath = log_path(o);
+		if (r->logpath != NULL) {
+			mkdirs(r->logpath);
+			r->log = fopen(r->logpath, "a");
+			if (r->log == NULL) {
+				fprintf(stderr, "Can not open log file %s: %s\n", r->logpath,
+				        strerror(errno));
+				free(r->logpath);
+				r->logpath = NULL;
+			}
+		}
+	}
+	banner(r, argc, argv);
+	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
+		sy_out(r, "%s", err);
+		return finish(r, SY_EX_NOINPUT);
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!o->justconnect && sy_options_need_password(o, i)) {
+			o->acc[i].password = prompt_password(i + 1, o->acc[i].user);
+			if (o->acc[i].password == NULL) {
+				sy_out(r,
+				       "Host%d: no password given (--password%d, --passfile%d or "
+				       "IMAPSYNC_PASSWORD%d) and no terminal to ask for one",
+				       i + 1, i + 1, i + 1, i + 1);
+				return finish(r, SY_EX_USAGE);
+			}
+		}
+	}
+	if (pidfile_write(r) < 0)
+		return finish(r, 8);
+	memset(&hs, 0, sizeof(hs));
+	hs.useheader = (const char *const *)o->useheader.v;
+	hs.useheader_count = o->useheader.n;
+	hs.skipheader = o->skipheader;
+	hs.messageidnodomain = o->messageidnodomain;
+	hs.noskipsize = !o->skipsize;
+	if (sy_hdrkey_opts_init(&r->hk, &hs, &error) < 0) {
+		sy_out(r, "%s", error);
+		return finish(r, SY_EX_USAGE);
+	}
+	{
+		struct sy_flags_settings fs;
+
+		memset(&fs, 0, sizeof(fs));
+		fs.regexflag = (const char *const *)o->regexflag.v;
+		fs.regexflag_count = o->noregexflag ? 0 : o->regexflag.n;
+		fs.filterbuggyflags = o->filterbuggyflags;
+		fs.noflagscase = !o->flagscase;
+		fs.nofilterflags = !o->filterflags;
+		if (sy_flags_opts_init(&r->fl, &fs, &error) < 0) {
+			sy_out(r, "%s", error);
+			return finish(r, SY_EX_USAGE);
+		}
+	}
+	r->base = event_base_new();
+	for (int i = 0; i < 2; i++) {
+		r->side[i].acc = &o->acc[i];
+		if ((code = sy_side_open(r, i)) != 0)
+			return finish(r, o->justconnect ? 10 : code);
+	}
+	if (o->justconnect || o->justlogin)
+		return finish(r, 0);
+	if (sy_folders_plan(r, &plan) < 0)
+		return finish(r, sy_report(r));
+	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
+	for (size_t k = 0; k < plan.n && !r->stop; k++) {
+		if (!plan.f[k].exists2 && !o->dry)
+			continue; /* creation failed: counted already */
+		sy_copy_folder(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
+	}
+	sy_out(r, "++++ End looping on each folder");
+	sy_plan_free(&plan);
+	code = sy_report(r);
+	if (got_signal != 0) {
+		sy_out(r, "Got signal %d, exiting", (int)got_signal);
+		code = EXIT_BY_SIGNAL;
+	}
+	return finish(r, code);
+}
+
+int main(int argc, char **argv)
+{
+	struct sy_options o;
+	struct sy_run r;
+	char err[8192];
+	struct sigaction sa;
+	int code;
+
+	signal(SIGPIPE, SIG_IGN);
+	sy_options_init(&o);
+	o.extra_file = "options_extra.txt";
+	if (sy_options_parse(&o, argc, argv, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		fprintf(stderr, "For help run %s --help\n", argv[0]);
+		sy_options_free(&o);
+		return SY_EX_USAGE;
+	}
+	if (o.help || o.nargs == 0) {
+		sy_options_usage(stdout);
+		sy_options_free(&o);
+		return 0;
+	}
+	if (o.version) {
+		printf("%s\n", IMAPFERRY_VERSION);
+		sy_options_free(&o);
+		return 0;
+	}
+	if (sy_options_check(&o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		sy_options_free(&o);
+		return SY_EX_USAGE;
+	}
+	if (o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap) {
+		const char *e;
+
+		log_set_debug("imap", &e);
+	}
+	memset(&r, 0, sizeof(r));
+	r.o = &o;
+	clock_gettime(CLOCK_MONOTONIC, &r.t0);
+	signal_run = &r;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGQUIT, &sa, NULL);
+
+	code = run(&r, argc, argv);
+
+	sy_hdrkey_opts_free(&r.hk);
+	sy_flags_opts_free(&r.fl);
+	if (r.base != NULL)
+		event_base_free(r.base);
+	for (unsigned i = 0; i < r.nerrors; i++)
+		free(r.errors[i]);
+	free(r.errors);
+	if (r.log != NULL)
+		fclose(r.log);
+	free(r.logpath);
+	free(r.pidpath);
+	sy_options_free(&o);
+	return code;
+}

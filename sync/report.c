@@ -1,0 +1,283 @@
+/* report.c - output, error bookkeeping, statistics and exit codes. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sync.h"
+
+static const int err_exit[SY_ERR_COUNT] = {111, 101, 102, 12, 161, 162, 114, 115, 116, 117, 120};
+static const char *const err_names[SY_ERR_COUNT] = {"ERR_UNCLASSIFIED",
+                                                    "ERR_CONNECTION_FAILURE_HOST1",
+                                                    "ERR_CONNECTION_FAILURE_HOST2",
+                                                    "ERR_TLS_FAILURE",
+                                                    "ERR_AUTHENTICATION_FAILURE_USER1",
+                                                    "ERR_AUTHENTICATION_FAILURE_USER2",
+                                                    "ERR_APPEND",
+                                                    "ERR_Host1_FETCH",
+                                                    "ERR_CREATE",
+                                                    "ERR_SELECT",
+                                                    "ERR_FLAGS"};
+_Static_assert(sizeof(err_names) / sizeof(err_names[0]) == SY_ERR_COUNT, "error names");
+
+int sy_err_exit_code(enum sy_err cls)
+{
+	return err_exit[cls];
+}
+
+const char *sy_exit_text(int code)
+{
+	switch (code) {
+	case 0:
+		return "EX_OK: successful termination";
+	case 8:
+		return "EXIT_PID_FILE_ERROR";
+	case 10:
+		return "EXIT_CONNECTION_FAILURE";
+	case 12:
+		return "EXIT_TLS_FAILURE";
+	case 64:
+		return "EX_USAGE: command line usage error";
+	case 66:
+		return "EX_NOINPUT: cannot open input";
+	case 101:
+		return "EXIT_CONNECTION_FAILURE_HOST1";
+	case 102:
+		return "EXIT_CONNECTION_FAILURE_HOST2";
+	case 111:
+		return "EXIT_WITH_ERRORS";
+	case 114:
+		return "EXIT_ERR_APPEND";
+	case 115:
+		return "EXIT_ERR_FETCH";
+	case 116:
+		return "EXIT_ERR_CREATE";
+	case 117:
+		return "EXIT_ERR_SELECT";
+	case 120:
+		return "EXIT_ERR_FLAGS";
+	case 161:
+		return "EXIT_AUTHENTICATION_FAILURE_USER1";
+	case 162:
+		return "EXIT_AUTHENTICATION_FAILURE_USER2";
+	default:
+		return "EXIT_CATCH_ALL";
+	}
+}
+
+static void vout(struct sy_run *r, const char *fmt, va_list ap)
+{
+	va_list cp;
+
+	va_copy(cp, ap);
+	vfprintf(stdout, fmt, ap);
+	fputc('\n', stdout);
+	fflush(stdout);
+	if (r->log != NULL) {
+		vfprintf(r->log, fmt, cp);
+		fputc('\n', r->log);
+		fflush(r->log);
+	}
+	va_end(cp);
+}
+
+void sy_out(struct sy_run *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vout(r, fmt, ap);
+	va_end(ap);
+}
+
+void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	char **ne;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	sy_out(r, "%s", buf);
+	ne = realloc(r->errors, sizeof(*ne) * (r->nerrors + 1));
+	if (ne == NULL || (ne[r->nerrors] = strdup(buf)) == NULL)
+		abort();
+	r->errors = ne;
+	r->nerrors++;
+	r->err_count[cls]++;
+	if (r->o->errorsmax > 0 && r->nerrors >= (unsigned long long)r->o->errorsmax && !r->stop) {
+		sy_out(r,
+		       "Maximum number of errors %lld reached ( you can change %lld to any value, "
+		       "for example 100 with --errorsmax 100 ). Exiting.",
+		       r->o->errorsmax, r->o->errorsmax);
+		r->stop = 1;
+	}
+}
+
+const char *sy_bytes(char *buf, size_t size, uint64_t n)
+{
+	static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+	double v = (double)n;
+	int u = -1;
+
+	if (n < 1000) {
+		snprintf(buf, size, "%llu bytes", (unsigned long long)n);
+		return buf;
+	}
+	while (u < 3 && v >= 1000) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%.3f %s", v, units[u]);
+	return buf;
+}
+
+static void stat_line(struct sy_run *r, const char *label, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void stat_line(struct sy_run *r, const char *label, const char *fmt, ...)
+{
+	char val[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(val, sizeof(val), fmt, ap);
+	va_end(ap);
+	sy_out(r, "%-40s: %s", label, val);
+}
+
+static int exit_code(const struct sy_run *r)
+{
+	int best = -1;
+
+	if (r->nerrors == 0)
+		return 0;
+	for (int i = 0; i < SY_ERR_COUNT; i++) {
+		/* most frequent class; ties go to the alphabetically first name */
+		if (r->err_count[i] == 0)
+			continue;
+		if (best < 0 || r->err_count[i] > r->err_count[best] ||
+		    (r->err_count[i] == r->err_count[best] &&
+		     strcmp(err_names[i], err_names[best]) < 0))
+			best = i;
+	}
+	return err_exit[best];
+}
+
+int sy_report(struct sy_run *r)
+{
+	struct timespec t1;
+	double secs;
+	char b1[64], b2[64], ts0[64], ts1[64];
+	time_t now = time(NULL), start;
+	struct tm tm;
+	int code;
+
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	secs = (double)(t1.tv_sec - r->t0.tv_sec) + (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9;
+	start = now - (time_t)secs;
+	localtime_r(&start, &tm);
+	strftime(ts0, sizeof(ts0), "%a %b %e %H:%M:%S %Y %Z", &tm);
+	localtime_r(&now, &tm);
+	strftime(ts1, sizeof(ts1), "%a %b %e %H:%M:%S %Y %Z", &tm);
+
+	sy_out(r, "%s", "");
+	sy_out(r, "++++ Statistics");
+	stat_line(r, "Transfer started on", "%s", ts0);
+	stat_line(r, "Transfer ended on", "%s", ts1);
+	stat_line(r, "Transfer time", "%.1f sec", secs);
+	stat_line(r, "Folders synced", "%u/%u synced", r->folders_synced, r->folders_total);
+	if (r->o->dry)
+		stat_line(r, "Messages transferred", "%llu (could be %llu without dry mode)",
+		          (unsigned long long)r->transferred, (unsigned long long)r->would_copy);
+	else
+		stat_line(r, "Messages transferred", "%llu", (unsigned long long)r->transferred);
+	stat_line(r, "Messages skipped", "%llu", (unsigned long long)r->skipped);
+	stat_line(r, "Messages found duplicate on host1", "%llu", (unsigned long long)r->dup1);
+	stat_line(r, "Messages found duplicate on host2", "%llu", (unsigned long long)r->dup2);
+	stat_line(r, "Messages found crossduplicate on host2", "%d", 0);
+	stat_line(r, "Messages void (noheader) on host1", "%llu", (unsigned long long)r->noheader1);
+	stat_line(r, "Messages void (noheader) on host2", "%llu", (unsigned long long)r->noheader2);
+	stat_line(r, "Messages found in host1 not in host2", "%llu messages",
+	          (unsigned long long)r->in1_not_in2);
+	stat_line(r, "Messages found in host2 not in host1", "%llu messages",
+	          (unsigned long long)r->in2_not_in1);
+	stat_line(r, "Messages deleted on host1", "%d", 0);
+	stat_line(r, "Messages deleted on host2", "%d", 0);
+	stat_line(r, "Total bytes transferred", "%llu (%s)",
+	          (unsigned long long)r->bytes_transferred,
+	          sy_bytes(b1, sizeof(b1), r->bytes_transferred));
+	stat_line(r, "Total bytes skipped", "%llu (%s)", (unsigned long long)r->bytes_skipped,
+	          sy_bytes(b2, sizeof(b2), r->bytes_skipped));
+	stat_line(r, "Message rate", "%.1f messages/s", secs > 0 ? r->transferred / secs : 0.0);
+	stat_line(r, "Average bandwidth rate", "%.1f KiB/s",
+	          secs > 0 ? r->bytes_transferred / 1024.0 / secs : 0.0);
+	stat_line(r, "Biggest message transferred", "%llu (%s)", (unsigned long long)r->biggest,
+	          sy_bytes(b1, sizeof(b1), r->biggest));
+	stat_line(r, "Detected", "%u errors", r->nerrors);
+	sy_out(r, "%s", "");
+
+	if (!r->o->justfolders && !r->o->useuid && !r->o->justlogin) {
+		uint64_t missing = r->in1_not_in2;
+		uint64_t ident2 = r->ident2 + r->transferred; /* host2 as it is now */
+
+		if (r->ident1 > 0) {
+			if (missing == 0)
+				sy_out(r,
+				       "The sync looks good, all %llu identified messages in host1 "
+				       "are "
+				       "on host2.",
+				       (unsigned long long)r->ident1);
+			else
+				sy_out(r,
+				       "The sync is not finished, there are %llu among %llu "
+				       "identified "
+				       "messages in host1 that are not on host2.",
+				       (unsigned long long)missing, (unsigned long long)r->ident1);
+		}
+		if (r->noheader1 > 0 && !r->o->addheader)
+			sy_out(r,
+			       "There are %llu unidentified messages (usually Sent or Draft "
+			       "messages). imapferry copied them under a content key; add option "
+			       "--addheader for imapsync's behaviour",
+			       (unsigned long long)r->noheader1);
+		else
+			sy_out(r, "There is no unidentified message on host1.");
+		if (r->in2_not_in1 == 0)
+			sy_out(r,
+			       "The sync is strict, all %llu identified messages in host2 are on "
+			       "host1.",
+			       (unsigned long long)ident2);
+		else
+			sy_out(r,
+			       "The sync is not strict, there are %llu among %llu identified "
+			       "messages "
+			       "in host2 that are not on host1. Use --delete2 and sync again to "
+			       "delete "
+			       "them and have a strict sync.",
+			       (unsigned long long)r->in2_not_in1, (unsigned long long)ident2);
+	}
+	sy_out(r, "Detected %u errors", r->nerrors);
+	if (r->nerrors > 0 && r->o->errorsdump) {
+		sy_out(r,
+		       "++++ Listing %u errors encountered during the sync ( avoid this listing "
+		       "with --noerrorsdump ).",
+		       r->nerrors);
+		for (unsigned i = 0; i < r->nerrors; i++)
+			sy_out(r, "Err %u/%u: %s", i + 1, r->nerrors, r->errors[i]);
+	}
+	code = exit_code(r);
+	if (code != 0) {
+		int best = 0;
+
+		for (int i = 0; i < SY_ERR_COUNT; i++) {
+			if (err_exit[i] == code)
+				best = i;
+		}
+		sy_out(r, "The most frequent error is %s.", err_names[best]);
+	}
+	return code;
+}

@@ -1,0 +1,139 @@
+/*
+ * sync.h - private interfaces of imapferry-sync's one-shot (imapsync) mode:
+ * the run context, output and error bookkeeping (report.c), the two
+ * accounts (account.c), the folder plan (folders.c) and the message pass
+ * (copy.c).
+ */
+#ifndef IMAPFERRY_SYNC_SYNC_H
+#define IMAPFERRY_SYNC_SYNC_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "imapferry/client.h"
+#include "options.h"
+
+struct event_base;
+struct tls_client_ctx;
+struct sy_hdrkey_opts;
+struct sy_flags_opts;
+
+/* imapsync's error classes; the exit code is the most frequent one's. */
+enum sy_err {
+	SY_ERR_UNCLASSIFIED, /* 111 */
+	SY_ERR_CONNECT1,     /* 101 */
+	SY_ERR_CONNECT2,     /* 102 */
+	SY_ERR_TLS,          /* 12 */
+	SY_ERR_AUTH1,        /* 161 */
+	SY_ERR_AUTH2,        /* 162 */
+	SY_ERR_APPEND,       /* 114 */
+	SY_ERR_FETCH,        /* 115 */
+	SY_ERR_CREATE,       /* 116 */
+	SY_ERR_SELECT,       /* 117 */
+	SY_ERR_FLAGS,        /* 120 */
+	SY_ERR_COUNT
+};
+
+/* One side's connection. */
+struct sy_side {
+	int n;                  /* 1 or 2 */
+	struct sy_account *acc; /* borrowed from the options */
+	struct imap_client *cl;
+	struct tls_client_ctx *tls;
+	char sep;     /* hierarchy separator */
+	char *prefix; /* personal namespace prefix */
+	uint16_t port;
+	int ssl; /* implicit TLS chosen */
+};
+
+struct sy_run {
+	struct sy_options *o;
+	struct event_base *base;
+	struct sy_side side[2];
+	struct sy_hdrkey_opts *hk;
+	struct sy_flags_opts *fl;
+	FILE *log; /* log file or NULL */
+	char *logpath;
+	char *pidpath;
+	struct timespec t0;
+
+	/* statistics (names as in imapsync's "++++ Statistics") */
+	unsigned folders_total, folders_synced;
+	uint64_t transferred, skipped, dup1, dup2, noheader1, noheader2;
+	uint64_t bytes_transferred, bytes_skipped, biggest;
+	uint64_t in1_not_in2, in2_not_in1, ident1, ident2;
+	uint64_t would_copy; /* --dry */
+
+	/* errors */
+	unsigned nerrors;
+	unsigned err_count[SY_ERR_COUNT];
+	char **errors;
+	int stop; /* errorsmax reached or fatal */
+};
+
+/* --- report.c: output, errors, statistics, exit code --- */
+
+/* A line to stdout and the log file (imapsync tees both). */
+void sy_out(struct sy_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An error: printed, logged, counted in class cls. Sets r->stop when
+ * --errorsmax is reached. */
+void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+/* "1.234 MiB" as imapsync's bytes_display_string_bin. */
+const char *sy_bytes(char *buf, size_t size, uint64_t n);
+/* Prints statistics, verdicts and the error listing; returns the exit code. */
+int sy_report(struct sy_run *r);
+/* imapsync's exit-code name and text for code. */
+const char *sy_exit_text(int code);
+int sy_err_exit_code(enum sy_err cls);
+
+/* --- account.c --- */
+
+/* Connects and logs in side i (0/1); on failure records the error and
+ * returns the exit code (101/102, 12, 161/162); 0 on success. */
+int sy_side_open(struct sy_run *r, int i);
+void sy_side_close(struct sy_run *r, int i);
+
+/* Synchronous command on side i. res (may be NULL) receives the status and
+ * text; untagged/literal handlers as in imap_client_cmdf(). Returns the
+ * status (IMAP_STATUS_NONE when the connection failed). */
+struct sy_res {
+	enum imap_status status;
+	char code[32];
+	char text[400];
+	const char *codeargs_raw; /* unused by callers yet */
+	uint32_t appenduid;       /* [APPENDUID v uid] */
+};
+enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagged_cb *untagged,
+                        imap_literal_cb *literal, void *aux, const char *fmt, ...);
+
+/* --- folders.c --- */
+
+struct sy_folder {
+	char *name1; /* host1 name, raw (mUTF-7 as the server sent it) */
+	char *name2; /* mapped host2 name */
+	int subscribed1;
+	int exists2;
+};
+
+struct sy_plan {
+	struct sy_folder *f;
+	size_t n;
+};
+
+/* Lists both sides, selects and maps folders, creates and subscribes
+ * missing host2 folders (not under --dry). Returns 0, or -1 when the run
+ * cannot go on (errors recorded). */
+int sy_folders_plan(struct sy_run *r, struct sy_plan *plan);
+void sy_plan_free(struct sy_plan *plan);
+/* Host2 name for a host1 name, imapsync's imap2_folder_name() subset. */
+char *sy_folder_map(const struct sy_run *r, const char *name1);
+
+/* --- copy.c --- */
+
+/* Syncs the messages of one folder pair. */
+void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total);
+
+#endif

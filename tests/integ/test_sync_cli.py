@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""imapferry-sync as an imapsync drop-in, against the harness's two Dovecots.
+
+Covers: the first run copies everything (compared byte for byte, with flags,
+INTERNALDATE, folders and subscriptions), re-runs copy nothing, a run killed
+with SIGKILL mid-transfer and re-run leaves no duplicate and no loss, --dry
+changes nothing, in-folder duplicates are skipped as imapsync does, and each
+bad input gets its exit code and message (wrong password 161/162, closed port
+101/102, untrusted certificate 12, bad option 64, unreadable passfile 66).
+
+Uses user alice on both sides (other tests use bob and carol). Needs
+FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import ferry_harness as fh
+
+USER = "alice"
+ENV = fh.Env.load()
+SYNC = os.environ["FERRY_SYNC"]
+WORKDIR = tempfile.mkdtemp(prefix="ferry-sync-test-")
+
+
+def base_args(user1=USER, user2=USER, pw1=None, pw2=None, port1=None, port2=None, ca=True):
+    args = [SYNC,
+            "--host1", "127.0.0.1", "--port1", str(port1 or ENV.port("src", "imap")),
+            "--user1", user1, "--password1", pw1 or ENV.password(user1),
+            "--host2", "127.0.0.1", "--port2", str(port2 or ENV.port("dst", "imap")),
+            "--user2", user2, "--password2", pw2 or ENV.password(user2),
+            "--nolog", "--pidfile", os.path.join(WORKDIR, "sync.pid")]
+    if ca:
+        args += ["--sslargs1", "SSL_ca_file=" + ENV.ca_file,
+                 "--sslargs2", "SSL_ca_file=" + ENV.ca_file]
+    return args
+
+
+def run_sync(*extra, args=None, timeout=300):
+    cmd = (args or base_args()) + list(extra)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=WORKDIR)
+    return p.returncode, p.stdout + p.stderr
+
+
+def stat(out, label):
+    m = re.search(r"^" + re.escape(label) + r"\s*: (\d+)", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dst_folders():
+    imap = ENV.imap("dst", USER)
+    try:
+        return fh.list_folders(imap)
+    finally:
+        imap.logout()
+
+
+class SyncCli(unittest.TestCase):
+
+    def setUp(self):
+        fh.wipe(ENV, "src", USER)
+        fh.wipe(ENV, "dst", USER)
+
+    def assert_identical(self):
+        diffs = fh.compare(ENV, USER, "src", USER, "dst")
+        self.assertEqual([], [str(d) for d in diffs])
+
+    def test_copy_then_idempotent(self):
+        fh.populate(ENV, "src", USER, "small", seed=3)
+        rc, out = run_sync("--syncduplicates")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("Exiting with return value 0 (EX_OK: successful termination)", out)
+        self.assertRegex(out, r"The sync looks good, all \d+ identified messages in host1 are on host2\.")
+        self.assertGreater(stat(out, "Messages transferred"), 100)
+        self.assert_identical()
+        for _ in range(2):
+            rc, out = run_sync("--syncduplicates")
+            self.assertEqual(0, rc, out[-3000:])
+            self.assertEqual(0, stat(out, "Messages transferred"), out[-3000:])
+            self.assertIn("The sync looks good", out)
+            self.assertIn("Detected 0 errors", out)
+        self.assert_identical()
+
+    def test_flag_changes_resynced(self):
+        fh.populate(ENV, "src", USER, "small", seed=7)
+        rc, out = run_sync("--syncduplicates")
+        self.assertEqual(0, rc, out[-3000:])
+        imap = ENV.imap("src", USER)
+        try:
+            imap.select("INBOX")
+            imap.store("1:3", "+FLAGS", "(\\Flagged $Resynced)")  # sequence numbers
+            imap.store("4", "-FLAGS", "(\\Seen)")
+        finally:
+            imap.logout()
+        self.assertTrue(fh.compare(ENV, USER, "src", USER, "dst"))  # now they differ
+        rc, out = run_sync("--syncduplicates")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        self.assert_identical()
+
+    def test_duplicates_skipped_like_imapsync(self):
+        fh.populate(ENV, "src", USER, "small", seed=3)
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        dups = stat(out, "Messages found duplicate on host1")
+        self.assertGreater(dups, 0)
+        diffs = fh.compare(ENV, USER, "src", USER, "dst")
+        # exactly the in-folder duplicates are missing, nothing else differs
+        self.assertEqual(dups, len(diffs), "\n".join(map(str, diffs)))
+        self.assertTrue(all("only on src" in str(d) for d in diffs))
+
+    def test_dry_changes_nothing(self):
+        fh.populate(ENV, "src", USER, "small", seed=4)
+        before = dst_folders()
+        rc, out = run_sync("--dry")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("(not really since --dry mode)", out)
+        self.assertRegex(out, r"Messages transferred\s*: 0 \(could be \d+ without dry mode\)")
+        self.assertEqual(before, dst_folders())
+
+    def test_killed_mid_transfer_then_rerun(self):
+        fh.populate(ENV, "src", USER, "medium", seed=5)
+        p = subprocess.Popen(base_args() + ["--syncduplicates"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=WORKDIR)
+        copied = 0
+        for line in p.stdout:
+            if " copied to " in line:
+                copied += 1
+                if copied == 150:
+                    p.send_signal(signal.SIGKILL)
+                    break
+        p.wait(timeout=60)
+        p.stdout.close()
+        self.assertEqual(-signal.SIGKILL, p.returncode, "the run finished before the kill")
+        rc, out = run_sync("--syncduplicates")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("The sync looks good", out)
+        self.assert_identical()  # no duplicate, no loss
+
+    def test_master_user_login(self):
+        fh.populate(ENV, "src", USER, "small", seed=6)
+        args = base_args()
+        i = args.index("--password1")
+        args[i + 1] = ENV.master_pass
+        args[i:i] = ["--authuser1", ENV.master_user]
+        rc, out = run_sync("--syncduplicates", args=args)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("auth [PLAIN]", out)
+        self.assert_identical()
+
+    def test_justlogin_and_justconnect(self):
+        rc, out = run_sync("--justlogin")
+        self.assertEqual(0, rc, out)
+        self.assertIn("Host2: success login", out)
+        rc, out = run_sync("--justconnect")
+        self.assertEqual(0, rc, out)
+        self.assertNotIn("success login", out)
+
+    def test_wrong_password(self):
+        rc, out = run_sync(args=base_args(pw1="wrong"))
+        self.assertEqual(161, rc, out)
+        self.assertIn("Host1 failure: Error login on [127.0.0.1] with user [alice] auth [LOGIN]: "
+                      "[AUTHENTICATIONFAILED] Authentication failed.", out)
+        self.assertNotIn("wrong", out.replace("--password1 MASKED", ""))  # never echoed
+        rc, out = run_sync(args=base_args(pw2="wrong"))
+        self.assertEqual(162, rc, out)
+        self.assertIn("EXIT_AUTHENTICATION_FAILURE_USER2", out)
+
+    def test_unreachable(self):
+        port = free_port()
+        rc, out = run_sync(args=base_args(port1=port))
+        self.assertEqual(101, rc, out)
+        self.assertIn(f"Host1 failure: can not open imap connection on [127.0.0.1] with user "
+                      f"[alice]: connect to 127.0.0.1:{port} failed: Connection refused", out)
+        rc, out = run_sync(args=base_args(port2=port))
+        self.assertEqual(102, rc, out)
+
+    def test_untrusted_certificate(self):
+        args = base_args(port1=ENV.port("src", "imaps"), ca=False) + ["--ssl1"]
+        rc, out = run_sync(args=args)
+        self.assertEqual(12, rc, out)
+        self.assertIn("certificate verify failed", out)
+        # imapsync's opt-out spelling
+        args += ["--sslargs1", "SSL_verify_mode=0", "--sslargs2", "SSL_verify_mode=0",
+                 "--justlogin"]
+        rc, out = run_sync(args=args)
+        self.assertEqual(0, rc, out)
+
+    def test_bad_usage(self):
+        rc, out = run_sync("--nosuchoption")
+        self.assertEqual(64, rc, out)
+        self.assertIn("Unknown option: nosuchoption", out)
+        rc, out = run_sync("--passfile1", "/nonexistent/passfile")
+        self.assertEqual(66, rc, out)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
