@@ -27,16 +27,28 @@ import ferry_harness as fh  # noqa: E402
 
 
 def run_measured(cmd, cwd):
-    """Runs cmd; returns (rc, wall s, cpu s, peak RSS MiB of this child)."""
+    """Runs cmd; returns (rc, wall s, cpu s, peak RSS MiB, output). Peak RSS
+    is the process's VmHWM, polled: getrusage(RUSAGE_CHILDREN) would also
+    count the pages of the forked Python before exec."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    p = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = tempfile.TemporaryFile(mode="w+")
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
+    hwm = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # ru_maxrss of children is the largest child so far: measure each tool in a
-    # fresh python process (see main) so this is this command's peak.
-    return p.returncode, wall, cpu, after.ru_maxrss / 1024.0, p.stdout
+    out.seek(0)
+    return p.returncode, wall, cpu, hwm / 1024.0, out.read()
 
 
 def sync_cmd(binary, env, user):

@@ -27,7 +27,9 @@ struct cmd {
 	unsigned nparts, sent;
 	int waiting_cont; /* a part ended in {N}: wait for "+" */
 	char *sasl_resp;  /* AUTHENTICATE: sent (masked) at the first "+" */
-	char *trace;      /* masked text for the protocol trace */
+	int streaming;    /* a {N+} literal the caller writes with stream_write() */
+	uint64_t stream_left;
+	char *trace; /* masked text for the protocol trace */
 	imap_done_cb *cb;
 	imap_untagged_cb *untagged;
 	imap_literal_cb *literal;
@@ -59,6 +61,9 @@ struct imap_client {
 	int busy, freed;
 	imap_done_cb *connect_cb;
 	void *connect_aux;
+	struct cmd *stream; /* the command whose literal is being streamed */
+	imap_drained_cb *on_drained;
+	void *drained_aux;
 	/* login in progress */
 	imap_done_cb *login_cb;
 	void *login_aux;
@@ -239,6 +244,8 @@ static void flush(struct imap_client *cl)
 		}
 		if (c->sasl_resp != NULL)
 			return; /* AUTHENTICATE without SASL-IR: wait for "+" */
+		if (c->streaming)
+			return; /* its literal is still being written */
 	}
 	update_timeouts(cl);
 }
@@ -336,7 +343,7 @@ static int add_literal(struct imap_client *cl, struct cmd *c, struct evbuffer *t
 	return evbuffer_add_buffer(c->parts[c->nparts - 1], lit);
 }
 
-static int build(struct imap_client *cl, struct cmd *c, const char *fmt, va_list ap)
+static int build(struct imap_client *cl, struct cmd *c, int crlf, const char *fmt, va_list ap)
 {
 	struct evbuffer *trace = log_debug_enabled(LOG_CAT_IMAP) ? evbuffer_new() : NULL;
 	const char *p;
@@ -416,7 +423,8 @@ static int build(struct imap_client *cl, struct cmd *c, const char *fmt, va_list
 			break;
 		}
 	}
-	evbuffer_add(c->parts[c->nparts - 1], "\r\n", 2);
+	if (crlf)
+		evbuffer_add(c->parts[c->nparts - 1], "\r\n", 2);
 	if (trace != NULL) {
 		size_t n = evbuffer_get_length(trace);
 
@@ -437,7 +445,7 @@ static struct cmd *cmd_vbuild(struct imap_client *cl, imap_done_cb *cb, void *au
 
 	c->cb = cb;
 	c->aux = aux;
-	if (build(cl, c, fmt, ap) < 0) {
+	if (build(cl, c, 1, fmt, ap) < 0) {
 		cmd_free(c);
 		return NULL;
 	}
@@ -490,6 +498,124 @@ int imap_client_cmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb 
 	return r;
 }
 
+/* --- streamed literals --- */
+
+int imap_client_stream_begin(struct imap_client *cl, imap_done_cb *cb, void *aux, uint64_t size,
+                             const char **error_r, const char *fmt, ...)
+{
+	struct cmd *c;
+	va_list ap;
+	int r;
+
+	if (cl->state != IMAP_CL_NOAUTH && cl->state != IMAP_CL_AUTHED) {
+		*error_r = "not connected";
+		return -1;
+	}
+	if (!imap_caps_has(&cl->caps, IMAP_CAP_LITERALPLUS)) {
+		*error_r = "the server does not offer LITERAL+";
+		return -1;
+	}
+	/* The literal's bytes go straight to the socket, so nothing may be
+	 * waiting to be written before the command. */
+	for (c = cl->cmds; c != NULL; c = c->next) {
+		if (c->sent < c->nparts || c->streaming || c->sasl_resp != NULL) {
+			*error_r = "commands are waiting to be sent";
+			return -1;
+		}
+	}
+	c = cmd_new(cl);
+	c->cb = cb;
+	c->aux = aux;
+	va_start(ap, fmt);
+	r = build(cl, c, 0, fmt, ap);
+	va_end(ap);
+	if (r < 0) {
+		cmd_free(c);
+		*error_r = "bad command format or argument";
+		return -1;
+	}
+	evbuffer_add_printf(c->parts[c->nparts - 1], "{%llu+}\r\n", (unsigned long long)size);
+	if (c->trace != NULL) {
+		char *t = malloc(strlen(c->trace) + 32);
+
+		if (t == NULL)
+			abort();
+		sprintf(t, "%s{%llu bytes}", c->trace, (unsigned long long)size);
+		free(c->trace);
+		c->trace = t;
+	}
+	c->streaming = 1;
+	c->stream_left = size;
+	cl->stream = c;
+	cmd_queue(cl, c);
+	return 0;
+}
+
+int imap_client_stream_write(struct imap_client *cl, const void *data, size_t len)
+{
+	struct cmd *c = cl->stream;
+
+	if (c == NULL || cl->conn == NULL || len > c->stream_left)
+		return -1;
+	c->stream_left -= len;
+	return conn_write(cl->conn, data, len);
+}
+
+int imap_client_stream_end(struct imap_client *cl)
+{
+	struct cmd *c = cl->stream;
+
+	if (c == NULL || cl->conn == NULL)
+		return -1;
+	if (c->stream_left != 0) {
+		/* A literal cannot be taken back: drop the connection so the
+		 * server discards the unfinished command (no partial message). */
+		cl->stream = NULL;
+		client_fail(cl, "transfer to %s aborted with %llu bytes of a literal unsent",
+		            imap_client_peer(cl), (unsigned long long)c->stream_left);
+		return -1;
+	}
+	conn_write(cl->conn, "\r\n", 2);
+	c->streaming = 0;
+	cl->stream = NULL;
+	flush(cl);
+	return 0;
+}
+
+size_t imap_client_output_pending(const struct imap_client *cl)
+{
+	return cl->conn != NULL ? conn_output_pending(cl->conn) : 0;
+}
+
+static void on_conn_drained(struct conn *conn, void *aux)
+{
+	struct imap_client *cl = aux;
+
+	(void)conn;
+	if (cl->on_drained != NULL)
+		cl->on_drained(cl, cl->drained_aux);
+}
+
+void imap_client_set_drained(struct imap_client *cl, size_t low, imap_drained_cb *cb, void *aux)
+{
+	cl->on_drained = cb;
+	cl->drained_aux = aux;
+	if (cl->conn != NULL)
+		conn_set_watermarks(cl->conn, 0, low);
+}
+
+void imap_client_pause_read(struct imap_client *cl)
+{
+	if (cl->conn != NULL)
+		conn_pause_read(cl->conn);
+}
+
+void imap_client_resume_read(struct imap_client *cl)
+{
+	if (cl->conn != NULL)
+		conn_resume_read(cl->conn);
+}
+
 /* --- failure --- */
 
 static void client_fail(struct imap_client *cl, const char *fmt, ...)
@@ -505,6 +631,7 @@ static void client_fail(struct imap_client *cl, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	cl->state = IMAP_CL_FAILED;
+	cl->stream = NULL;
 	free(cl->error);
 	cl->error = xstrdup(buf);
 	conn_free(&cl->conn);
@@ -593,6 +720,8 @@ static void handle_tagged(struct imap_client *cl, const struct imap_msg *msg)
 	if (*cp == NULL)
 		cl->cmds_tail = cp;
 	cl->in_flight--;
+	if (cl->stream == c)
+		cl->stream = NULL; /* answered before its literal was complete */
 	imap_caps_from_msg(&cl->caps, msg);
 	memset(&res, 0, sizeof(res));
 	res.status = msg->status;
@@ -849,6 +978,10 @@ void imap_client_connect(struct imap_client *cl, imap_done_cb *cb, void *aux)
 	co.keepalive = cl->opts.keepalive;
 	co.on_read = on_read;
 	co.on_event = on_event;
+	co.on_drained = on_conn_drained;
+	/* Bounded memory: stop reading the socket while this much input
+	 * waits to be parsed (a 50 MB body must not be pulled in whole). */
+	co.read_high = 256u << 10;
 	co.aux = cl;
 	cl->state = IMAP_CL_CONNECTING;
 	cl->step = STEP_GREETING;

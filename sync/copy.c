@@ -23,11 +23,14 @@
 
 #include "flags.h"
 #include "hdrkey.h"
+#include "imapferry/log.h"
 #include "imapferry/resp.h"
 #include "sync.h"
 
-#define WINDOW_MSGS  16          /* transfers in flight */
-#define WINDOW_BYTES (16u << 20) /* bytes of bodies held at once */
+#define WINDOW_MSGS  16           /* transfers in flight */
+#define STREAM_MIN   (256u << 10) /* bigger bodies go host1 -> host2 without being held */
+#define OUT_HIGH     (1u << 20)   /* host2 output that pauses reading host1 */
+#define WINDOW_BYTES (16u << 20)  /* bytes of bodies held at once */
 
 struct msg {
 	uint32_t uid, size;
@@ -347,9 +350,14 @@ struct xfer {
 	struct msg *m;
 	struct evbuffer *body;
 	struct xfer *next;
+	int streamed; /* its APPEND was started from the FETCH literal */
+	int failed;   /* the stream broke: the APPEND never completes normally */
+	int refs;     /* the FETCH and the APPEND each hold one */
+	int done;     /* counted out of the window */
 };
 
 struct xfer_ctx {
+	int paused;          /* host1 reading paused until host2 drains */
 	struct xfer *active; /* fetches in flight, found by UID */
 	struct xfer *cur;    /* receiving a streamed body */
 	struct sy_run *r;
@@ -393,11 +401,24 @@ static uint32_t fetch_uid(const struct imap_msg *msg)
 	return uid;
 }
 
-static void xfer_free(struct xfer *t)
+static void xfer_put(struct xfer *t)
 {
+	if (--t->refs > 0)
+		return;
+	xfer_unlink(t);
 	if (t->body != NULL)
 		evbuffer_free(t->body);
 	free(t);
+}
+
+/* The transfer leaves the window (once). */
+static void xfer_done(struct xfer *t)
+{
+	if (t->done)
+		return;
+	t->done = 1;
+	t->x->inflight--;
+	t->x->held -= t->m->size < STREAM_MIN ? t->m->size : 0;
 }
 
 static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux)
@@ -407,8 +428,7 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 	struct sy_run *r = x->r;
 
 	(void)cl;
-	x->inflight--;
-	x->held -= t->m->size;
+	xfer_done(t);
 	if (res->status == IMAP_STATUS_OK) {
 		uint32_t uid2 = 0;
 		char who[48], uid2s[24], rate[32], total[32];
@@ -440,7 +460,7 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		         t->m->size, t->m->flags != NULL ? t->m->flags : "", x->f->name2,
 		         res->text != NULL ? res->text : "");
 	}
-	xfer_free(t);
+	xfer_put(t);
 }
 
 static void on_body(struct imap_client *cl, const struct imap_msg *msg, void *aux)
@@ -457,17 +477,73 @@ static void on_body(struct imap_client *cl, const struct imap_msg *msg, void *au
 		evbuffer_add(t->body, v->str, v->len);
 }
 
+static void on_host2_drained(struct imap_client *cl, void *aux)
+{
+	struct xfer_ctx *x = aux;
+
+	(void)cl;
+	if (x->paused) {
+		x->paused = 0;
+		imap_client_resume_read(x->r->side[0].cl);
+	}
+}
+
+static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux);
+
+/* A big body is streamed: its APPEND starts when host1's literal starts,
+ * with the literal's size, and each slice read from host1 is written to
+ * host2 at once. Memory stays bounded by the socket buffers and OUT_HIGH
+ * (host1 is paused while host2 has more than that queued). */
+static void stream_start(struct xfer *t, uint64_t size)
+{
+	struct sy_run *r = t->x->r;
+	char *flags;
+	const char *error;
+	int rc;
+
+	if (size < STREAM_MIN || r->o->dry || t->m->addhdr)
+		return;
+	flags = host2_flags(r, t->m->flags, t->x->m2);
+	if (flags == NULL)
+		return;
+	if (r->o->syncinternaldates && t->m->idate != NULL)
+		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
+		                              "APPEND %m %a \"%a\" ", t->x->f->name2, flags,
+		                              t->m->idate);
+	else
+		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
+		                              "APPEND %m %a ", t->x->f->name2, flags);
+	free(flags);
+	t->streamed = rc == 0; /* else: held in memory and appended afterwards */
+	if (rc < 0)
+		log_debug(LOG_CAT_SYNC, "msg %u not streamed: %s", t->m->uid, error);
+	if (t->streamed)
+		t->refs++; /* for the APPEND */
+}
+
 static void on_body_literal(struct imap_client *cl, const struct imap_event *ev, void *aux)
 {
 	struct xfer_ctx *x = ((struct xfer *)aux)->x;
+	struct imap_client *h2 = x->r->side[1].cl;
 
-	(void)cl;
-	if (ev->type == IMAP_EV_LITERAL_START)
+	if (ev->type == IMAP_EV_LITERAL_START) {
 		x->cur = xfer_find(x, fetch_uid(ev->msg)); /* UID precedes BODY[] */
-	else if (ev->type == IMAP_EV_LITERAL_DATA && x->cur != NULL)
-		evbuffer_add(x->cur->body, ev->data, ev->len);
-	else if (ev->type == IMAP_EV_LITERAL_END)
+		if (x->cur != NULL)
+			stream_start(x->cur, ev->lit_size);
+	} else if (ev->type == IMAP_EV_LITERAL_DATA && x->cur != NULL) {
+		if (!x->cur->streamed) {
+			evbuffer_add(x->cur->body, ev->data, ev->len);
+		} else if (imap_client_stream_write(h2, ev->data, ev->len) < 0) {
+			x->cur->failed = 1;
+		} else if (!x->paused && imap_client_output_pending(h2) > OUT_HIGH) {
+			x->paused = 1;
+			imap_client_pause_read(cl);
+		}
+	} else if (ev->type == IMAP_EV_LITERAL_END) {
+		if (x->cur != NULL && x->cur->streamed && imap_client_stream_end(h2) < 0)
+			x->cur->failed = 1;
 		x->cur = NULL;
+	}
 }
 
 static void on_fetched(struct imap_client *cl, const struct imap_result *res, void *aux)
@@ -481,19 +557,28 @@ static void on_fetched(struct imap_client *cl, const struct imap_result *res, vo
 
 	(void)cl;
 	xfer_unlink(t);
+	if (t->streamed) {
+		/* its APPEND is under way and on_append finishes it; if host1
+		 * failed mid-body, ending the stream short drops host2's
+		 * connection, so no partial message is stored */
+		if (res->status != IMAP_STATUS_OK)
+			imap_client_stream_end(r->side[1].cl);
+		xfer_put(t);
+		return;
+	}
 	if (res->status != IMAP_STATUS_OK || evbuffer_get_length(t->body) == 0) {
-		x->inflight--;
-		x->held -= t->m->size;
 		sy_error(r, SY_ERR_FETCH, "- msg %s/%u {%u} could not be fetched: %s", x->f->name1,
 		         t->m->uid, t->m->size, res->text != NULL ? res->text : "empty message");
-		xfer_free(t);
+		t->m->match = 0;
+		xfer_done(t);
+		xfer_put(t);
 		return;
 	}
 	flags = host2_flags(r, t->m->flags, x->m2);
 	if (flags == NULL) {
-		x->inflight--;
-		x->held -= t->m->size;
-		xfer_free(t);
+		t->m->match = 0;
+		xfer_done(t);
+		xfer_put(t);
 		return;
 	}
 	if (t->m->addhdr) {
@@ -502,6 +587,7 @@ static void on_fetched(struct imap_client *cl, const struct imap_result *res, vo
 		if (sy_hdrkey_addheader(r->hk, t->m->uid, t->m->size, key, line, &error) > 0)
 			evbuffer_prepend(t->body, line, strlen(line));
 	}
+	t->refs++; /* for the APPEND */
 	if (r->o->syncinternaldates && t->m->idate != NULL)
 		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
 		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->idate,
@@ -511,12 +597,13 @@ static void on_fetched(struct imap_client *cl, const struct imap_result *res, vo
 		                      "APPEND %m %a %L", x->f->name2, flags, t->body);
 	free(flags);
 	if (rc < 0) {
-		x->inflight--;
-		x->held -= t->m->size;
+		t->refs--;
+		t->m->match = 0;
 		sy_error(r, SY_ERR_APPEND, "- msg %s/%u could not append: %s", x->f->name1,
 		         t->m->uid, error);
-		xfer_free(t);
+		xfer_done(t);
 	}
+	xfer_put(t);
 }
 
 static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
@@ -529,6 +616,7 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 	x.r = r;
 	x.f = f;
 	x.m2 = m2;
+	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
 	for (;;) {
 		while (k < m1->n && x.inflight < WINDOW_MSGS &&
 		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop) {
@@ -550,20 +638,19 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 				abort();
 			t->x = &x;
 			t->m = e;
+			t->refs = 1;
 			t->next = x.active;
 			x.active = t;
 			e->match = -1; /* being copied */
 			x.inflight++;
-			x.held += e->size;
+			x.held += e->size < STREAM_MIN ? e->size : 0;
 			if (imap_client_cmdf(r->side[0].cl, on_fetched, on_body, on_body_literal, t,
 			                     &error, "UID FETCH %u (BODY.PEEK[])", e->uid) < 0) {
-				x.inflight--;
-				x.held -= e->size;
 				e->match = 0;
 				sy_error(r, SY_ERR_FETCH, "- msg %s/%u could not be fetched: %s",
 				         f->name1, e->uid, error);
-				xfer_unlink(t);
-				xfer_free(t);
+				xfer_done(t);
+				xfer_put(t);
 			}
 		}
 		if (x.inflight == 0)
@@ -571,6 +658,10 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 		if (event_base_loop(r->base, EVLOOP_ONCE) != 0)
 			break;
 	}
+	if (r->side[1].cl != NULL)
+		imap_client_set_drained(r->side[1].cl, 0, NULL, NULL);
+	if (x.paused && r->side[0].cl != NULL)
+		imap_client_resume_read(r->side[0].cl);
 }
 
 /* Flags of messages on both sides: one FLAGS.SILENT per difference,

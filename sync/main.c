@@ -327,10 +327,10 @@ int main(int argc, char **argv)
 		sy_options_free(&o);
 		return SY_EX_USAGE;
 	}
-	if (o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap) {
+	if (o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap || o.debug) {
 		const char *e;
 
-		log_set_debug("imap", &e);
+		log_set_debug(o.debug ? "all" : "imap", &e);
 	}
 	memset(&r, 0, sizeof(r));
 	r.o = &o;

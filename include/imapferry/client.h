@@ -136,6 +136,30 @@ int imap_client_vcmdf(struct imap_client *cl, imap_done_cb *cb, imap_untagged_cb
                       imap_literal_cb *literal, void *aux, const char **error_r, const char *fmt,
                       va_list ap);
 
+/*
+ * A command ending in a literal whose size is known but whose bytes come
+ * later (a message streamed from another server): writes fmt (as
+ * imap_client_cmdf(), without its final CRLF) and "{size+}", then the
+ * caller writes exactly size bytes with imap_client_stream_write() and
+ * finishes with imap_client_stream_end(). Needs LITERAL+ and nothing
+ * queued before it (else -1 with *error_r: fall back to imap_client_cmdf()
+ * with %L). Until the end, later commands wait. cb fires once, as for
+ * imap_client_cmdf(). Ending with bytes missing drops the connection, so
+ * the server never stores a partial message.
+ */
+int imap_client_stream_begin(struct imap_client *cl, imap_done_cb *cb, void *aux, uint64_t size,
+                             const char **error_r, const char *fmt, ...);
+int imap_client_stream_write(struct imap_client *cl, const void *data, size_t len);
+int imap_client_stream_end(struct imap_client *cl);
+
+/* Flow control for streaming between two connections: bytes queued for the
+ * peer; a callback when that falls to low or below; pausing our reads. */
+typedef void imap_drained_cb(struct imap_client *cl, void *aux);
+size_t imap_client_output_pending(const struct imap_client *cl);
+void imap_client_set_drained(struct imap_client *cl, size_t low, imap_drained_cb *cb, void *aux);
+void imap_client_pause_read(struct imap_client *cl);
+void imap_client_resume_read(struct imap_client *cl);
+
 /* Sends LOGOUT; cb gets its tagged reply. No commands may follow. */
 void imap_client_logout(struct imap_client *cl, imap_done_cb *cb, void *aux);
 
