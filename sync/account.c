@@ -273,3 +273,12 @@ void sy_side_close(struct sy_run *r, int i)
 	free(s->prefix);
 	s->prefix = NULL;
 }
+
+int sy_side_reopen(struct sy_run *r, int i)
+{
+	struct sy_side *s = &r->side[i];
+
+	imap_client_free(&s->cl);
+	tls_client_ctx_free(&s->tls);
+	return sy_side_open(r, i);
+}

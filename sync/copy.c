@@ -619,7 +619,9 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
 	for (;;) {
 		while (k < m1->n && x.inflight < WINDOW_MSGS &&
-		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop) {
+		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop &&
+		       imap_client_state(r->side[0].cl) != IMAP_CL_FAILED &&
+		       imap_client_state(r->side[1].cl) != IMAP_CL_FAILED) {
 			struct msg *e = &m1->v[k++];
 			struct xfer *t;
 			const char *error;

@@ -204,6 +204,76 @@ static int finish(struct sy_run *r, int code)
 	return code;
 }
 
+static int side_lost(const struct sy_run *r, int i)
+{
+	return r->side[i].cl == NULL || imap_client_state(r->side[i].cl) == IMAP_CL_FAILED;
+}
+
+/*
+ * One folder, again after a reconnect when a connection drops during it
+ * (--reconnectretry1/2, default 3, as imapsync). Redoing the folder is
+ * safe: identification finds what the broken attempt copied, and a message
+ * cut off mid-APPEND was never committed by host2. The broken attempt's
+ * errors and counts are replaced by the retry's; what it copied stays
+ * counted as transferred.
+ */
+static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, unsigned idx,
+                                   unsigned total)
+{
+	unsigned tries[2] = {0, 0};
+
+	for (;;) {
+		struct sy_run snap = *r;
+		uint64_t copied, bytes;
+		int lost = -1;
+
+		sy_copy_folder(r, f, idx, total);
+		for (int i = 0; i < 2 && lost < 0; i++) {
+			if (side_lost(r, i))
+				lost = i;
+		}
+		if (lost < 0 || got_signal != 0)
+			return;
+		if (tries[lost] >= (unsigned)r->o->acc[lost].reconnectretry) {
+			sy_error(r, lost == 0 ? SY_ERR_CONNECT1 : SY_ERR_CONNECT2,
+			         "Host%d: connection lost, %u reconnections failed or used up: %s",
+			         lost + 1, tries[lost],
+			         r->side[lost].cl != NULL ? imap_client_error(r->side[lost].cl)
+			                                  : "");
+			r->stop = 1;
+			return;
+		}
+		tries[lost]++;
+		sy_out(r,
+		       "Host%d: connection lost (%s); reconnecting (%u/%lld) and redoing folder "
+		       "[%s]",
+		       lost + 1,
+		       r->side[lost].cl != NULL ? imap_client_error(r->side[lost].cl)
+		                                : "not connected",
+		       tries[lost], r->o->acc[lost].reconnectretry, f->name1);
+		/* keep what was copied; the rest is counted again by the retry */
+		copied = r->transferred - snap.transferred;
+		bytes = r->bytes_transferred - snap.bytes_transferred;
+		for (unsigned e = snap.nerrors; e < r->nerrors; e++)
+			free(r->errors[e]);
+		snap.errors = r->errors;
+		snap.biggest = r->biggest;
+		snap.reconnects[0] = r->reconnects[0];
+		snap.reconnects[1] = r->reconnects[1];
+		*r = snap;
+		r->transferred += copied;
+		r->bytes_transferred += bytes;
+		r->retry_copied += copied;
+		r->reconnects[lost]++;
+		for (int i = 0; i < 2; i++) {
+			if (side_lost(r, i) && sy_side_reopen(r, i) != 0) {
+				r->stop = 1;
+				return;
+			}
+		}
+	}
+}
+
 static int run(struct sy_run *r, int argc, char **argv)
 {
 	struct sy_options *o = r->o;
@@ -283,7 +353,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 	for (size_t k = 0; k < plan.n && !r->stop; k++) {
 		if (!plan.f[k].exists2 && !o->dry)
 			continue; /* creation failed: counted already */
-		sy_copy_folder(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
+		sync_folder_with_retry(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
 	}
 	sy_out(r, "++++ End looping on each folder");
 	sy_plan_free(&plan);

@@ -195,7 +195,9 @@ int sy_report(struct sy_run *r)
 		          (unsigned long long)r->transferred, (unsigned long long)r->would_copy);
 	else
 		stat_line(r, "Messages transferred", "%llu", (unsigned long long)r->transferred);
-	stat_line(r, "Messages skipped", "%llu", (unsigned long long)r->skipped);
+	stat_line(r, "Messages skipped", "%llu",
+	          (unsigned long long)(r->skipped -
+	                               (r->skipped >= r->retry_copied ? r->retry_copied : 0)));
 	stat_line(r, "Messages found duplicate on host1", "%llu", (unsigned long long)r->dup1);
 	stat_line(r, "Messages found duplicate on host2", "%llu", (unsigned long long)r->dup2);
 	stat_line(r, "Messages found crossduplicate on host2", "%d", 0);
@@ -215,6 +217,8 @@ int sy_report(struct sy_run *r)
 	stat_line(r, "Message rate", "%.1f messages/s", secs > 0 ? r->transferred / secs : 0.0);
 	stat_line(r, "Average bandwidth rate", "%.1f KiB/s",
 	          secs > 0 ? r->bytes_transferred / 1024.0 / secs : 0.0);
+	stat_line(r, "Reconnections to host1", "%u", r->reconnects[0]);
+	stat_line(r, "Reconnections to host2", "%u", r->reconnects[1]);
 	stat_line(r, "Biggest message transferred", "%llu (%s)", (unsigned long long)r->biggest,
 	          sy_bytes(b1, sizeof(b1), r->biggest));
 	stat_line(r, "Detected", "%u errors", r->nerrors);

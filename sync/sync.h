@@ -64,7 +64,9 @@ struct sy_run {
 	uint64_t transferred, skipped, dup1, dup2, noheader1, noheader2;
 	uint64_t bytes_transferred, bytes_skipped, biggest;
 	uint64_t in1_not_in2, in2_not_in1, ident1, ident2;
-	uint64_t would_copy; /* --dry */
+	uint64_t would_copy;   /* --dry */
+	uint64_t retry_copied; /* copied before a dropped connection; the retry skips them */
+	unsigned reconnects[2];
 
 	/* errors */
 	unsigned nerrors;
@@ -95,6 +97,8 @@ int sy_err_exit_code(enum sy_err cls);
  * returns the exit code (101/102, 12, 161/162); 0 on success. */
 int sy_side_open(struct sy_run *r, int i);
 void sy_side_close(struct sy_run *r, int i);
+/* Drops side i's connection (if any) and opens it again; like sy_side_open(). */
+int sy_side_reopen(struct sy_run *r, int i);
 
 /* Synchronous command on side i. res (may be NULL) receives the status and
  * text; untagged/literal handlers as in imap_client_cmdf(). Returns the

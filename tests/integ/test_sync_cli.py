@@ -190,6 +190,29 @@ class SyncCli(unittest.TestCase):
         if "ASAN_OPTIONS" not in os.environ:
             self.assertLess(peak_mib, 32, "peak RSS of a sync run")
 
+    def test_reconnect_after_dropped_connection(self):
+        """host2 kicks the session mid-transfer (doveadm kick): the run
+        reconnects, redoes the folder, and ends clean with no duplicate."""
+        fh.populate(ENV, "src", USER, "medium", seed=8)
+        p = subprocess.Popen(base_args() + ["--syncduplicates"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=WORKDIR)
+        lines, kicked = [], False
+        for line in p.stdout:
+            lines.append(line)
+            if not kicked and line.count(" copied to ") and len(lines) > 150:
+                subprocess.run(["doveadm", "-c", ENV.values["FERRY_DST_DOVECOT_CONF"], "kick",
+                                USER], check=True, capture_output=True)
+                kicked = True
+        rc = p.wait(timeout=120)
+        p.stdout.close()
+        out = "".join(lines)
+        self.assertTrue(kicked)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("Host2: connection lost", out)
+        self.assertRegex(out, r"Reconnections to host2\s*: [1-9]")
+        self.assertIn("The sync looks good", out)
+        self.assert_identical()
+
     def test_master_user_login(self):
         fh.populate(ENV, "src", USER, "small", seed=6)
         args = base_args()
