@@ -347,8 +347,24 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	if (o->justconnect || o->justlogin)
 		return finish(r, 0);
-	if (sy_folders_plan(r, &plan) < 0)
-		return finish(r, sy_report(r));
+	{
+		/* --justfoldersizes creates nothing: plan as under --dry */
+		int dry = o->dry;
+
+		if (o->justfoldersizes)
+			o->dry = 1;
+		if (sy_folders_plan(r, &plan) < 0) {
+			o->dry = dry;
+			return finish(r, sy_report(r));
+		}
+		o->dry = dry;
+	}
+	if (o->foldersizes || o->justfoldersizes)
+		sy_folder_sizes(r, &plan, 0);
+	if (o->justfoldersizes) {
+		sy_plan_free(&plan);
+		return finish(r, 0);
+	}
 	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
 	for (size_t k = 0; k < plan.n && !r->stop; k++) {
 		if (!plan.f[k].exists2 && !o->dry)
@@ -356,6 +372,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 		sync_folder_with_retry(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
 	}
 	sy_out(r, "++++ End looping on each folder");
+	if (o->foldersizes && o->foldersizesatend && !r->stop && !o->justfolders)
+		sy_folder_sizes(r, &plan, 1);
 	sy_plan_free(&plan);
 	code = sy_report(r);
 	if (got_signal != 0) {

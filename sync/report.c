@@ -221,6 +221,17 @@ int sy_report(struct sy_run *r)
 	stat_line(r, "Reconnections to host2", "%u", r->reconnects[1]);
 	stat_line(r, "Biggest message transferred", "%llu (%s)", (unsigned long long)r->biggest,
 	          sy_bytes(b1, sizeof(b1), r->biggest));
+	for (int i = 0; i < 2; i++) {
+		if (r->sizes_done & (1 << i))
+			stat_line(r,
+			          i == 0 ? "Start difference host2 - host1"
+			                 : "Final difference host2 - host1",
+			          "%lld messages, %lld bytes (%s)", r->diff_msgs[i],
+			          r->diff_bytes[i],
+			          sy_bytes(b1, sizeof(b1),
+			                   (uint64_t)(r->diff_bytes[i] < 0 ? -r->diff_bytes[i]
+			                                                   : r->diff_bytes[i])));
+	}
 	stat_line(r, "Detected", "%u errors", r->nerrors);
 	sy_out(r, "%s", "");
 

@@ -67,6 +67,8 @@ struct sy_run {
 	uint64_t would_copy;   /* --dry */
 	uint64_t retry_copied; /* copied before a dropped connection; the retry skips them */
 	unsigned reconnects[2];
+	int sizes_done;                        /* bit 0: at start, bit 1: at end */
+	long long diff_msgs[2], diff_bytes[2]; /* host2 - host1, start and end */
 
 	/* errors */
 	unsigned nerrors;
@@ -120,6 +122,7 @@ struct sy_folder {
 	char *name2; /* mapped host2 name */
 	int subscribed1;
 	int exists2;
+	int skip; /* not synced: --skipemptyfolders, --nomixfolders refusal */
 };
 
 struct sy_plan {
@@ -134,6 +137,12 @@ int sy_folders_plan(struct sy_run *r, struct sy_plan *plan);
 void sy_plan_free(struct sy_plan *plan);
 /* Host2 name for a host1 name, imapsync's imap2_folder_name() subset. */
 char *sy_folder_map(const struct sy_run *r, const char *name1);
+
+/* --- sizes.c --- */
+
+/* imapsync's folder-size tables for the plan's folder pairs, at the start
+ * or at the end of the run. */
+void sy_folder_sizes(struct sy_run *r, const struct sy_plan *plan, int at_end);
 
 /* --- copy.c --- */
 

@@ -105,6 +105,8 @@ class SyncCli(unittest.TestCase):
         self.assertIn("Exiting with return value 0 (EX_OK: successful termination)", out)
         self.assertRegex(out, r"The sync looks good, all \d+ identified messages in host1 are on host2\.")
         self.assertGreater(stat(out, "Messages transferred"), 100)
+        self.assertRegex(out, r"Start difference host2 - host1\s*: -\d+ messages")
+        self.assertRegex(out, r"Final difference host2 - host1\s*: 0 messages, 0 bytes")
         self.assert_identical()
         for _ in range(2):
             rc, out = run_sync("--syncduplicates")
@@ -149,6 +151,18 @@ class SyncCli(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertIn("(not really since --dry mode)", out)
         self.assertRegex(out, r"Messages transferred\s*: 0 \(could be \d+ without dry mode\)")
+        self.assertEqual(before, dst_folders())
+
+    def test_justfoldersizes_changes_nothing(self):
+        fh.populate(ENV, "src", USER, "small", seed=4)
+        before = dst_folders()
+        rc, out = run_sync("--justfoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertRegex(out, r"Host1 Nb messages:\s+\d+ messages")
+        self.assertRegex(out, r"Host1 folder\s+\d+/\d+ \[INBOX\]\s+Size:\s+\d+ Messages:\s+\d+ "
+                              r"Biggest:\s+\d+")
+        self.assertIn("does not exist yet", out)
+        self.assertNotIn("copied to", out)
         self.assertEqual(before, dst_folders())
 
     def test_killed_mid_transfer_then_rerun(self):
