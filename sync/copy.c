@@ -367,6 +367,7 @@ struct xfer_ctx {
 	size_t held;
 	struct timespec t0;
 	uint64_t copied_here;
+	uint64_t to_copy; /* messages this folder needs, for the progress line */
 };
 
 /* Pipelined FETCHes may be answered in any order (Dovecot runs them in
@@ -446,11 +447,22 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		secs = (double)(now.tv_sec - r->t0.tv_sec) + (now.tv_nsec - r->t0.tv_nsec) / 1e9;
 		snprintf(who, sizeof(who), "%u {%u}", t->m->uid, t->m->size);
 		snprintf(uid2s, sizeof(uid2s), "%u", uid2);
-		sy_out(r, "msg %s/%-19s copied to %s/%-10s %.2f msgs/s  %s/s %s copied",
-		       x->f->name1, who, x->f->name2, uid2s, secs > 0 ? r->transferred / secs : 0.0,
-		       sy_bytes(rate, sizeof(rate),
-		                (uint64_t)(secs > 0 ? r->bytes_transferred / secs : 0)),
-		       sy_bytes(total, sizeof(total), r->bytes_transferred));
+		sy_msgline(r, "msg %s/%-19s copied to %s/%-10s %.2f msgs/s  %s/s %s copied",
+		           x->f->name1, who, x->f->name2, uid2s,
+		           secs > 0 ? r->transferred / secs : 0.0,
+		           sy_bytes(rate, sizeof(rate),
+		                    (uint64_t)(secs > 0 ? r->bytes_transferred / secs : 0)),
+		           sy_bytes(total, sizeof(total), r->bytes_transferred));
+		{
+			double mps = secs > 0 ? r->transferred / secs : 0;
+			uint64_t left =
+			        x->to_copy > x->copied_here ? x->to_copy - x->copied_here : 0;
+
+			sy_progress(r, "%s  %llu/%llu msgs  %s  %.0f msgs/s  %s/s  ETA %.0f s",
+			            x->f->name1, (unsigned long long)x->copied_here,
+			            (unsigned long long)x->to_copy, total, mps, rate,
+			            mps > 0 ? left / mps : 0.0);
+		}
 	} else {
 		t->m->match = 0;
 		sy_error(r, SY_ERR_APPEND,
@@ -616,6 +628,10 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 	x.r = r;
 	x.f = f;
 	x.m2 = m2;
+	for (size_t i = 0; i < m1->n; i++) {
+		if (m1->v[i].haskey && !m1->v[i].dup && !m1->v[i].match)
+			x.to_copy++;
+	}
 	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
 	for (;;) {
 		while (k < m1->n && x.inflight < WINDOW_MSGS &&

@@ -422,6 +422,7 @@ int main(int argc, char **argv)
 	}
 	memset(&r, 0, sizeof(r));
 	r.o = &o;
+	r.tty = isatty(STDOUT_FILENO);
 	clock_gettime(CLOCK_MONOTONIC, &r.t0);
 	signal_run = &r;
 	memset(&sa, 0, sizeof(sa));

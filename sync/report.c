@@ -67,14 +67,21 @@ const char *sy_exit_text(int code)
 	}
 }
 
-static void vout(struct sy_run *r, const char *fmt, va_list ap)
+/* to_stdout 0: the log file only (per-message lines on a terminal). */
+static void vout(struct sy_run *r, int to_stdout, const char *fmt, va_list ap)
 {
 	va_list cp;
 
 	va_copy(cp, ap);
-	vfprintf(stdout, fmt, ap);
-	fputc('\n', stdout);
-	fflush(stdout);
+	if (to_stdout) {
+		if (r->progress_shown) {
+			fputs("\r\033[K", stdout); /* the progress line makes room */
+			r->progress_shown = 0;
+		}
+		vfprintf(stdout, fmt, ap);
+		fputc('\n', stdout);
+		fflush(stdout);
+	}
 	if (r->log != NULL) {
 		vfprintf(r->log, fmt, cp);
 		fputc('\n', r->log);
@@ -88,8 +95,38 @@ void sy_out(struct sy_run *r, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vout(r, fmt, ap);
+	vout(r, 1, fmt, ap);
 	va_end(ap);
+}
+
+void sy_msgline(struct sy_run *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vout(r, !r->tty, fmt, ap);
+	va_end(ap);
+}
+
+void sy_progress(struct sy_run *r, const char *fmt, ...)
+{
+	struct timespec now;
+	long long ms;
+	va_list ap;
+
+	if (!r->tty)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	if (ms - r->progress_ms < 100)
+		return; /* at most 10 updates a second */
+	r->progress_ms = ms;
+	fputs("\r\033[K", stdout);
+	va_start(ap, fmt);
+	vfprintf(stdout, fmt, ap);
+	va_end(ap);
+	fflush(stdout);
+	r->progress_shown = 1;
 }
 
 void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)

@@ -67,6 +67,9 @@ struct sy_run {
 	uint64_t would_copy;   /* --dry */
 	uint64_t retry_copied; /* copied before a dropped connection; the retry skips them */
 	unsigned reconnects[2];
+	int tty;                               /* stdout is a terminal: progress line */
+	int progress_shown;
+	long long progress_ms;
 	int sizes_done;                        /* bit 0: at start, bit 1: at end */
 	long long diff_msgs[2], diff_bytes[2]; /* host2 - host1, start and end */
 
@@ -81,6 +84,12 @@ struct sy_run {
 
 /* A line to stdout and the log file (imapsync tees both). */
 void sy_out(struct sy_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A per-message line: on a terminal only to the log file (the progress
+ * line shows the run instead of a scrolling wall), else like sy_out(). */
+void sy_msgline(struct sy_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The live progress line on a terminal (rewritten in place, throttled);
+ * nothing when stdout is not a terminal. */
+void sy_progress(struct sy_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An error: printed, logged, counted in class cls. Sets r->stop when
  * --errorsmax is reached. */
 void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)

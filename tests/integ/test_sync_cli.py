@@ -153,6 +153,34 @@ class SyncCli(unittest.TestCase):
         self.assertRegex(out, r"Messages transferred\s*: 0 \(could be \d+ without dry mode\)")
         self.assertEqual(before, dst_folders())
 
+    def test_progress_line_on_terminal(self):
+        """On a terminal: one live progress line, the per-message lines go
+        to the log file only."""
+        import pty
+        fh.populate(ENV, "src", USER, "small", seed=9)
+        master, slave = pty.openpty()
+        logdir = os.path.join(WORKDIR, "logs")
+        p = subprocess.Popen(base_args() + ["--log", "--logdir", logdir, "--logfile", "tty.txt"],
+                             stdout=slave, stderr=slave, cwd=WORKDIR)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        rc = p.wait(timeout=120)
+        os.close(master)
+        screen = b"".join(chunks).decode("utf-8", "replace")
+        self.assertEqual(0, rc, screen[-3000:])
+        self.assertNotIn(" copied to ", screen)
+        self.assertRegex(screen, r"\r\x1b\[K\S+\s+\d+/\d+ msgs .* msgs/s .* ETA \d+ s")
+        with open(os.path.join(logdir, "tty.txt")) as f:
+            self.assertIn(" copied to ", f.read())
+
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)
         before = dst_folders()
