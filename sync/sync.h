@@ -67,7 +67,7 @@ struct sy_run {
 	uint64_t would_copy;   /* --dry */
 	uint64_t retry_copied; /* copied before a dropped connection; the retry skips them */
 	unsigned reconnects[2];
-	int tty;                               /* stdout is a terminal: progress line */
+	int tty; /* stdout is a terminal: progress line */
 	int progress_shown;
 	long long progress_ms;
 	int sizes_done;                        /* bit 0: at start, bit 1: at end */
