@@ -181,6 +181,45 @@ class SyncCli(unittest.TestCase):
         with open(os.path.join(logdir, "tty.txt")) as f:
             self.assertIn(" copied to ", f.read())
 
+    def test_recognises_a_copy_by_imapsync_key(self):
+        """A host2 message with the same Message-Id and Received lines (the
+        key of the behaviour document's test vector) is the same message,
+        even if its bytes differ (imapsync rewrites line ends): not copied."""
+        hdr = (b"Message-Id: <abc.123@example.com>\r\n"
+               b"Received: from mx.example.com (mx.example.com [192.0.2.1])\tby mail.example.org; "
+               b"Tue, 1 Jan 2019 10:00:00 +0000\r\n"
+               b"Received: from localhost  by mx.example.com; Tue, 1 Jan 2019 09:59:59 +0000 \r\n"
+               b"Subject: vector\r\n\r\n")
+        for side, body in (("src", b"original body\r\n"), ("dst", b"rewritten by imapsync\r\n")):
+            imap = ENV.imap(side, USER)
+            try:
+                imap.append("INBOX", None, None, hdr + body)
+            finally:
+                imap.logout()
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(0, stat(out, "Messages transferred"), out[-3000:])
+        self.assertIn("The sync looks good, all 1 identified messages in host1 are on host2.", out)
+
+    def test_sigterm_stops_cleanly_then_rerun_finishes(self):
+        fh.populate(ENV, "src", USER, "medium", seed=10)
+        p = subprocess.Popen(base_args() + ["--syncduplicates"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=WORKDIR)
+        lines = []
+        for line in p.stdout:
+            lines.append(line)
+            if len(lines) == 120:
+                p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=60)
+        p.stdout.close()
+        out = "".join(lines)
+        self.assertEqual(6, rc, out[-3000:])  # imapsync's EXIT_BY_SIGNAL
+        self.assertIn("++++ Statistics", out)
+        self.assertIn("Exiting with return value 6", out)
+        rc, out = run_sync("--syncduplicates")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assert_identical()
+
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)
         before = dst_folders()
