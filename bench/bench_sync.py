@@ -33,22 +33,12 @@ def run_measured(cmd, cwd):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     out = tempfile.TemporaryFile(mode="w+")
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, text=True)
-    hwm = 0
-    while p.poll() is None:
-        try:
-            with open(f"/proc/{p.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        hwm = max(hwm, int(line.split()[1]))
-        except OSError:
-            pass
-        time.sleep(0.002)
+    rc, peak = fh.run_peak_rss(cmd, cwd=cwd, stdout=out)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     out.seek(0)
-    return p.returncode, wall, cpu, hwm / 1024.0, out.read()
+    return rc, wall, cpu, peak, out.read()
 
 
 def sync_cmd(binary, env, user):

@@ -31,20 +31,15 @@
  *     an empty pattern means the empty regex, not Perl's "last successful
  *     pattern" (imapsync's FAQ uses "s,,\\Seen ," to add \Seen).
  *
- * --regexflag details: any non-alphanumeric, non-white-space delimiter, with
- * bracketing pairs s{...}{...} (also () [] <>); a backslash escapes the
- * delimiter. The pattern is PCRE2 (Perl syntax, bytes, no UTF). Modifiers: g
- * (every match), i, m, s, x (as Perl), o (ignored). The replacement is read
- * as Perl reads a double-quoted string, through PCRE2's extended
- * substitution: $1 ${1} $name \1 (as $1) \\ \$ \n \t \U \L \u \l \E; a group
- * that did not match or does not exist gives "" (as in Perl). Each
- * --regexflag is tried on " " at start-up, as imapsync does, so a bad
- * replacement is reported before the first message.
+ * --regexflag details: the s/// syntax, modifiers and replacement rules are
+ * regex.h's (sy_subst_parse(), shared with --regextrans2). Each --regexflag
+ * is tried on " " at start-up, as imapsync does, so a bad replacement is
+ * reported before the first message.
  *
- * Error strings returned through error_r live in a thread-local buffer that
- * stays valid until the next sy_flags_* call in the same thread. An opts
- * object is read-only after sy_flags_opts_init() and may be shared by
- * threads.
+ * Error strings returned through error_r live in a thread-local buffer
+ * (regex.c's for regex errors) that stays valid until the next sy_flags_*
+ * or regex.h call in the same thread. An opts object is read-only after
+ * sy_flags_opts_init() and may be shared by threads.
  */
 #ifndef IMAPFERRY_SYNC_FLAGS_H
 #define IMAPFERRY_SYNC_FLAGS_H

@@ -18,6 +18,7 @@
 
 #include "flags.h"
 #include "hdrkey.h"
+#include "regex.h"
 #include "imapferry/log.h"
 #include "sync.h"
 
@@ -339,6 +340,10 @@ static int run(struct sy_run *r, int argc, char **argv)
 			return finish(r, SY_EX_USAGE);
 		}
 	}
+	if (sy_folders_check_regexes(o, err, sizeof(err)) < 0) {
+		sy_out(r, "%s", err);
+		return finish(r, SY_EX_USAGE);
+	}
 	r->base = event_base_new();
 	for (int i = 0; i < 2; i++) {
 		r->side[i].acc = &o->acc[i];
@@ -359,6 +364,10 @@ static int run(struct sy_run *r, int argc, char **argv)
 		}
 		o->dry = dry;
 	}
+	if (o->justfolderlists || o->justautomap) {
+		sy_plan_free(&plan);
+		return finish(r, 0);
+	}
 	if (o->foldersizes || o->justfoldersizes)
 		sy_folder_sizes(r, &plan, 0);
 	if (o->justfoldersizes) {
@@ -367,8 +376,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
 	for (size_t k = 0; k < plan.n && !r->stop; k++) {
-		if (!plan.f[k].exists2 && !o->dry)
-			continue; /* creation failed: counted already */
+		if (plan.f[k].skip || (!plan.f[k].exists2 && !o->dry))
+			continue; /* skipped, or its creation failed (counted already) */
 		sync_folder_with_retry(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
 	}
 	sy_out(r, "++++ End looping on each folder");

@@ -1434,6 +1434,24 @@ def compare(env, user1, side1, user2, side2, map_sep=True, stats=None):
 # deliver
 
 
+def run_peak_rss(cmd, cwd=None, stdout=None):
+    """Run cmd to completion while polling its VmHWM; returns (returncode,
+    peak RSS in MiB). getrusage(RUSAGE_CHILDREN) would also count the pages
+    of the forked Python before exec, so the process is watched instead."""
+    p = subprocess.Popen(cmd, cwd=cwd, stdout=stdout, stderr=subprocess.STDOUT)
+    hwm = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        hwm = max(hwm, int(line.split()[1]))
+        except OSError:
+            pass
+        time.sleep(0.002)
+    return p.returncode, hwm / 1024.0
+
+
 def deliver(env, user, message, side="src", sender="sender@example.net"):
     """Deliver message (bytes; bare LF is turned into CRLF) to user's INBOX
     through LMTP, bypassing IMAP and any proxy. Raises on refusal."""

@@ -49,24 +49,12 @@ def run_sync(*extra, args=None, timeout=300):
 
 
 def run_sync_peak_rss(*extra):
-    """run_sync() that also polls the process's VmHWM (peak RSS, MiB).
-    (getrusage(RUSAGE_CHILDREN) would count the forked Python's pages.)"""
+    """run_sync() that also returns the process's peak RSS (MiB)."""
     out_path = os.path.join(WORKDIR, "peak.out")
     with open(out_path, "w") as out_file:
-        p = subprocess.Popen(base_args() + list(extra), stdout=out_file,
-                             stderr=subprocess.STDOUT, cwd=WORKDIR)
-        hwm = 0
-        while p.poll() is None:
-            try:
-                with open(f"/proc/{p.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            hwm = max(hwm, int(line.split()[1]))
-            except OSError:
-                pass
-            time.sleep(0.005)
+        rc, peak = fh.run_peak_rss(base_args() + list(extra), cwd=WORKDIR, stdout=out_file)
     with open(out_path) as f:
-        return p.returncode, f.read(), hwm / 1024
+        return rc, f.read(), peak
 
 
 def stat(out, label):
