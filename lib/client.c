@@ -5,10 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 
 #include "imapferry/conn.h"
 #include "imapferry/istr.h"
@@ -26,8 +27,10 @@ struct cmd {
 	struct evbuffer *parts[MAX_PARTS]; /* split where we must wait for "+" */
 	unsigned nparts, sent;
 	int waiting_cont; /* a part ended in {N}: wait for "+" */
-	char *sasl_resp;  /* AUTHENTICATE: sent (masked) at the first "+" */
-	int streaming;    /* a {N+} literal the caller writes with stream_write() */
+	/* AUTHENTICATE: answers each "+" challenge until the tagged reply,
+	 * and holds back the commands behind it until then */
+	struct imap_sasl *sasl;
+	int streaming; /* a {N+} literal the caller writes with stream_write() */
 	uint64_t stream_left;
 	char *trace; /* masked text for the protocol trace */
 	imap_done_cb *cb;
@@ -54,6 +57,7 @@ struct imap_client {
 	enum imap_client_state state;
 	enum conn_step step;
 	struct imap_caps caps;
+	char auth_offered[256];        /* "AUTH=PLAIN AUTH=LOGIN ..." as last seen, for errors */
 	struct cmd *cmds, **cmds_tail; /* in tag order */
 	unsigned tagno, in_flight;
 	int tls_active;
@@ -126,10 +130,7 @@ static void cmd_free(struct cmd *c)
 		if (c->parts[i] != NULL)
 			evbuffer_free(c->parts[i]);
 	}
-	if (c->sasl_resp != NULL) {
-		OPENSSL_cleanse(c->sasl_resp, strlen(c->sasl_resp));
-		free(c->sasl_resp);
-	}
+	imap_sasl_free(&c->sasl);
 	free(c->trace);
 	free(c);
 }
@@ -242,8 +243,8 @@ static void flush(struct imap_client *cl)
 				return;
 			}
 		}
-		if (c->sasl_resp != NULL)
-			return; /* AUTHENTICATE without SASL-IR: wait for "+" */
+		if (c->sasl != NULL)
+			return; /* the lines after AUTHENTICATE are SASL responses */
 		if (c->streaming)
 			return; /* its literal is still being written */
 	}
@@ -386,6 +387,12 @@ static int build(struct imap_client *cl, struct cmd *c, int crlf, const char *fm
 			s = va_arg(ap, const char *);
 			r = add_string(cl, c, trace, s, strlen(s), 0, 1);
 			break;
+		case 'R':
+			s = va_arg(ap, const char *);
+			evbuffer_add(cur, s, strlen(s));
+			if (trace != NULL)
+				evbuffer_add_printf(trace, "MASKED");
+			break;
 		case 'u': {
 			unsigned v = va_arg(ap, unsigned);
 
@@ -518,7 +525,7 @@ int imap_client_stream_begin(struct imap_client *cl, imap_done_cb *cb, void *aux
 	/* The literal's bytes go straight to the socket, so nothing may be
 	 * waiting to be written before the command. */
 	for (c = cl->cmds; c != NULL; c = c->next) {
-		if (c->sent < c->nparts || c->streaming || c->sasl_resp != NULL) {
+		if (c->sent < c->nparts || c->streaming || c->sasl != NULL) {
 			*error_r = "commands are waiting to be sent";
 			return -1;
 		}
@@ -670,11 +677,43 @@ static struct cmd *oldest_with(struct imap_client *cl, int literal)
 	return NULL;
 }
 
+/* Learns capabilities from msg (untagged CAPABILITY or a [CAPABILITY]
+ * code), and keeps the AUTH= atoms as sent, for login errors that must
+ * name what the server offers (struct imap_caps knows only our mechanisms). */
+static void note_caps(struct imap_client *cl, const struct imap_msg *msg)
+{
+	const struct imap_arg *a;
+	size_t used = 0;
+
+	if (!imap_caps_from_msg(&cl->caps, msg))
+		return;
+	if (msg->kind == IMAP_MSG_UNTAGGED && msg->name != NULL &&
+	    strcmp(msg->name, "CAPABILITY") == 0)
+		a = msg->args;
+	else
+		a = msg->code_args;
+	cl->auth_offered[0] = '\0';
+	for (; a != NULL; a = a->next) {
+		char buf[64];
+		int n;
+
+		if (a->type != IMAP_ARG_ATOM || strncasecmp(a->str, "AUTH=", 5) != 0)
+			continue;
+		log_sanitize(buf, sizeof(buf), a->str, a->len, 40);
+		n = snprintf(cl->auth_offered + used, sizeof(cl->auth_offered) - used, "%s%s",
+		             used > 0 ? " " : "", buf);
+		if (n < 0 || (size_t)n >= sizeof(cl->auth_offered) - used)
+			break; /* keep what fitted */
+		used += (size_t)n;
+	}
+	cl->auth_offered[used] = '\0';
+}
+
 static void handle_untagged(struct imap_client *cl, const struct imap_msg *msg)
 {
 	struct cmd *c;
 
-	imap_caps_from_msg(&cl->caps, msg);
+	note_caps(cl, msg);
 	if (msg->status == IMAP_STATUS_BYE) {
 		free(cl->bye);
 		cl->bye = xstrdup(msg->text);
@@ -722,7 +761,7 @@ static void handle_tagged(struct imap_client *cl, const struct imap_msg *msg)
 	cl->in_flight--;
 	if (cl->stream == c)
 		cl->stream = NULL; /* answered before its literal was complete */
-	imap_caps_from_msg(&cl->caps, msg);
+	note_caps(cl, msg);
 	memset(&res, 0, sizeof(res));
 	res.status = msg->status;
 	res.code = msg->code;
@@ -737,29 +776,43 @@ static void handle_tagged(struct imap_client *cl, const struct imap_msg *msg)
 	}
 }
 
+/* One "+ <base64>" challenge of an AUTHENTICATE in flight: the mechanism
+ * answers it, or we cancel with "*" (RFC 3501 6.2.2) and the server ends
+ * the command with a tagged BAD/NO. */
+static void sasl_answer(struct imap_client *cl, struct cmd *c, const struct imap_msg *msg)
+{
+	const char *resp;
+
+	if (imap_sasl_step(c->sasl, msg->text, msg->text_len, &resp) < 0) {
+		if (log_debug_enabled(LOG_CAT_IMAP))
+			log_msg(LOG_LVL_DEBUG, prefix(cl), "C: * (SASL exchange %s)",
+			        imap_sasl_error(c->sasl));
+		conn_write(cl->conn, "*\r\n", 3);
+		return;
+	}
+	if (log_debug_enabled(LOG_CAT_IMAP))
+		log_msg(LOG_LVL_DEBUG, prefix(cl), "C: %s",
+		        resp[0] != '\0' ? "(SASL response) MASKED" : "(empty SASL response)");
+	conn_write(cl->conn, resp, strlen(resp));
+	conn_write(cl->conn, "\r\n", 2);
+}
+
 static void handle_continuation(struct imap_client *cl, const struct imap_msg *msg)
 {
 	struct cmd *c;
 
-	(void)msg;
 	for (c = cl->cmds; c != NULL && c->sent > 0; c = c->next) {
 		if (c->waiting_cont) {
 			c->waiting_cont = 0;
 			flush(cl);
 			return;
 		}
-		if (c->sasl_resp != NULL && c->sent == c->nparts) {
-			log_msg(LOG_LVL_DEBUG, prefix(cl), "C: (SASL response) MASKED");
-			conn_write(cl->conn, c->sasl_resp, strlen(c->sasl_resp));
-			conn_write(cl->conn, "\r\n", 2);
-			OPENSSL_cleanse(c->sasl_resp, strlen(c->sasl_resp));
-			free(c->sasl_resp);
-			c->sasl_resp = NULL;
-			flush(cl);
+		if (c->sasl != NULL && c->sent == c->nparts) {
+			sasl_answer(cl, c, msg);
 			return;
 		}
 	}
-	/* A "+" nobody waits for (e.g. a second SASL challenge): cancel. */
+	/* A "+" nobody waits for: cancel whatever the server thinks it is. */
 	conn_write(cl->conn, "*\r\n", 3);
 }
 
@@ -856,6 +909,7 @@ static void on_event(struct conn *conn, enum conn_event ev, const char *error, v
 		cl->tls_active = 1;
 		cl->parser = imap_parser_new(IMAP_PARSE_SERVER, &cl->limits);
 		memset(&cl->caps, 0, sizeof(cl->caps)); /* RFC 3501 6.2.1: forget them */
+		cl->auth_offered[0] = '\0';
 		cl->step = STEP_CAPS;
 		connect_step(cl);
 		break;
@@ -1015,9 +1069,11 @@ static void login_caps_done(struct imap_client *cl, const struct imap_result *re
 
 static void login_done(struct imap_client *cl, const struct imap_result *res, void *aux)
 {
+	struct imap_sasl *sasl = aux; /* the AUTHENTICATE's, or NULL; borrowed */
 	imap_done_cb *cb = cl->login_cb;
+	struct imap_result more;
+	char text[768];
 
-	(void)aux;
 	if (res->status == IMAP_STATUS_OK) {
 		cl->state = IMAP_CL_AUTHED;
 		/* RFC 3501 6.2.3: capabilities may change after login. */
@@ -1030,80 +1086,151 @@ static void login_done(struct imap_client *cl, const struct imap_result *res, vo
 			cmd_queue(cl, c);
 			return;
 		}
+	} else if (sasl != NULL && imap_sasl_error(sasl) != NULL) {
+		/* the decoded OAuth error says more than "NO Invalid credentials" */
+		snprintf(text, sizeof(text), "%s (%s)", res->text != NULL ? res->text : "",
+		         imap_sasl_error(sasl));
+		more = *res;
+		more.text = text;
+		res = &more;
 	}
 	cl->login_cb = NULL;
 	if (cb != NULL)
 		cb(cl, res, cl->login_aux);
 }
 
-/* base64 (RFC 4648) of len bytes; malloc'd. */
-static char *b64(const unsigned char *in, size_t len)
-{
-	char *out = malloc(4 * ((len + 2) / 3) + 1);
+/* A login that fails before anything is sent: cb runs now. */
+static void login_fail_now(struct imap_client *cl, imap_done_cb *cb, void *aux, const char *fmt,
+                           ...) __attribute__((format(printf, 4, 5)));
 
-	if (out == NULL)
-		abort();
-	EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-	return out;
+static void login_fail_now(struct imap_client *cl, imap_done_cb *cb, void *aux, const char *fmt,
+                           ...)
+{
+	struct imap_result res;
+	char text[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	memset(&res, 0, sizeof(res));
+	res.status = IMAP_STATUS_NONE;
+	res.text = text;
+	cb(cl, &res, aux);
+}
+
+/* "AUTH=PLAIN AUTH=LOGIN and the LOGIN command", for errors. */
+static const char *offered(const struct imap_client *cl, char *buf, size_t size)
+{
+	int login = !imap_caps_has(&cl->caps, IMAP_CAP_LOGINDISABLED);
+
+	if (cl->auth_offered[0] == '\0')
+		snprintf(buf, size, "%s",
+		         login ? "only the LOGIN command"
+		               : "no way to log in (LOGINDISABLED and no AUTH=)");
+	else
+		snprintf(buf, size, "%s%s", cl->auth_offered,
+		         login ? " and the LOGIN command" : " (the LOGIN command is disabled)");
+	return buf;
+}
+
+void imap_client_login_with(struct imap_client *cl, const struct imap_login_opts *o,
+                            imap_done_cb *cb, void *aux)
+{
+	enum imap_login_mech m = o->mech;
+	struct imap_sasl *sasl;
+	const char *error, *ir;
+	char buf[384];
+	struct cmd *c;
+
+	if (cl->state != IMAP_CL_NOAUTH) {
+		login_fail_now(cl, cb, aux, "%s",
+		               cl->state == IMAP_CL_AUTHED ? "already logged in" : "not connected");
+		return;
+	}
+	if ((unsigned)m >= IMAP_LOGIN_MECH_COUNT) {
+		login_fail_now(cl, cb, aux, "unknown authentication mechanism %d", (int)m);
+		return;
+	}
+	if (m == IMAP_LOGIN_CMD) {
+		if (o->authuser != NULL || o->initial != NULL) {
+			login_fail_now(cl, cb, aux,
+			               "the LOGIN command takes no authorization identity and no "
+			               "initial response (use PLAIN)");
+			return;
+		}
+		if (imap_caps_has(&cl->caps, IMAP_CAP_LOGINDISABLED)) {
+			login_fail_now(cl, cb, aux,
+			               "the server disabled LOGIN (LOGINDISABLED)%s; it offers %s",
+			               cl->tls_active ? "" : ": use TLS",
+			               offered(cl, buf, sizeof(buf)));
+			return;
+		}
+		c = cmd_build(cl, login_done, NULL, "LOGIN %s %P", o->user != NULL ? o->user : "",
+		              o->secret != NULL ? o->secret : "");
+	} else {
+		if (cl->caps.valid && (cl->caps.auth & (1u << imap_sasl_mech_cap(m))) == 0) {
+			login_fail_now(
+			        cl, cb, aux,
+			        "server %s does not offer AUTHENTICATE %s (no AUTH=%s in its "
+			        "CAPABILITY); it offers %s",
+			        imap_client_peer(cl), imap_sasl_mech_name(m),
+			        imap_sasl_mech_name(m), offered(cl, buf, sizeof(buf)));
+			return;
+		}
+		sasl = imap_sasl_new(o, &error);
+		if (sasl == NULL) {
+			login_fail_now(cl, cb, aux, "%s: %s", imap_login_mech_names[m], error);
+			return;
+		}
+		/* RFC 4959: the initial response on the command line, "=" when
+		 * empty; without SASL-IR it goes at the first "+". */
+		ir = imap_caps_has(&cl->caps, IMAP_CAP_SASL_IR) ? imap_sasl_initial(sasl) : NULL;
+		if (ir != NULL)
+			c = cmd_build(cl, login_done, sasl, "AUTHENTICATE %a %R",
+			              imap_sasl_mech_name(m), ir[0] != '\0' ? ir : "=");
+		else
+			c = cmd_build(cl, login_done, sasl, "AUTHENTICATE %a",
+			              imap_sasl_mech_name(m));
+		if (c != NULL)
+			c->sasl = sasl; /* the command owns it now */
+		else
+			imap_sasl_free(&sasl);
+	}
+	if (c == NULL) {
+		login_fail_now(cl, cb, aux, "cannot encode the credentials");
+		return;
+	}
+	cl->login_cb = cb;
+	cl->login_aux = aux;
+	cmd_queue(cl, c);
 }
 
 void imap_client_login(struct imap_client *cl, const char *user, const char *authuser,
                        const char *password, const char *mech, imap_done_cb *cb, void *aux)
 {
-	struct imap_result res;
-	struct cmd *c;
+	struct imap_login_opts o;
+	int m = imap_login_mech_lookup(mech);
 
-	memset(&res, 0, sizeof(res));
-	res.status = IMAP_STATUS_NONE;
-	if (cl->state != IMAP_CL_NOAUTH) {
-		res.text = cl->state == IMAP_CL_AUTHED ? "already logged in" : "not connected";
-		cb(cl, &res, aux);
+	if (m < 0) {
+		char name[64], known[128];
+		size_t used = 0;
+
+		for (int i = 0; i < IMAP_LOGIN_MECH_COUNT; i++)
+			used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
+			                         i > 0 ? ", " : "", imap_login_mech_names[i]);
+		login_fail_now(cl, cb, aux, "unknown authentication mechanism \"%s\" (known: %s)",
+		               log_sanitize(name, sizeof(name), mech, strlen(mech), 40), known);
 		return;
 	}
-	cl->login_cb = cb;
-	cl->login_aux = aux;
-	if (authuser != NULL || (mech != NULL && strcasecmp(mech, "PLAIN") == 0)) {
-		/* RFC 4616: message = [authzid] NUL authcid NUL passwd */
-		size_t zl = authuser != NULL ? strlen(user) : 0;
-		const char *authcid = authuser != NULL ? authuser : user;
-		size_t cl_ = strlen(authcid), pl = strlen(password);
-		unsigned char *msg = malloc(zl + cl_ + pl + 2);
-		char *enc;
-
-		if (msg == NULL)
-			abort();
-		memcpy(msg, user, zl);
-		msg[zl] = '\0';
-		memcpy(msg + zl + 1, authcid, cl_);
-		msg[zl + 1 + cl_] = '\0';
-		memcpy(msg + zl + cl_ + 2, password, pl);
-		enc = b64(msg, zl + cl_ + pl + 2);
-		OPENSSL_cleanse(msg, zl + cl_ + pl + 2);
-		free(msg);
-		if (imap_caps_has(&cl->caps, IMAP_CAP_SASL_IR)) {
-			c = cmd_build(cl, login_done, NULL, "AUTHENTICATE PLAIN %P", enc);
-			OPENSSL_cleanse(enc, strlen(enc));
-			free(enc);
-		} else {
-			c = cmd_build(cl, login_done, NULL, "AUTHENTICATE PLAIN");
-			c->sasl_resp = enc;
-		}
-	} else {
-		if (imap_caps_has(&cl->caps, IMAP_CAP_LOGINDISABLED)) {
-			cl->login_cb = NULL;
-			res.text = "the server disabled LOGIN (LOGINDISABLED): use TLS";
-			cb(cl, &res, aux);
-			return;
-		}
-		c = cmd_build(cl, login_done, NULL, "LOGIN %s %P", user, password);
-	}
-	if (c == NULL) {
-		cl->login_cb = NULL;
-		res.text = "cannot encode the credentials";
-		cb(cl, &res, aux);
-		return;
-	}
-	cmd_queue(cl, c);
+	if (authuser != NULL && m == IMAP_LOGIN_CMD)
+		m = IMAP_LOGIN_PLAIN; /* an admin login needs PLAIN's authzid */
+	memset(&o, 0, sizeof(o));
+	o.mech = (enum imap_login_mech)m;
+	o.user = user;
+	o.authuser = authuser;
+	o.secret = password;
+	imap_client_login_with(cl, &o, cb, aux);
 }
 
 void imap_client_logout(struct imap_client *cl, imap_done_cb *cb, void *aux)

@@ -1,13 +1,18 @@
 /*
  * account.c - host1/host2 connections: TLS choice as imapsync makes it
  * (--ssl/--tls and the 993 auto-detection), certificate verification (on
- * by default, unlike imapsync), login, and a synchronous command helper.
+ * by default, unlike imapsync), login (LOGIN, PLAIN, CRAM-MD5, XOAUTH2,
+ * OAUTHBEARER as imapsync's options choose them), and a synchronous
+ * command helper.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
 
 #include "imapferry/log.h"
 #include "imapferry/tls.h"
@@ -181,14 +186,147 @@ static enum imap_client_security side_security(struct sy_run *r, int i)
 	return IMAP_SEC_STARTTLS_IF_OFFERED;
 }
 
+static int empty(const char *s)
+{
+	return s == NULL || s[0] == '\0';
+}
+
+static void wipe_free(char **p)
+{
+	if (*p != NULL) {
+		OPENSSL_cleanse(*p, strlen(*p));
+		free(*p);
+		*p = NULL;
+	}
+}
+
+/*
+ * imapsync's "STR|FILE" for --oauthaccesstoken1 and --oauthdirect1: when
+ * value names a readable regular file, its first line without the line
+ * end and surrounding blanks (a token is one word), else value itself.
+ * Malloc'd (a secret: wipe it); NULL when the file's first line is empty.
+ * Read at every login, so a token file refreshed by another program is
+ * picked up on reconnect.
+ */
+static char *str_or_file(const char *value)
+{
+	struct stat st;
+	char *line = NULL, *start, *end;
+	size_t cap = 0;
+	FILE *fp;
+	char *out;
+
+	if (stat(value, &st) != 0 || !S_ISREG(st.st_mode) || (fp = fopen(value, "r")) == NULL) {
+		out = strdup(value);
+		if (out == NULL)
+			abort();
+		return out;
+	}
+	if (getline(&line, &cap, fp) < 0) {
+		fclose(fp);
+		free(line);
+		return NULL;
+	}
+	fclose(fp);
+	for (start = line; *start == ' ' || *start == '\t'; start++)
+		;
+	end = start + strlen(start);
+	while (end > start &&
+	       (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*end = '\0';
+	if (start == end) {
+		wipe_free(&line);
+		return NULL;
+	}
+	memmove(line, start, (size_t)(end - start) + 1);
+	return line;
+}
+
+/*
+ * How side i logs in, as imapsync's options say: --oauthdirect1 (a
+ * ready-made base64 string) or --oauthaccesstoken1 with XOAUTH2 (or
+ * OAUTHBEARER when --authmech1 says so); --authuser1: PLAIN with
+ * authzid = user1; else --authmech1, which options.c set to CRAM-MD5 for
+ * --authmd51 and to LOGIN by default. *owned_r is a secret read here (wipe
+ * it after the login). *mech_r is the mechanism's name for the "auth [...]"
+ * lines, also on failure. Returns 0, or -1 with the reason in err.
+ */
+static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, char **owned_r,
+                           const char **mech_r, char *err, size_t errsize)
+{
+	struct sy_account *a = r->side[i].acc;
+	int given = sy_options_given(r->o, i == 0 ? SY_OPT_AUTHMECH1 : SY_OPT_AUTHMECH2);
+	int m = imap_login_mech_lookup(a->authmech);
+	const char *oauth = !empty(a->oauthdirect) ? a->oauthdirect : a->oauthaccesstoken;
+
+	memset(lo, 0, sizeof(*lo));
+	*owned_r = NULL;
+	*mech_r = a->authmech != NULL ? a->authmech : "LOGIN";
+	lo->user = a->user != NULL ? a->user : "";
+	lo->secret = a->password != NULL ? a->password : "";
+	if (!empty(oauth)) {
+		const char *opt = !empty(a->oauthdirect) ? "oauthdirect" : "oauthaccesstoken";
+
+		lo->mech = given && m == IMAP_LOGIN_OAUTHBEARER ? IMAP_LOGIN_OAUTHBEARER
+		                                                : IMAP_LOGIN_XOAUTH2;
+		*mech_r = imap_login_mech_names[lo->mech];
+		if (given && m != IMAP_LOGIN_XOAUTH2 && m != IMAP_LOGIN_OAUTHBEARER)
+			sy_out(r, "Host%d: --%s%d given, so auth is %s, not --authmech%d %s", i + 1,
+			       opt, i + 1, imap_login_mech_names[lo->mech], i + 1, a->authmech);
+		*owned_r = str_or_file(oauth);
+		if (*owned_r == NULL) {
+			snprintf(err, errsize, "--%s%d: the first line of the file %s is empty",
+			         opt, i + 1, oauth);
+			return -1;
+		}
+		if (!empty(a->oauthdirect))
+			lo->initial = *owned_r; /* sent as is */
+		else
+			lo->secret = *owned_r;
+		return 0;
+	}
+	if (!empty(a->authuser)) {
+		/* the admin logs in for user1: only PLAIN carries an authzid */
+		lo->mech = IMAP_LOGIN_PLAIN;
+		lo->authuser = a->authuser;
+		*mech_r = imap_login_mech_names[lo->mech];
+		return 0;
+	}
+	if (m < 0 && strcasecmp(a->authmech, "PREAUTH") == 0) {
+		snprintf(err, errsize, "--authmech%d PREAUTH, but the server did not send PREAUTH",
+		         i + 1);
+		return -1;
+	}
+	if (m < 0) {
+		snprintf(err, errsize,
+		         "unknown --authmech%d %s (use LOGIN, PLAIN, AUTH=LOGIN, CRAM-MD5, XOAUTH2 "
+		         "or OAUTHBEARER)",
+		         i + 1, a->authmech);
+		return -1;
+	}
+	if (m == IMAP_LOGIN_XOAUTH2 || m == IMAP_LOGIN_OAUTHBEARER) {
+		snprintf(err, errsize,
+		         "--authmech%d %s needs --oauthaccesstoken%d or --oauthdirect%d (the "
+		         "service-account flow with --password%d key.json is not supported)",
+		         i + 1, a->authmech, i + 1, i + 1, i + 1);
+		return -1;
+	}
+	lo->mech = (enum imap_login_mech)m;
+	*mech_r = imap_login_mech_names[lo->mech];
+	return 0;
+}
+
 int sy_side_open(struct sy_run *r, int i)
 {
 	struct sy_side *s = &r->side[i];
 	struct sy_account *a = s->acc;
 	struct connect_wait w;
 	struct sy_res res;
+	struct imap_login_opts lo;
 	enum imap_client_security sec;
 	const char *error, *mech;
+	char *owned = NULL;
 	int n = i + 1;
 
 	s->n = n;
@@ -238,26 +376,27 @@ int sy_side_open(struct sy_run *r, int i)
 		sy_out(r, "Host%d: %s says it has PREAUTH, no login needed", n, a->host);
 		return 0;
 	}
-	mech = a->authmech;
-	if (a->authuser != NULL && a->authuser[0] != '\0')
-		mech = "PLAIN";
 	memset(&w, 0, sizeof(w));
-	imap_client_login(s->cl, a->user != NULL ? a->user : "",
-	                  a->authuser != NULL && a->authuser[0] != '\0' ? a->authuser : NULL,
-	                  a->password != NULL ? a->password : "", mech, connect_done, &w);
-	imap_client_wait(s->cl, &w.done);
+	/* mech: the mechanism actually used, for the "auth [...]" lines */
+	if (side_login_opts(r, i, &lo, &owned, &mech, w.text, sizeof(w.text)) < 0) {
+		w.status = IMAP_STATUS_NONE;
+	} else {
+		imap_client_login_with(s->cl, &lo, connect_done, &w);
+		imap_client_wait(s->cl, &w.done);
+	}
+	wipe_free(&owned);
 	if (w.status != IMAP_STATUS_OK) {
 		enum sy_err cls = i == 0 ? SY_ERR_AUTH1 : SY_ERR_AUTH2;
 
 		sy_error(r, cls,
 		         "Host%d failure: Error login on [%s] with user [%s] auth [%s]: %s%s%s%s",
-		         n, a->host, a->user != NULL ? a->user : "", mech != NULL ? mech : "LOGIN",
+		         n, a->host, a->user != NULL ? a->user : "", mech,
 		         w.code[0] != '\0' ? "[" : "", w.code, w.code[0] != '\0' ? "] " : "",
 		         w.text);
 		return sy_err_exit_code(cls);
 	}
 	sy_out(r, "Host%d: success login on [%s] with user [%s] auth [%s]", n, a->host,
-	       a->user != NULL ? a->user : "", mech != NULL ? mech : "LOGIN");
+	       a->user != NULL ? a->user : "", mech);
 	(void)res;
 	return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
@@ -103,6 +104,15 @@ static void mkdirs(const char *path)
 	free(p);
 }
 
+/* Options whose value is a secret, by any spelling Getopt::Long accepts
+ * (--password1, -passw=, --oauthaccesstoken2, --OAuthDirect1, ...). */
+static int secret_option(const char *arg)
+{
+	while (*arg == '-' || *arg == '+')
+		arg++;
+	return strncasecmp(arg, "passw", 5) == 0 || strncasecmp(arg, "oauth", 5) == 0;
+}
+
 static void banner(struct sy_run *r, int argc, char **argv)
 {
 	struct passwd *pw = getpwuid(getuid());
@@ -113,18 +123,18 @@ static void banner(struct sy_run *r, int argc, char **argv)
 	sy_out(r, "imapferry-sync %s (imapsync-compatible), PID %d", IMAPFERRY_VERSION,
 	       (int)getpid());
 	for (int i = 0; i < argc && len < sizeof(line) - 32; i++) {
-		const char *a = argv[i];
+		const char *a = argv[i], *eq = strchr(a, '=');
+		int secret = i > 0 && (a[0] == '-' || a[0] == '+') && secret_option(a);
 
-		if (mask_next && !r->o->showpasswords)
+		if (mask_next && !r->o->showpasswords) {
 			a = "MASKED";
-		mask_next = strncmp(a, "--password", 10) == 0 && strchr(a, '=') == NULL;
-		if (strncmp(argv[i], "--password", 10) == 0 && strchr(argv[i], '=') != NULL &&
-		    !r->o->showpasswords) {
-			len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%.*s=MASKED",
-			                        i > 0 ? " " : "",
-			                        (int)(strchr(argv[i], '=') - argv[i]), argv[i]);
+		} else if (secret && eq != NULL && !r->o->showpasswords) {
+			len += (size_t)snprintf(line + len, sizeof(line) - len, " %.*s=MASKED",
+			                        (int)(eq - a), a);
+			mask_next = 0;
 			continue;
 		}
+		mask_next = secret && eq == NULL;
 		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%s", i > 0 ? " " : "",
 		                        a);
 	}

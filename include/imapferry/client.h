@@ -1,12 +1,13 @@
 /*
  * client.h - an asynchronous IMAP client connection on conn.h + parse.h:
- * greeting, capabilities, STARTTLS, login (LOGIN, AUTHENTICATE PLAIN with
- * an optional authorization identity for admin/master logins), and
+ * greeting, capabilities, STARTTLS, login (the LOGIN command, or
+ * AUTHENTICATE with PLAIN, LOGIN, CRAM-MD5, XOAUTH2 or OAUTHBEARER), and
  * pipelined commands with tag bookkeeping.
  *
  * Commands are written as soon as they are queued (pipelining); only a
- * command that must wait for a "+" (a synchronising literal, or a SASL
- * exchange) holds back the ones queued after it. When the server offers
+ * command that must wait for a "+" (a synchronising literal) or an
+ * AUTHENTICATE (until its tagged reply: the lines after it would be read
+ * as SASL responses) holds back the ones queued after it. When the server offers
  * LITERAL+ (or LITERAL- for small strings), literals never wait.
  *
  * Every command's callback fires exactly once: with the tagged OK/NO/BAD,
@@ -16,8 +17,8 @@
  * pipelined commands in order; RFC 3501 5.5 allows otherwise only for
  * commands that do not share state).
  *
- * Protocol traces (log category "imap") mask passwords and SASL data and
- * show literals as "{N bytes}".
+ * Protocol traces (log category "imap") mask passwords, tokens and SASL
+ * responses ("MASKED") and show literals as "{N bytes}".
  */
 #ifndef IMAPFERRY_CLIENT_H
 #define IMAPFERRY_CLIENT_H
@@ -101,15 +102,121 @@ void imap_client_free(struct imap_client **cl);
  */
 void imap_client_connect(struct imap_client *cl, imap_done_cb *cb, void *aux);
 
+/* --- login --- */
+
+/* How imap_client_login_with() logs in. */
+enum imap_login_mech {
+	IMAP_LOGIN_CMD,         /* the LOGIN command (RFC 3501 6.2.3) */
+	IMAP_LOGIN_PLAIN,       /* AUTHENTICATE PLAIN (RFC 4616) */
+	IMAP_LOGIN_SASL_LOGIN,  /* AUTHENTICATE LOGIN: user, then password */
+	IMAP_LOGIN_CRAM_MD5,    /* AUTHENTICATE CRAM-MD5 (RFC 2195) */
+	IMAP_LOGIN_XOAUTH2,     /* AUTHENTICATE XOAUTH2 (Google, Microsoft) */
+	IMAP_LOGIN_OAUTHBEARER, /* AUTHENTICATE OAUTHBEARER (RFC 7628) */
+	IMAP_LOGIN_MECH_COUNT
+};
+
+/* "LOGIN", "PLAIN", "AUTH=LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER":
+ * the names imap_login_mech_lookup() takes and logs should show. */
+extern const char *const imap_login_mech_names[IMAP_LOGIN_MECH_COUNT];
+
 /*
- * Logs in. authuser NULL: LOGIN user password (or AUTHENTICATE PLAIN when
- * mech is "PLAIN"); authuser set: AUTHENTICATE PLAIN with authzid = user,
- * authcid = authuser (admin/master-user login, RFC 4616). Capabilities are
- * refreshed after success. cb gets the server's NO text on failure
- * ("[AUTHENTICATIONFAILED] Authentication failed.").
+ * A mechanism by name, case-insensitively: NULL, "" and "LOGIN" are the
+ * LOGIN command (as in imapsync's --authmech1 LOGIN); "AUTH=X" is
+ * AUTHENTICATE X, so "AUTH=LOGIN" is the SASL LOGIN mechanism and
+ * "AUTH=PLAIN" is "PLAIN". Returns an enum imap_login_mech, or -1.
+ */
+int imap_login_mech_lookup(const char *name);
+
+/* What to log in with. All strings are borrowed for the call only
+ * (imap_client_login_with() copies what it keeps). */
+struct imap_login_opts {
+	enum imap_login_mech mech;
+	/* The mailbox owner: LOGIN/SASL user, PLAIN authzid when authuser is
+	 * set, XOAUTH2 "user=", OAUTHBEARER "a=". */
+	const char *user;
+	/* PLAIN only: the authcid (admin or master user) who logs in for
+	 * user (RFC 4616 authzid = user). NULL: user logs in as itself. */
+	const char *authuser;
+	/* The password; the OAuth 2.0 access token for XOAUTH2/OAUTHBEARER.
+	 * May be NULL when initial is given. */
+	const char *secret;
+	/* A ready-made initial response, base64, sent as is instead of one
+	 * built from user/secret (imapsync's --oauthdirect1). PLAIN, XOAUTH2
+	 * or OAUTHBEARER only. NULL: build it. */
+	const char *initial;
+};
+
+/*
+ * Logs in with o->mech. AUTHENTICATE sends the initial response with the
+ * command when the server offers SASL-IR (RFC 4959), else at the first
+ * "+"; each further "+ <base64>" challenge is answered by the mechanism
+ * (AUTH=LOGIN: user, then password; CRAM-MD5: "user SP hex(HMAC-MD5)").
+ * XOAUTH2/OAUTHBEARER: a challenge after the initial response is the
+ * server's JSON error; it is answered (empty line, or ^A for OAUTHBEARER,
+ * RFC 7628 3.2.3) so that the tagged NO follows, and the decoded JSON is
+ * appended to the NO text ("... (server error: {"status":"400",...})").
+ * Capabilities are refreshed after success. cb fires exactly once: OK; the
+ * server's NO/BAD ("[AUTHENTICATIONFAILED] Authentication failed."); or,
+ * before anything is sent (cb runs inside this call), status NONE with:
+ * "unknown authentication mechanism", a mechanism the server does not
+ * list as AUTH=... ("server H:P does not offer XOAUTH2 (no AUTH=XOAUTH2
+ * in its CAPABILITY); it offers AUTH=PLAIN AUTH=LOGIN and the LOGIN
+ * command"), LOGIN under LOGINDISABLED, or bad options (authuser with a
+ * mechanism other than PLAIN, initial with one where the server speaks
+ * first, an initial response that is not base64, ^A in an OAuth user or
+ * token). Secrets never reach traces or error texts.
+ */
+void imap_client_login_with(struct imap_client *cl, const struct imap_login_opts *o,
+                            imap_done_cb *cb, void *aux);
+
+/*
+ * imap_client_login_with() by mechanism name (imap_login_mech_lookup();
+ * an unknown name fails at once with status NONE). authuser set with no
+ * mechanism or "LOGIN" means PLAIN with authzid = user, authcid = authuser
+ * (admin/master-user login, RFC 4616). password is the secret (the
+ * access token for XOAUTH2/OAUTHBEARER).
  */
 void imap_client_login(struct imap_client *cl, const char *user, const char *authuser,
                        const char *password, const char *mech, imap_done_cb *cb, void *aux);
+
+/*
+ * --- SASL client steps ---
+ * Pure (no I/O, no client): the mechanism side of an AUTHENTICATE, used by
+ * imap_client_login_with() and exported for tests. (In client.c because
+ * the login is its only user.)
+ */
+struct imap_sasl;
+
+/* An exchange for o->mech (not IMAP_LOGIN_CMD); copies o's strings.
+ * Returns NULL with *error_r (static) on bad options, as listed for
+ * imap_client_login_with(). Free with imap_sasl_free(). */
+struct imap_sasl *imap_sasl_new(const struct imap_login_opts *o, const char **error_r);
+/* Wipes the secrets and frees. Accepts NULL, sets *s = NULL. */
+void imap_sasl_free(struct imap_sasl **s);
+
+/* The initial response (base64, "" when empty) for SASL-IR, and marks it
+ * sent; NULL for mechanisms where the server speaks first (AUTH=LOGIN,
+ * CRAM-MD5). Borrowed until the next call on s. */
+const char *imap_sasl_initial(struct imap_sasl *s);
+
+/*
+ * Answers one server challenge (the base64 text after "+ ", len bytes,
+ * not NUL-terminated). Returns 0 with *resp_r = the response line without
+ * CRLF (base64, possibly ""), borrowed until the next call on s; or -1:
+ * the exchange must be cancelled with "*" (RFC 3501 6.2.2), and
+ * imap_sasl_error() says why. The first challenge of a client-first
+ * mechanism whose initial response was not sent yet gets that response.
+ */
+int imap_sasl_step(struct imap_sasl *s, const char *challenge, size_t len, const char **resp_r);
+
+/* NULL, or what went wrong, to be appended to the server's NO text:
+ * "server error: <decoded JSON, sanitised>" after an XOAUTH2/OAUTHBEARER
+ * error challenge, or why we cancelled. Borrowed until s is freed. */
+const char *imap_sasl_error(const struct imap_sasl *s);
+/* A SASL mechanism's AUTHENTICATE name ("CRAM-MD5") and its enum imap_auth_mech
+ * (the AUTH= capability that offers it); m must not be IMAP_LOGIN_CMD. */
+const char *imap_sasl_mech_name(enum imap_login_mech m);
+int imap_sasl_mech_cap(enum imap_login_mech m);
 
 /*
  * Queues a command. fmt is the command after the tag; conversions:
@@ -118,6 +225,8 @@ void imap_client_login(struct imap_client *cl, const char *user, const char *aut
  *   %S  astring with explicit length (const char *, size_t)
  *   %m  mailbox name (const char *): INBOX canonical, else astring
  *   %P  like %s but a secret: "MASKED" in traces
+ *   %R  raw text that is a secret (const char *): written as is, "MASKED"
+ *       in traces (SASL initial responses)
  *   %u  unsigned, %U uint64_t, %d int
  *   %L  a message literal (struct evbuffer *, moved out, may be large):
  *       {N+} with LITERAL+, else {N} and wait for "+"

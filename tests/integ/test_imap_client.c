@@ -8,7 +8,9 @@
  * message (with flags and an INTERNALDATE), LIST, SELECT, FETCH it back and
  * compare bytes, flags and date. Then the failures: a wrong password, a
  * closed port, an untrusted certificate; and a master-user login, a 5 MiB
- * message streamed both ways, and 200 pipelined commands.
+ * message streamed both ways, and 200 pipelined commands. SASL: CRAM-MD5
+ * on both servers (and its refusal), AUTHENTICATE LOGIN with the trace
+ * checked for the password, and a mechanism the servers do not offer.
  *
  * Uses the user carol (other tests use other users).
  */
@@ -27,6 +29,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/evp.h>
 
 #include "ferry_env.h"
 #include "imapferry/client.h"
@@ -109,6 +112,14 @@ static void login(struct imap_client *cl, const char *user, const char *authuser
 {
 	memset(st, 0, sizeof(*st));
 	imap_client_login(cl, user, authuser, password, NULL, step_done, st);
+	assert_int_equal(imap_client_wait(cl, &st->done), 0);
+}
+
+static void login_mech(struct imap_client *cl, const char *user, const char *password,
+                       const char *mech, struct step *st)
+{
+	memset(st, 0, sizeof(*st));
+	imap_client_login(cl, user, NULL, password, mech, step_done, st);
 	assert_int_equal(imap_client_wait(cl, &st->done), 0);
 }
 
@@ -394,6 +405,121 @@ static void test_master_user(void **state)
 	imap_client_free(&cl);
 }
 
+/* CRAM-MD5 (RFC 2195) on both servers, over STARTTLS and in clear text
+ * (the password never crosses the wire either way). */
+static void test_cram_md5(void **state)
+{
+	static const char *const sides[] = {"SRC", "DST"};
+	struct imap_client *cl;
+	struct step st;
+
+	(void)state;
+	for (size_t i = 0; i < 2; i++) {
+		cl = open_client(sides[i], 0, tls_ca, &st);
+		assert_int_equal(st.status, IMAP_STATUS_OK);
+		assert_true(imap_client_caps(cl)->auth & (1u << IMAP_AUTH_CRAM_MD5));
+		login_mech(cl, USER, ferry_env_password(USER), "CRAM-MD5", &st);
+		if (st.status != IMAP_STATUS_OK)
+			fail_msg("%s CRAM-MD5 login: %s", sides[i], st.text);
+		assert_int_equal(imap_client_state(cl), IMAP_CL_AUTHED);
+		run_cmd(cl, &st, NULL, NULL, "SELECT %m", "INBOX");
+		assert_int_equal(st.status, IMAP_STATUS_OK);
+		imap_client_free(&cl);
+	}
+}
+
+static void test_cram_md5_wrong_password(void **state)
+{
+	struct imap_client *cl;
+	struct step st;
+
+	(void)state;
+	cl = open_client("DST", 1, tls_ca, &st);
+	assert_int_equal(st.status, IMAP_STATUS_OK);
+	login_mech(cl, USER, "not-the-password", "CRAM-MD5", &st);
+	assert_int_equal(st.status, IMAP_STATUS_NO);
+	assert_string_equal(st.code, "AUTHENTICATIONFAILED");
+	assert_string_equal(st.text, "Authentication failed.");
+	assert_int_equal(imap_client_state(cl), IMAP_CL_NOAUTH);
+	/* the connection is still usable: the right password works */
+	login_mech(cl, USER, ferry_env_password(USER), "CRAM-MD5", &st);
+	if (st.status != IMAP_STATUS_OK)
+		fail_msg("CRAM-MD5 retry: %s", st.text);
+	imap_client_free(&cl);
+}
+
+/* AUTHENTICATE LOGIN: two challenges. The protocol trace (debug "imap")
+ * must show MASKED, never the password or its base64. */
+static void test_auth_login(void **state)
+{
+	struct imap_client *cl;
+	struct step st;
+	const char *error, *pw = ferry_env_password(USER);
+	char trace[32768], *b64pw;
+	size_t n;
+	FILE *log = tmpfile();
+
+	(void)state;
+	assert_non_null(log);
+	b64pw = malloc(4 * ((strlen(pw) + 2) / 3) + 1);
+	assert_non_null(b64pw);
+	EVP_EncodeBlock((unsigned char *)b64pw, (const unsigned char *)pw, (int)strlen(pw));
+	cl = open_client("SRC", 0, tls_ca, &st);
+	assert_int_equal(st.status, IMAP_STATUS_OK);
+	log_set_file(log);
+	log_set_level(LOG_LVL_DEBUG);
+	assert_int_equal(log_set_debug("imap", &error), 0);
+	login_mech(cl, USER, pw, "AUTH=LOGIN", &st);
+	log_set_file(NULL);
+	log_set_level(LOG_LVL_NOTICE);
+	log_set_debug(getenv("FERRY_DEBUG_IMAP") != NULL ? "imap" : "", &error);
+	rewind(log);
+	n = fread(trace, 1, sizeof(trace) - 1, log);
+	trace[n] = '\0';
+	fclose(log);
+	if (st.status != IMAP_STATUS_OK)
+		fail_msg("AUTH=LOGIN: %s", st.text);
+	run_cmd(cl, &st, NULL, NULL, "SELECT %m", "INBOX");
+	assert_int_equal(st.status, IMAP_STATUS_OK);
+	if (strstr(trace, "AUTHENTICATE LOGIN") == NULL || strstr(trace, "MASKED") == NULL)
+		fail_msg("trace lacks the masked exchange:\n%s", trace);
+	if (strstr(trace, pw) != NULL || strstr(trace, b64pw) != NULL)
+		fail_msg("the password is in the trace:\n%s", trace);
+	free(b64pw);
+	imap_client_free(&cl);
+}
+
+/* XOAUTH2 is not offered by the test Dovecots: a clear error naming what
+ * they offer, nothing sent, and the connection still usable; an unknown
+ * mechanism fails at once. */
+static void test_mech_not_offered(void **state)
+{
+	struct imap_client *cl;
+	struct step st;
+	char want[512];
+
+	(void)state;
+	cl = open_client("SRC", 0, tls_ca, &st);
+	assert_int_equal(st.status, IMAP_STATUS_OK);
+	login_mech(cl, USER, "some-token", "XOAUTH2", &st);
+	assert_int_equal(st.status, IMAP_STATUS_NONE);
+	snprintf(want, sizeof(want),
+	         "server %s does not offer AUTHENTICATE XOAUTH2 (no AUTH=XOAUTH2 in its "
+	         "CAPABILITY); it offers AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5 and the LOGIN command",
+	         imap_client_peer(cl));
+	assert_string_equal(st.text, want);
+	assert_int_equal(imap_client_in_flight(cl), 0);
+	login_mech(cl, USER, "x", "DIGEST-MD5", &st);
+	assert_int_equal(st.status, IMAP_STATUS_NONE);
+	assert_string_equal(st.text, "unknown authentication mechanism \"DIGEST-MD5\" (known: "
+	                             "LOGIN, PLAIN, AUTH=LOGIN, CRAM-MD5, XOAUTH2, OAUTHBEARER)");
+	assert_int_equal(imap_client_state(cl), IMAP_CL_NOAUTH);
+	login_mech(cl, USER, ferry_env_password(USER), "PLAIN", &st);
+	if (st.status != IMAP_STATUS_OK)
+		fail_msg("PLAIN after the refusals: %s", st.text);
+	imap_client_free(&cl);
+}
+
 /* 5 MiB up with LITERAL+ and back as a streamed literal; 200 commands
  * pipelined in one go, completing in order. */
 static void test_big_message_and_pipelining(void **state)
@@ -499,6 +625,10 @@ int main(void)
 	        cmocka_unit_test(test_untrusted_certificate),
 	        cmocka_unit_test(test_master_user),
 	        cmocka_unit_test(test_big_message_and_pipelining),
+	        cmocka_unit_test(test_cram_md5),
+	        cmocka_unit_test(test_cram_md5_wrong_password),
+	        cmocka_unit_test(test_auth_login),
+	        cmocka_unit_test(test_mech_not_offered),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

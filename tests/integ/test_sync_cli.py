@@ -293,6 +293,20 @@ class SyncCli(unittest.TestCase):
         self.assertIn("auth [PLAIN]", out)
         self.assert_identical()
 
+    def test_other_login_mechanisms(self):
+        rc, out = run_sync("--justlogin", "--authmd51", "--authmech2", "AUTH=LOGIN")
+        self.assertEqual(0, rc, out)
+        self.assertIn("Host1: success login on [127.0.0.1] with user [alice] auth [CRAM-MD5]", out)
+        self.assertIn("auth [AUTH=LOGIN]", out)
+        # no OAuth server here: a clear refusal, and the token never shown
+        token = "ya29.secret-token-value"
+        rc, out = run_sync("--justlogin", "--oauthaccesstoken1", token)
+        self.assertEqual(161, rc, out)
+        self.assertIn("does not offer AUTHENTICATE XOAUTH2", out)
+        self.assertNotIn(token, out)
+        rc, out = run_sync("--justlogin", "--oauthaccesstoken1=" + token)
+        self.assertNotIn(token, out)
+
     def test_justlogin_and_justconnect(self):
         rc, out = run_sync("--justlogin")
         self.assertEqual(0, rc, out)
