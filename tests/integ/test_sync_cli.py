@@ -307,6 +307,40 @@ class SyncCli(unittest.TestCase):
         rc, out = run_sync("--justlogin", "--oauthaccesstoken1=" + token)
         self.assertNotIn(token, out)
 
+    def dst_path(self, *parts):
+        return os.path.join(ENV.values["FERRY_DST_MAIL_DIR"], USER, *parts)
+
+    def test_create_refused_exit_116(self):
+        """host2 cannot create folders (its mail root is read-only for
+        Dovecot's mail user): each CREATE failure is reported, exit 116."""
+        fh.populate(ENV, "src", USER, "small", seed=12)
+        os.chmod(self.dst_path(), 0o500)
+        try:
+            rc, out = run_sync("--folder", "Archive.2019", "--folder", "Lists", "--nofoldersizes")
+        finally:
+            os.chmod(self.dst_path(), 0o700)
+        self.assertEqual(116, rc, out[-3000:])
+        self.assertIn("Could not create folder [Archive/2019]", out)
+        self.assertIn("The most frequent error is ERR_CREATE.", out)
+        self.assertIn("EXIT_ERR_CREATE", out)
+
+    def test_append_refused_counted_exit_114(self):
+        """Every refused APPEND is counted (imapsync loses them), the run goes
+        on with the other messages, and the exit code is 114."""
+        fh.populate(ENV, "src", USER, "small", seed=12)
+        os.chmod(self.dst_path("Sent"), 0o500)
+        try:
+            rc, out = run_sync("--folder", "Sent", "--folder", "Trash", "--nofoldersizes")
+        finally:
+            os.chmod(self.dst_path("Sent"), 0o700)
+        self.assertEqual(114, rc, out[-3000:])
+        refused = len(re.findall(r"^- msg .* could not append", out, re.M))
+        self.assertGreater(refused, 0)
+        self.assertRegex(out, rf"Detected {refused} errors")
+        self.assertGreater(stat(out, "Messages transferred"), 0)  # Trash still copied
+        self.assertIn("The sync is not finished", out)
+        self.assertIn("EXIT_ERR_APPEND", out)
+
     def test_justlogin_and_justconnect(self):
         rc, out = run_sync("--justlogin")
         self.assertEqual(0, rc, out)
