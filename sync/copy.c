@@ -36,6 +36,7 @@ struct msg {
 	uint32_t uid, size;
 	char *flags; /* space-separated, as the server sent them */
 	char *idate; /* INTERNALDATE string */
+	char *hdate; /* --idatefromheader: the Date: header as an IMAP date-time */
 	char key[SY_HDRKEY_MAX];
 	int haskey; /* 1 key, 0 none yet */
 	int dup;    /* a later duplicate within the folder */
@@ -78,6 +79,7 @@ static void msgs_free(struct side_msgs *m)
 	for (size_t i = 0; i < m->n; i++) {
 		free(m->v[i].flags);
 		free(m->v[i].idate);
+		free(m->v[i].hdate);
 	}
 	free(m->v);
 }
@@ -117,6 +119,92 @@ static void on_select(struct imap_client *cl, const struct imap_msg *msg, void *
 		m->have_permflags = 1;
 		free(s);
 	}
+}
+
+/*
+ * --idatefromheader: the Date: field of a header block (RFC 5322 3.3
+ * date-time, with the obsolete forms: two-digit years, named zones, no
+ * seconds, comments) as an IMAP date-time; NULL when absent or unparsable
+ * (then the INTERNALDATE is kept). Caller frees.
+ */
+static char *header_date(const char *hdr, size_t len)
+{
+	static const char months[] = "janfebmaraprmayjunjulaugsepoctnovdec";
+	static const struct {
+		const char *name;
+		int min;
+	} zones[] = {{"UT", 0},     {"GMT", 0},    {"Z", 0},      {"EST", -300},
+	             {"EDT", -240}, {"CST", -360}, {"CDT", -300}, {"MST", -420},
+	             {"MDT", -360}, {"PST", -480}, {"PDT", -420}};
+	char buf[256], mon[4] = "", zone[8] = "", out[27];
+	const char *p = hdr, *end = hdr + len, *v = NULL;
+	size_t n = 0;
+	int day, year, hh, mm, ss = 0, tz = 0, k;
+	const char *m;
+	time_t t;
+
+	/* find "Date:" at a line start, then unfold its value */
+	for (; p < end; p++) {
+		if ((p == hdr || p[-1] == '\n') && (size_t)(end - p) > 5 &&
+		    strncasecmp(p, "Date:", 5) == 0) {
+			v = p + 5;
+			break;
+		}
+	}
+	if (v == NULL)
+		return NULL;
+	for (; v < end && n < sizeof(buf) - 1; v++) {
+		if (*v == '\r' || *v == '\n') {
+			if (v + 1 < end && *v == '\r' && v[1] == '\n')
+				v++;
+			if (v + 1 >= end || (v[1] != ' ' && v[1] != '\t'))
+				break;
+			continue;
+		}
+		buf[n++] = *v == '\t' ? ' ' : *v;
+	}
+	buf[n] = '\0';
+	p = strchr(buf, ',') != NULL ? strchr(buf, ',') + 1 : buf;
+	if (sscanf(p, "%d %3s %d %d:%d:%d %7s", &day, mon, &year, &hh, &mm, &ss, zone) < 6 &&
+	    (ss = 0, sscanf(p, "%d %3s %d %d:%d %7s", &day, mon, &year, &hh, &mm, zone) < 5))
+		return NULL;
+	for (k = 0; mon[k] != '\0'; k++)
+		mon[k] = (char)(mon[k] | 0x20);
+	m = strstr(months, mon);
+	if (strlen(mon) != 3 || m == NULL || (m - months) % 3 != 0 || day < 1 || day > 31 ||
+	    hh > 23 || mm > 59 || ss > 60)
+		return NULL;
+	if (year < 50)
+		year += 2000; /* RFC 5322 4.3 */
+	else if (year < 1000)
+		year += 1900;
+	if ((zone[0] == '+' || zone[0] == '-') && strlen(zone) == 5) {
+		int z = atoi(zone + 1);
+
+		tz = (z / 100 * 60 + z % 100) * (zone[0] == '-' ? -1 : 1);
+	} else {
+		for (k = 0; k < (int)(sizeof(zones) / sizeof(zones[0])); k++) {
+			if (strcasecmp(zone, zones[k].name) == 0)
+				tz = zones[k].min;
+		}
+	}
+	{
+		char tmp[64];
+
+		snprintf(tmp, sizeof(tmp), "%02d-%c%c%c-%04d %02d:%02d:%02d +0000", day, m[0] - 32,
+		         m[1], m[2], year % 10000, hh, mm, ss);
+		if (strlen(tmp) != 26)
+			return NULL;
+		memcpy(out, tmp, 27);
+	}
+	{
+		int tz0;
+
+		if (imap_date_time_parse(out, strlen(out), &t, &tz0) < 0)
+			return NULL;
+	}
+	imap_date_time_format(out, t - (time_t)tz * 60, tz);
+	return strdup(out);
 }
 
 static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *aux)
@@ -159,6 +247,8 @@ static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *au
 			rc = sy_hdrkey_content(s, len, e->size, e->key, &err);
 		else
 			rc = sy_hdrkey_compute(m->r->hk, s, len, e->size, e->key, &err);
+		if (m->side == 0 && m->r->o->idatefromheader && e->hdate == NULL)
+			e->hdate = header_date(s, len);
 		if (rc > 0)
 			e->haskey = 1;
 	}
@@ -198,6 +288,12 @@ static int read_side(struct sy_run *r, int i, struct side_msgs *m)
 	if (m->exists == 0)
 		return 0;
 	sy_hdrkey_fetch_item(r->hk, item, sizeof(item));
+	if (i == 0 && r->o->idatefromheader && !sy_hdrkey_uses_field(r->hk, "Date")) {
+		size_t il = strlen(item); /* "...)]": add DATE to the fields */
+
+		if (il > 2 && il + 6 < sizeof(item) && strcmp(item + il - 2, ")]") == 0)
+			memcpy(item + il - 2, " DATE)]", 8);
+	}
 	if (sy_cmd(r, i, &res, on_meta, NULL, m,
 	           "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE %a)",
 	           item) != IMAP_STATUS_OK) {
@@ -518,7 +614,11 @@ static void stream_start(struct xfer *t, uint64_t size)
 	flags = host2_flags(r, t->m->flags, t->x->m2);
 	if (flags == NULL)
 		return;
-	if (r->o->syncinternaldates && t->m->idate != NULL)
+	if (t->m->hdate != NULL)
+		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
+		                              "APPEND %m %a \"%a\" ", t->x->f->name2, flags,
+		                              t->m->hdate);
+	else if (r->o->syncinternaldates && t->m->idate != NULL)
 		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
 		                              "APPEND %m %a \"%a\" ", t->x->f->name2, flags,
 		                              t->m->idate);
@@ -600,7 +700,11 @@ static void on_fetched(struct imap_client *cl, const struct imap_result *res, vo
 			evbuffer_prepend(t->body, line, strlen(line));
 	}
 	t->refs++; /* for the APPEND */
-	if (r->o->syncinternaldates && t->m->idate != NULL)
+	if (t->m->hdate != NULL)
+		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
+		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->hdate,
+		                      t->body);
+	else if (r->o->syncinternaldates && t->m->idate != NULL)
 		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
 		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->idate,
 		                      t->body);

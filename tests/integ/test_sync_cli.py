@@ -12,6 +12,7 @@ Uses user alice on both sides (other tests use bob and carol). Needs
 FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
 """
 
+import imaplib
 import os
 import re
 import signal
@@ -207,6 +208,38 @@ class SyncCli(unittest.TestCase):
         rc, out = run_sync("--syncduplicates")
         self.assertEqual(0, rc, out[-3000:])
         self.assert_identical()
+
+    def test_idatefromheader(self):
+        """--idatefromheader: host2's INTERNALDATE comes from the Date: header
+        (zone and obsolete forms included), not from host1's INTERNALDATE."""
+        cases = [(b"Date: Tue, 01 Jan 2019 10:00:00 +0200", "01-Jan-2019 08:00:00 +0000"),
+                 (b"Date: 5 Feb 99 23:59 EST", "06-Feb-1999 04:59:00 +0000"),
+                 (b"Date:\r\n Sun, 31 Dec 2023 23:00:00 -0130 (comment)",
+                  "01-Jan-2024 00:30:00 +0000")]
+        imap = ENV.imap("src", USER)
+        try:
+            imap.create("Dated")
+            for i, (date, _) in enumerate(cases):
+                imap.append("Dated", None, imaplib.Time2Internaldate(1.5e9),
+                            date + b"\r\nMessage-Id: <d%d@example.org>\r\n\r\nbody\r\n" % i)
+        finally:
+            imap.logout()
+        rc, out = run_sync("--folder", "Dated", "--idatefromheader")
+        self.assertEqual(0, rc, out[-3000:])
+        imap = ENV.imap("dst", USER)
+        try:
+            imap.select("Dated", readonly=True)
+            typ, data = imap.fetch("1:*", "(INTERNALDATE BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        finally:
+            imap.logout()
+        got = {}
+        for item in data:
+            if isinstance(item, tuple):
+                mid = re.search(rb"<d(\d)@", item[1]).group(1)
+                idate = re.search(rb'INTERNALDATE "([^"]+)"', item[0]).group(1).decode()
+                got[int(mid)] = fh.parse_internaldate(idate)
+        for i, (_, want) in enumerate(cases):
+            self.assertEqual(fh.parse_internaldate(want), got[i], cases[i][0])
 
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)
