@@ -285,11 +285,65 @@ static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, 
 	}
 }
 
+/* A folder that did not change on either side since its last clean pass:
+ * counted as the last run found it, and not read at all. */
+static int state_skip(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan, size_t k,
+                      const struct sy_fstatus now[2])
+{
+	uint64_t counts[3];
+	char pos[48], n1[300], n2[300];
+
+	if (!sy_state_unchanged(st, &plan->f[k], now, counts))
+		return 0;
+	snprintf(pos, sizeof(pos), "%u/%u", (unsigned)(k + 1), (unsigned)plan->n);
+	snprintf(n1, sizeof(n1), "[%s]", plan->f[k].name1);
+	snprintf(n2, sizeof(n2), "[%s]", plan->f[k].name2);
+	sy_out(r, "Folder %7s %-35s -> %-35s unchanged since the last run, skipped", pos, n1, n2);
+	r->ident1 += counts[0];
+	r->ident2 += counts[1];
+	r->in2_not_in1 += counts[2];
+	r->folders_synced++;
+	return 1;
+}
+
+/* The folder's pass; after a clean one, its state: host1 as before the
+ * pass (a change during it makes the next run look again), host2 as after
+ * our writes. */
+static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
+                            size_t k, struct sy_fstatus (*before)[2])
+{
+	struct sy_run snap = *r;
+	struct sy_fstatus now[2];
+	uint64_t counts[3];
+
+	sync_folder_with_retry(r, &plan->f[k], (unsigned)k + 1, (unsigned)plan->n);
+	if (st == NULL)
+		return;
+	if (r->nerrors != snap.nerrors || r->in1_not_in2 != snap.in1_not_in2 || r->stop ||
+	    !before[k][0].valid || !before[k][0].has_modseq) {
+		sy_state_forget(st, &plan->f[k]);
+		return;
+	}
+	now[0] = before[k][0];               /* host1 before the pass */
+	sy_status_batch(r, plan, k, before); /* host2 after our writes */
+	now[1] = before[k][1];
+	if (!now[1].valid || !now[1].has_modseq) {
+		sy_state_forget(st, &plan->f[k]);
+		return;
+	}
+	counts[0] = r->ident1 - snap.ident1;
+	counts[1] = (r->ident2 - snap.ident2) + (r->transferred - snap.transferred);
+	counts[2] = r->in2_not_in1 - snap.in2_not_in1;
+	sy_state_record(st, &plan->f[k], now, counts);
+}
+
 static int run(struct sy_run *r, int argc, char **argv)
 {
 	struct sy_options *o = r->o;
 	struct sy_hdrkey_settings hs;
 	struct sy_plan plan;
+	struct sy_state *st = NULL;
+	struct sy_fstatus(*before)[2] = NULL;
 	char err[4096];
 	const char *error;
 	int code;
@@ -384,12 +438,26 @@ static int run(struct sy_run *r, int argc, char **argv)
 		sy_plan_free(&plan);
 		return finish(r, 0);
 	}
+	if (o->state && !o->dry && !o->justfolders) {
+		st = sy_state_load(r);
+		sy_out(r, "State file is %s ( --nostate to do without it )", sy_state_file(st));
+		before = calloc(plan.n + 1, sizeof(*before));
+		if (before == NULL)
+			abort();
+		sy_status_batch(r, &plan, (size_t)-1, before);
+	}
 	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
 	for (size_t k = 0; k < plan.n && !r->stop; k++) {
 		if (plan.f[k].skip || (!plan.f[k].exists2 && !o->dry))
 			continue; /* skipped, or its creation failed (counted already) */
-		sync_folder_with_retry(r, &plan.f[k], (unsigned)k + 1, (unsigned)plan.n);
+		if (st != NULL && state_skip(r, st, &plan, k, before[k]))
+			continue;
+		sync_with_state(r, st, &plan, k, before);
 	}
+	if (st != NULL)
+		sy_state_save(r, st);
+	sy_state_free(&st);
+	free(before);
 	sy_out(r, "++++ End looping on each folder");
 	if (o->foldersizes && o->foldersizesatend && !r->stop && !o->justfolders)
 		sy_folder_sizes(r, &plan, 1);

@@ -338,6 +338,8 @@ enum sy_opt {
 	SY_OPT_DOCKERCONTEXT,
 	SY_OPT_MEMORYSTRESS,
 	SY_OPT_VAR,
+	/* imapferry's own */
+	SY_OPT_STATE,
 	SY_OPT_COUNT
 };
 
@@ -421,6 +423,9 @@ struct sy_options {
 	/* accepted and ignored */
 	int debugdev, debugcgi, fixcolonbug, modulesversion, tests, testsdebug, testslive;
 	int testslive6, exitonload, dockercontext, memorystress;
+
+	/* imapferry's own */
+	int state; /* --state (default on): per-folder state, skip unchanged folders */
 	double simulong;
 	long long buffersize;
 	struct sy_strlist testsunit, var;

@@ -147,6 +147,41 @@ void sy_plan_free(struct sy_plan *plan);
 /* Host2 name for a host1 name, imapsync's imap2_folder_name() subset. */
 char *sy_folder_map(const struct sy_run *r, const char *name1);
 
+/* --- state.c --- */
+
+/* One side's STATUS of a folder. */
+struct sy_fstatus {
+	uint32_t uidvalidity, uidnext, messages;
+	uint64_t highestmodseq;
+	int has_modseq; /* HIGHESTMODSEQ known (CONDSTORE) */
+	int valid;      /* STATUS answered */
+};
+
+struct sy_state;
+
+/* Reads the state of this account pair from --tmpdir (never fails: a
+ * missing or bad file is an empty state, and says so). */
+struct sy_state *sy_state_load(struct sy_run *r);
+/* 1 when neither side changed since the folder's last clean pass (both
+ * sides' UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ as stored); then
+ * counts_r = identified messages on host1, on host2, host2-only. */
+int sy_state_unchanged(struct sy_state *s, const struct sy_folder *f,
+                       const struct sy_fstatus now[2], uint64_t counts_r[3]);
+/* After a clean pass: host1 as before it, host2 as after it. */
+void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct sy_fstatus st[2],
+                     const uint64_t counts[3]);
+/* After a pass with errors: the folder gets a full pass next time. */
+void sy_state_forget(struct sy_state *s, const struct sy_folder *f);
+/* Writes the state (temp file, fsync, rename). Returns 0 or -1 (said). */
+int sy_state_save(struct sy_run *r, struct sy_state *s);
+const char *sy_state_file(const struct sy_state *s);
+void sy_state_free(struct sy_state **s);
+/* Pipelined STATUS of the plan's folders on both sides (host2: those that
+ * exist), one round trip each; only = a plan index, or (size_t)-1 for all.
+ * out has plan->n entries. */
+void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
+                     struct sy_fstatus (*out)[2]);
+
 /* --- sizes.c --- */
 
 /* imapsync's folder-size tables for the plan's folder pairs, at the start

@@ -36,7 +36,7 @@ def base_args(user1=USER, user2=USER, pw1=None, pw2=None, port1=None, port2=None
             "--user1", user1, "--password1", pw1 or ENV.password(user1),
             "--host2", "127.0.0.1", "--port2", str(port2 or ENV.port("dst", "imap")),
             "--user2", user2, "--password2", pw2 or ENV.password(user2),
-            "--nolog", "--pidfile", os.path.join(WORKDIR, "sync.pid")]
+            "--nolog", "--pidfile", os.path.join(WORKDIR, "sync.pid"), "--tmpdir", WORKDIR]
     if ca:
         args += ["--sslargs1", "SSL_ca_file=" + ENV.ca_file,
                  "--sslargs2", "SSL_ca_file=" + ENV.ca_file]
@@ -240,6 +240,47 @@ class SyncCli(unittest.TestCase):
                 got[int(mid)] = fh.parse_internaldate(idate)
         for i, (_, want) in enumerate(cases):
             self.assertEqual(fh.parse_internaldate(want), got[i], cases[i][0])
+
+    def test_state_skips_unchanged_folders(self):
+        """After a clean run, a re-run reads no folder (no EXAMINE, SELECT or
+        FETCH: one pipelined STATUS per side); a flag change and an LMTP
+        delivery are still found; a corrupt state only costs a full pass."""
+        fh.populate(ENV, "src", USER, "small", seed=13)
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        nfolders = int(re.search(r"Looping on each one of (\d+) folders", out).group(1))
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(nfolders, out.count("unchanged since the last run, skipped"))
+        self.assertIsNone(re.search(r"C: F\d+ (UID FETCH|EXAMINE|SELECT)", out), out[-3000:])
+        self.assertIn("The sync looks good", out)
+
+        imap = ENV.imap("src", USER)
+        try:
+            imap.select("Archive.2019")
+            imap.store("1", "+FLAGS", "(\\Answered)")
+        finally:
+            imap.logout()
+        fh.deliver(ENV, USER, b"Subject: via LMTP\r\nMessage-Id: <lmtp-state@example.org>\r\n"
+                              b"\r\nbypassed any proxy\r\n")
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"), out[-3000:])
+        self.assertEqual(nfolders - 2, out.count("unchanged since the last run, skipped"))
+        self.assert_identical()
+
+        state_dir = os.path.join(WORKDIR, "imapferry_state")
+        for name in os.listdir(state_dir):
+            with open(os.path.join(state_dir, name), "w") as f:
+                f.write("imapferry-state 1\nF garbage\n")
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("is corrupt; ignoring the state", out)
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        self.assert_identical()
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes", "--nostate", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertRegex(out, r"C: F\d+ UID FETCH")
 
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)

@@ -1,0 +1,398 @@
+/*
+ * state.c - what a run remembers of each folder pair, so the next run asks
+ * the servers only what changed (issue 4's first step; see
+ * ../shared/docs/replication-design.md section 4, "Check, O(1) round trips").
+ *
+ * Per folder pair: host1's UIDVALIDITY, UIDNEXT, MESSAGES and HIGHESTMODSEQ
+ * as they were *before* the last complete pass (a change during the pass
+ * makes the next run look again: never a lost change), host2's after our
+ * writes, and the counts the verdict lines need. A folder is skipped only
+ * when both sides still show exactly those values and both have a
+ * HIGHESTMODSEQ (CONDSTORE), since without it a flag change is invisible.
+ *
+ * The file lives under --tmpdir (imapsync's cache place), one per account
+ * pair, written to a temporary file, fsync()ed and renamed: a crash leaves
+ * the old state or the new one, never half of one. A missing, unreadable,
+ * corrupt or foreign file only makes the run slower (a full pass).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "imapferry/resp.h"
+#include "sync.h"
+
+#define STATE_MAGIC "imapferry-state 1"
+
+struct sy_fstate {
+	char *name1, *name2;
+	struct sy_fstatus st[2];
+	uint64_t ident1, ident2, in2not1;
+	int seen; /* in this run's plan (only those are written back) */
+};
+
+struct sy_state {
+	char *path;
+	struct sy_fstate *f;
+	size_t n, cap;
+};
+
+/* Names are written with %XX for bytes outside 0x21..0x7e and for '%'. */
+static void put_name(FILE *fp, const char *s)
+{
+	for (; *s != '\0'; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c <= 0x20 || c >= 0x7f || c == '%')
+			fprintf(fp, "%%%02X", c);
+		else
+			fputc(c, fp);
+	}
+}
+
+static char *get_name(const char *s)
+{
+	char *out = malloc(strlen(s) + 1), *o = out;
+
+	if (out == NULL)
+		abort();
+	for (; *s != '\0'; s++) {
+		unsigned v;
+
+		if (*s == '%' && sscanf(s + 1, "%2X", &v) == 1 && v > 0) {
+			*o++ = (char)v;
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+static char *state_path(const struct sy_run *r)
+{
+	const struct sy_options *o = r->o;
+	char name[1024], *path;
+
+	snprintf(name, sizeof(name), "%s_%u_%s_%s_%u_%s.state", o->acc[0].host, r->side[0].port,
+	         o->acc[0].user != NULL ? o->acc[0].user : "", o->acc[1].host, r->side[1].port,
+	         o->acc[1].user != NULL ? o->acc[1].user : "");
+	for (char *p = name; *p != '\0'; p++) {
+		if (*p == '/' || *p <= 0x20 || *p >= 0x7f || *p == '\\')
+			*p = '_';
+	}
+	path = malloc(strlen(o->tmpdir) + strlen(name) + 32);
+	if (path == NULL)
+		abort();
+	sprintf(path, "%s/imapferry_state/%s", o->tmpdir, name);
+	return path;
+}
+
+static struct sy_fstate *add(struct sy_state *s)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? s->cap * 2 : 32;
+		s->f = realloc(s->f, s->cap * sizeof(*s->f));
+		if (s->f == NULL)
+			abort();
+	}
+	memset(&s->f[s->n], 0, sizeof(s->f[0]));
+	return &s->f[s->n++];
+}
+
+struct sy_state *sy_state_load(struct sy_run *r)
+{
+	struct sy_state *s = calloc(1, sizeof(*s));
+	char line[4096], n1[2048], n2[2048];
+	FILE *fp;
+	int lineno = 0;
+
+	if (s == NULL)
+		abort();
+	s->path = state_path(r);
+	fp = fopen(s->path, "r");
+	if (fp == NULL) {
+		if (errno != ENOENT)
+			sy_out(r, "State: cannot read %s (%s): a full pass over every folder",
+			       s->path, strerror(errno));
+		return s;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		struct sy_fstate f, *e;
+		unsigned long long h1, h2, a, b, c;
+
+		lineno++;
+		if (lineno == 1) {
+			if (strncmp(line, STATE_MAGIC, strlen(STATE_MAGIC)) != 0)
+				break;
+			continue;
+		}
+		memset(&f, 0, sizeof(f));
+		if (sscanf(line, "F %2047s %2047s %u %u %u %llu %u %u %u %llu %llu %llu %llu", n1,
+		           n2, &f.st[0].uidvalidity, &f.st[0].uidnext, &f.st[0].messages, &h1,
+		           &f.st[1].uidvalidity, &f.st[1].uidnext, &f.st[1].messages, &h2, &a, &b,
+		           &c) != 13) {
+			sy_out(r, "State: %s:%d is corrupt; ignoring the state (a full pass)",
+			       s->path, lineno);
+			for (size_t k = 0; k < s->n; k++) {
+				free(s->f[k].name1);
+				free(s->f[k].name2);
+			}
+			s->n = 0;
+			break;
+		}
+		e = add(s);
+		*e = f;
+		e->st[0].highestmodseq = h1;
+		e->st[1].highestmodseq = h2;
+		e->st[0].valid = e->st[1].valid = 1;
+		e->ident1 = a;
+		e->ident2 = b;
+		e->in2not1 = c;
+		e->name1 = get_name(n1);
+		e->name2 = get_name(n2);
+	}
+	if (lineno > 0 && s->n == 0)
+		sy_out(r, "State: %s is not an imapferry state file; ignoring it", s->path);
+	fclose(fp);
+	return s;
+}
+
+static struct sy_fstate *find(struct sy_state *s, const char *n1, const char *n2)
+{
+	for (size_t k = 0; k < s->n; k++) {
+		if (strcmp(s->f[k].name1, n1) == 0 && strcmp(s->f[k].name2, n2) == 0)
+			return &s->f[k];
+	}
+	return NULL;
+}
+
+static int same(const struct sy_fstatus *a, const struct sy_fstatus *b)
+{
+	return a->valid && b->valid && a->has_modseq && a->uidvalidity == b->uidvalidity &&
+	       a->uidnext == b->uidnext && a->messages == b->messages &&
+	       a->highestmodseq == b->highestmodseq;
+}
+
+int sy_state_unchanged(struct sy_state *s, const struct sy_folder *f,
+                       const struct sy_fstatus now[2], uint64_t counts_r[3])
+{
+	struct sy_fstate *e = find(s, f->name1, f->name2);
+
+	if (e == NULL)
+		return 0;
+	e->seen = 1;
+	if (!same(&now[0], &e->st[0]) || !same(&now[1], &e->st[1]))
+		return 0;
+	counts_r[0] = e->ident1;
+	counts_r[1] = e->ident2;
+	counts_r[2] = e->in2not1;
+	return 1;
+}
+
+void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct sy_fstatus st[2],
+                     const uint64_t counts[3])
+{
+	struct sy_fstate *e = find(s, f->name1, f->name2);
+
+	if (e == NULL) {
+		e = add(s);
+		e->name1 = strdup(f->name1);
+		e->name2 = strdup(f->name2);
+		if (e->name1 == NULL || e->name2 == NULL)
+			abort();
+	}
+	e->st[0] = st[0];
+	e->st[1] = st[1];
+	e->ident1 = counts[0];
+	e->ident2 = counts[1];
+	e->in2not1 = counts[2];
+	e->seen = 1;
+}
+
+void sy_state_forget(struct sy_state *s, const struct sy_folder *f)
+{
+	struct sy_fstate *e = find(s, f->name1, f->name2);
+
+	if (e != NULL)
+		e->st[0].valid = e->st[1].valid = 0; /* not written back */
+}
+
+int sy_state_save(struct sy_run *r, struct sy_state *s)
+{
+	char *tmp = malloc(strlen(s->path) + 8), *dir = strdup(s->path), *slash;
+	FILE *fp;
+	int fd, ok;
+
+	if (tmp == NULL || dir == NULL)
+		abort();
+	slash = strrchr(dir, '/');
+	if (slash != NULL) {
+		*slash = '\0';
+		mkdir(dir, 0700);
+	}
+	sprintf(tmp, "%s.tmp", s->path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	fp = fd < 0 ? NULL : fdopen(fd, "w");
+	if (fp == NULL) {
+		sy_out(r, "State: cannot write %s: %s", tmp, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		free(tmp);
+		free(dir);
+		return -1;
+	}
+	fprintf(fp, "%s\n", STATE_MAGIC);
+	for (size_t k = 0; k < s->n; k++) {
+		const struct sy_fstate *e = &s->f[k];
+
+		if (!e->seen || !e->st[0].valid || !e->st[1].valid)
+			continue; /* folders gone from the plan, or not synced cleanly */
+		fputs("F ", fp);
+		put_name(fp, e->name1);
+		fputc(' ', fp);
+		put_name(fp, e->name2);
+		fprintf(fp, " %u %u %u %llu %u %u %u %llu %llu %llu %llu\n", e->st[0].uidvalidity,
+		        e->st[0].uidnext, e->st[0].messages,
+		        (unsigned long long)e->st[0].highestmodseq, e->st[1].uidvalidity,
+		        e->st[1].uidnext, e->st[1].messages,
+		        (unsigned long long)e->st[1].highestmodseq, (unsigned long long)e->ident1,
+		        (unsigned long long)e->ident2, (unsigned long long)e->in2not1);
+	}
+	ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+	ok = fclose(fp) == 0 && ok;
+	if (!ok || rename(tmp, s->path) != 0) {
+		sy_out(r, "State: cannot write %s: %s", s->path, strerror(errno));
+		unlink(tmp);
+		free(tmp);
+		free(dir);
+		return -1;
+	}
+	/* make the rename itself durable */
+	fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(tmp);
+	free(dir);
+	return 0;
+}
+
+const char *sy_state_file(const struct sy_state *s)
+{
+	return s->path;
+}
+
+void sy_state_free(struct sy_state **sp)
+{
+	struct sy_state *s = *sp;
+
+	if (s == NULL)
+		return;
+	for (size_t k = 0; k < s->n; k++) {
+		free(s->f[k].name1);
+		free(s->f[k].name2);
+	}
+	free(s->f);
+	free(s->path);
+	free(s);
+	*sp = NULL;
+}
+
+/* --- STATUS of many folders, pipelined: one round trip per side --- */
+
+struct status_batch {
+	const struct sy_plan *plan;
+	int side;
+	struct sy_fstatus *out; /* [plan->n] */
+	unsigned pending;
+};
+
+static void on_status(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct status_batch *b = aux;
+	struct imap_status_info si;
+	const char *err;
+
+	(void)cl;
+	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0 ||
+	    imap_status_parse(msg, &si, &err) < 0)
+		return;
+	for (size_t k = 0; k < b->plan->n; k++) {
+		const char *name = b->side == 0 ? b->plan->f[k].name1 : b->plan->f[k].name2;
+		struct sy_fstatus *o = &b->out[k];
+
+		if (strlen(name) != si.name_len || memcmp(name, si.name, si.name_len) != 0)
+			continue;
+		o->uidvalidity = si.uidvalidity;
+		o->uidnext = si.uidnext;
+		o->messages = si.messages;
+		o->highestmodseq = si.highestmodseq;
+		o->has_modseq = (si.have & IMAP_STATUS_HIGHESTMODSEQ) != 0;
+		o->valid = (si.have & (IMAP_STATUS_UIDVALIDITY | IMAP_STATUS_UIDNEXT |
+		                       IMAP_STATUS_MESSAGES)) ==
+		           (IMAP_STATUS_UIDVALIDITY | IMAP_STATUS_UIDNEXT | IMAP_STATUS_MESSAGES);
+	}
+}
+
+static void on_status_done(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct status_batch *b = aux;
+
+	(void)cl;
+	(void)res;
+	b->pending--;
+}
+
+void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
+                     struct sy_fstatus (*out)[2])
+{
+	struct sy_fstatus *tmp[2];
+	struct status_batch b[2];
+
+	for (int i = 0; i < 2; i++) {
+		const struct imap_caps *caps;
+		int modseq;
+
+		tmp[i] = calloc(plan->n + 1, sizeof(*tmp[i]));
+		if (tmp[i] == NULL)
+			abort();
+		b[i].plan = plan;
+		b[i].side = i;
+		b[i].out = tmp[i];
+		b[i].pending = 0;
+		if (r->side[i].cl == NULL || imap_client_state(r->side[i].cl) != IMAP_CL_AUTHED)
+			continue;
+		caps = imap_client_caps(r->side[i].cl);
+		modseq = imap_caps_has(caps, IMAP_CAP_CONDSTORE);
+		for (size_t k = 0; k < plan->n; k++) {
+			const char *error;
+
+			if ((only != (size_t)-1 && k != only) || (i == 1 && !plan->f[k].exists2))
+				continue;
+			if (imap_client_cmdf(r->side[i].cl, on_status_done, on_status, NULL, &b[i],
+			                     &error, "STATUS %m (UIDVALIDITY UIDNEXT MESSAGES%a)",
+			                     i == 0 ? plan->f[k].name1 : plan->f[k].name2,
+			                     modseq ? " HIGHESTMODSEQ" : "") == 0)
+				b[i].pending++;
+		}
+	}
+	while ((b[0].pending > 0 || b[1].pending > 0) && event_base_loop(r->base, EVLOOP_ONCE) == 0)
+		;
+	for (size_t k = 0; k < plan->n; k++) {
+		if (only != (size_t)-1 && k != only)
+			continue;
+		out[k][0] = tmp[0][k];
+		out[k][1] = tmp[1][k];
+	}
+	free(tmp[0]);
+	free(tmp[1]);
+}
