@@ -385,6 +385,24 @@ int sy_side_open(struct sy_run *r, int i)
 		imap_client_wait(s->cl, &w.done);
 	}
 	wipe_free(&owned);
+	if (w.status == IMAP_STATUS_NO && r->o->trylogin && lo.mech != IMAP_LOGIN_CMD &&
+	    (a->authuser == NULL || a->authuser[0] == '\0') && a->password != NULL &&
+	    a->password[0] != '\0' && imap_client_state(s->cl) == IMAP_CL_NOAUTH) {
+		/* imapsync's --trylogin (on by default): the plain LOGIN command
+		 * when the chosen mechanism is refused */
+		sy_out(r,
+		       "Host%d: auth [%s] failed: %s; trying the LOGIN command ( use --notrylogin "
+		       "to avoid that )",
+		       n, mech, w.text);
+		memset(&w, 0, sizeof(w));
+		memset(&lo, 0, sizeof(lo));
+		lo.mech = IMAP_LOGIN_CMD;
+		lo.user = a->user != NULL ? a->user : "";
+		lo.secret = a->password;
+		mech = "LOGIN";
+		imap_client_login_with(s->cl, &lo, connect_done, &w);
+		imap_client_wait(s->cl, &w.done);
+	}
 	if (w.status != IMAP_STATUS_OK) {
 		enum sy_err cls = i == 0 ? SY_ERR_AUTH1 : SY_ERR_AUTH2;
 

@@ -372,6 +372,16 @@ class SyncCli(unittest.TestCase):
         self.assertEqual(0, rc, out)
         self.assertIn("Host1: success login on [127.0.0.1] with user [alice] auth [CRAM-MD5]", out)
         self.assertIn("auth [AUTH=LOGIN]", out)
+        # --trylogin (imapsync's default): a refused mechanism falls back to LOGIN
+        rc, out = run_sync("--justlogin", "--authmech1", "CRAM-MD5", args=base_args(pw1="wrong"))
+        self.assertEqual(161, rc, out)
+        self.assertIn("Host1: auth [CRAM-MD5] failed: Authentication failed.; trying the LOGIN "
+                      "command", out)
+        self.assertIn("auth [LOGIN]: [AUTHENTICATIONFAILED]", out)
+        rc, out = run_sync("--justlogin", "--authmech1", "CRAM-MD5", "--notrylogin",
+                           args=base_args(pw1="wrong"))
+        self.assertEqual(161, rc, out)
+        self.assertNotIn("trying the LOGIN command", out)
         # no OAuth server here: a clear refusal, and the token never shown
         token = "ya29.secret-token-value"
         rc, out = run_sync("--justlogin", "--oauthaccesstoken1", token)
