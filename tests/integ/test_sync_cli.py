@@ -12,9 +12,11 @@ Uses user alice on both sides (other tests use bob and carol). Needs
 FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
 """
 
+import atexit
 import imaplib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +30,7 @@ USER = "alice"
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
 WORKDIR = tempfile.mkdtemp(prefix="ferry-sync-test-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 
 def base_args(user1=USER, user2=USER, pw1=None, pw2=None, port1=None, port2=None, ca=True):

@@ -11,8 +11,10 @@ sides before each test (other tests use alice and bob). Needs
 FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
 """
 
+import atexit
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -23,6 +25,7 @@ USER = "carol"
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
 WORKDIR = tempfile.mkdtemp(prefix="ferry-sync-folders-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 
 def run_sync(*extra, timeout=300):
