@@ -466,6 +466,16 @@ struct xfer_ctx {
 	uint64_t to_copy; /* messages this folder needs, for the progress line */
 };
 
+/* One UID FETCH of up to FETCH_BATCH small bodies (a big one goes alone,
+ * to be streamed): fewer commands for the server to parse and answer. */
+#define FETCH_BATCH 8
+
+struct fetchcmd {
+	struct xfer_ctx *x;
+	uint32_t uid[FETCH_BATCH];
+	unsigned n;
+};
+
 /* Pipelined FETCHes may be answered in any order (Dovecot runs them in
  * parallel), so replies are matched to transfers by UID, not by tag. */
 static struct xfer *xfer_find(struct xfer_ctx *x, uint32_t uid)
@@ -571,6 +581,10 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 	xfer_put(t);
 }
 
+static void fetched(struct xfer *t, const char *fail);
+
+/* A FETCH response for one of the batch: its body is complete (inline here,
+ * or gathered from the literal events, or already streamed to host2). */
 static void on_body(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
 	struct xfer *t;
@@ -578,11 +592,14 @@ static void on_body(struct imap_client *cl, const struct imap_msg *msg, void *au
 
 	(void)cl;
 	if (imap_fetch_items(msg, &items) < 0 ||
-	    (t = xfer_find(((struct xfer *)aux)->x, fetch_uid(msg))) == NULL)
+	    (t = xfer_find(((struct fetchcmd *)aux)->x, fetch_uid(msg))) == NULL)
 		return;
 	v = imap_fetch_get(items, "BODY[]");
-	if (v != NULL && v->type == IMAP_ARG_LITERAL)
+	if (v == NULL)
+		return; /* a FLAGS update or the like, not the body */
+	if (v->type == IMAP_ARG_LITERAL)
 		evbuffer_add(t->body, v->str, v->len);
+	fetched(t, NULL);
 }
 
 static void on_host2_drained(struct imap_client *cl, void *aux)
@@ -635,7 +652,7 @@ static void stream_start(struct xfer *t, uint64_t size)
 
 static void on_body_literal(struct imap_client *cl, const struct imap_event *ev, void *aux)
 {
-	struct xfer_ctx *x = ((struct xfer *)aux)->x;
+	struct xfer_ctx *x = ((struct fetchcmd *)aux)->x;
 	struct imap_client *h2 = x->r->side[1].cl;
 
 	if (ev->type == IMAP_EV_LITERAL_START) {
@@ -658,29 +675,28 @@ static void on_body_literal(struct imap_client *cl, const struct imap_event *ev,
 	}
 }
 
-static void on_fetched(struct imap_client *cl, const struct imap_result *res, void *aux)
+/* The FETCH stage of t is over: fail = NULL when its body is here. */
+static void fetched(struct xfer *t, const char *fail)
 {
-	struct xfer *t = aux;
 	struct xfer_ctx *x = t->x;
 	struct sy_run *r = x->r;
 	char *flags;
 	const char *error;
 	int rc;
 
-	(void)cl;
 	xfer_unlink(t);
 	if (t->streamed) {
 		/* its APPEND is under way and on_append finishes it; if host1
 		 * failed mid-body, ending the stream short drops host2's
 		 * connection, so no partial message is stored */
-		if (res->status != IMAP_STATUS_OK)
+		if (fail != NULL)
 			imap_client_stream_end(r->side[1].cl);
 		xfer_put(t);
 		return;
 	}
-	if (res->status != IMAP_STATUS_OK || evbuffer_get_length(t->body) == 0) {
+	if (fail != NULL || evbuffer_get_length(t->body) == 0) {
 		sy_error(r, SY_ERR_FETCH, "- msg %s/%u {%u} could not be fetched: %s", x->f->name1,
-		         t->m->uid, t->m->size, res->text != NULL ? res->text : "empty message");
+		         t->m->uid, t->m->size, fail != NULL ? fail : "empty message");
 		t->m->match = 0;
 		xfer_done(t);
 		xfer_put(t);
@@ -722,6 +738,40 @@ static void on_fetched(struct imap_client *cl, const struct imap_result *res, vo
 	xfer_put(t);
 }
 
+/* The batch's tagged reply: a message that got no FETCH response (expunged
+ * meanwhile, or the connection failed) is a failure. */
+static void on_fetch_done(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct fetchcmd *fc = aux;
+
+	(void)cl;
+	for (unsigned i = 0; i < fc->n; i++) {
+		struct xfer *t = xfer_find(fc->x, fc->uid[i]);
+
+		if (t != NULL)
+			fetched(t, res->status != IMAP_STATUS_OK ? res->text
+			                                         : "no FETCH response (expunged?)");
+	}
+	free(fc);
+}
+
+static struct xfer *xfer_new(struct xfer_ctx *x, struct msg *e)
+{
+	struct xfer *t = calloc(1, sizeof(*t));
+
+	if (t == NULL || (t->body = evbuffer_new()) == NULL)
+		abort();
+	t->x = x;
+	t->m = e;
+	t->refs = 1;
+	t->next = x->active;
+	x->active = t;
+	e->match = -1; /* being copied */
+	x->inflight++;
+	x->held += e->size < STREAM_MIN ? e->size : 0;
+	return t;
+}
+
 static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
                           struct side_msgs *m2)
 {
@@ -742,37 +792,55 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop &&
 		       imap_client_state(r->side[0].cl) != IMAP_CL_FAILED &&
 		       imap_client_state(r->side[1].cl) != IMAP_CL_FAILED) {
-			struct msg *e = &m1->v[k++];
-			struct xfer *t;
+			struct fetchcmd *fc = calloc(1, sizeof(*fc));
+			char set[FETCH_BATCH * 12 + 1] = "";
+			size_t len = 0;
 			const char *error;
 
-			if (!e->haskey || e->dup || e->match)
-				continue;
-			if (r->o->dry) {
-				r->would_copy++;
-				sy_out(r,
-				       "msg %s/%u {%u} copied to %s (not really since --dry mode)",
-				       f->name1, e->uid, e->size, f->name2);
+			if (fc == NULL)
+				abort();
+			fc->x = &x;
+			/* small bodies in batches; a big one alone (streamed) */
+			while (k < m1->n && fc->n < FETCH_BATCH && x.inflight < WINDOW_MSGS) {
+				struct msg *e = &m1->v[k];
+
+				if (!e->haskey || e->dup || e->match) {
+					k++;
+					continue;
+				}
+				if (r->o->dry) {
+					k++;
+					r->would_copy++;
+					sy_out(r,
+					       "msg %s/%u {%u} copied to %s (not really since "
+					       "--dry "
+					       "mode)",
+					       f->name1, e->uid, e->size, f->name2);
+					continue;
+				}
+				if (e->size >= STREAM_MIN && fc->n > 0)
+					break;
+				k++;
+				xfer_new(&x, e);
+				fc->uid[fc->n++] = e->uid;
+				len += (size_t)snprintf(set + len, sizeof(set) - len, "%s%u",
+				                        len > 0 ? "," : "", e->uid);
+				if (e->size >= STREAM_MIN)
+					break;
+			}
+			if (fc->n == 0) {
+				free(fc);
 				continue;
 			}
-			t = calloc(1, sizeof(*t));
-			if (t == NULL || (t->body = evbuffer_new()) == NULL)
-				abort();
-			t->x = &x;
-			t->m = e;
-			t->refs = 1;
-			t->next = x.active;
-			x.active = t;
-			e->match = -1; /* being copied */
-			x.inflight++;
-			x.held += e->size < STREAM_MIN ? e->size : 0;
-			if (imap_client_cmdf(r->side[0].cl, on_fetched, on_body, on_body_literal, t,
-			                     &error, "UID FETCH %u (BODY.PEEK[])", e->uid) < 0) {
-				e->match = 0;
-				sy_error(r, SY_ERR_FETCH, "- msg %s/%u could not be fetched: %s",
-				         f->name1, e->uid, error);
-				xfer_done(t);
-				xfer_put(t);
+			if (imap_client_cmdf(r->side[0].cl, on_fetch_done, on_body, on_body_literal,
+			                     fc, &error, "UID FETCH %a (BODY.PEEK[])", set) < 0) {
+				for (unsigned i = 0; i < fc->n; i++) {
+					struct xfer *t = xfer_find(&x, fc->uid[i]);
+
+					if (t != NULL)
+						fetched(t, error);
+				}
+				free(fc);
 			}
 		}
 		if (x.inflight == 0)
