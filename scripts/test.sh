@@ -79,5 +79,5 @@ if [ "${FERRY_FUZZ_SECONDS:-0}" -gt 0 ]; then
 fi
 
 echo
-echo "imapferry tests: $passed passed, $failed failed"
+echo "imapferry: $passed passed, $failed failed"
 exit "$status"
