@@ -876,7 +876,15 @@ static void on_read(struct conn *conn, struct evbuffer *input, void *aux)
 				c->literal(cl, &ev, c->aux);
 			break;
 		case IMAP_EV_ERROR:
-			if (!ev.resync) {
+			if (cl->state == IMAP_CL_CONNECTING && cl->step == STEP_GREETING) {
+				/* the first line must be "* OK|PREAUTH|BYE": this is
+				 * not an IMAP server (HTTP, SMTP, a TLS port...) */
+				char line[120];
+
+				log_sanitize(line, sizeof(line), data, used, 80);
+				client_fail(cl, "server %s sent no IMAP greeting (%s): %s",
+				            imap_client_peer(cl), ev.error, line);
+			} else if (!ev.resync) {
 				client_fail(cl, "unparsable reply from %s: %s",
 				            imap_client_peer(cl), ev.error);
 			} else {

@@ -748,9 +748,23 @@ static void on_fetch_done(struct imap_client *cl, const struct imap_result *res,
 	for (unsigned i = 0; i < fc->n; i++) {
 		struct xfer *t = xfer_find(fc->x, fc->uid[i]);
 
-		if (t != NULL)
-			fetched(t, res->status != IMAP_STATUS_OK ? res->text
-			                                         : "no FETCH response (expunged?)");
+		if (t == NULL)
+			continue;
+		if (res->status == IMAP_STATUS_OK && !t->streamed) {
+			/* OK without a response: expunged on host1 since we listed
+			 * it, a normal event in a live mailbox, not an error */
+			struct sy_run *r = fc->x->r;
+
+			sy_out(r, "msg %s/%u {%u} vanished from host1 during the sync, skipped",
+			       fc->x->f->name1, t->m->uid, t->m->size);
+			r->ident1--;
+			xfer_unlink(t);
+			t->m->match = -2; /* neither copied nor missing */
+			xfer_done(t);
+			xfer_put(t);
+			continue;
+		}
+		fetched(t, res->status != IMAP_STATUS_OK ? res->text : "no FETCH response");
 	}
 	free(fc);
 }

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -454,6 +455,39 @@ class SyncCli(unittest.TestCase):
                       f"[alice]: connect to 127.0.0.1:{port} failed: Connection refused", out)
         rc, out = run_sync(args=base_args(port2=port))
         self.assertEqual(102, rc, out)
+
+    def test_not_an_imap_server(self):
+        """A port that speaks something else (here HTTP) is a clear
+        connection failure on that host, not a hang."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def serve():
+            conn, _ = srv.accept()
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            time.sleep(2)
+            conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            rc, out = run_sync(args=base_args(port2=port))
+        finally:
+            thread.join(5)
+            srv.close()
+        self.assertEqual(102, rc, out)
+        self.assertIn(f"server 127.0.0.1:{port} sent no IMAP greeting", out)
+        self.assertIn("HTTP/1.1 400 Bad Request", out)
+
+    def test_unknown_host(self):
+        args = base_args()
+        args[args.index("--host1") + 1] = "nohost.invalid"
+        rc, out = run_sync(args=args)
+        self.assertEqual(101, rc, out)
+        self.assertIn("connect to nohost.invalid:", out)
+        self.assertIn("cannot resolve host name", out)
 
     def test_untrusted_certificate(self):
         args = base_args(port1=ENV.port("src", "imaps"), ca=False) + ["--ssl1"]
