@@ -104,6 +104,22 @@ def main():
         print(f"imapferry-sync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
               f"peak RSS {rss:.1f} MiB")
 
+        fh.deliver(env, "alice", b"Subject: one more\r\nMessage-Id: <bench-one@example.org>\r\n"
+                                b"\r\nnew\r\n")
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
+        print(f"imapferry-sync one new message (LMTP delivery): {wall:.2f} s, tool CPU {cpu:.2f} s")
+        imap = env.imap("src", "alice")
+        try:
+            imap.select("INBOX")
+            imap.store("1", "+FLAGS", "(\\Flagged)")
+        finally:
+            imap.logout()
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
+        print(f"imapferry-sync one flag change: {wall:.2f} s, tool CPU {cpu:.2f} s")
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work) + ["--nostate"])
+        print(f"imapferry-sync no-change re-run without state (--nostate, as imapsync): "
+              f"{wall:.2f} s, tool CPU {cpu:.2f} s")
+
         if shutil.which("mbsync"):
             fh.wipe(env, "dst", "alice")
             cfg = os.path.join(work, "mbsyncrc")
