@@ -34,7 +34,6 @@ struct sy_fstate {
 	char *name1, *name2;
 	struct sy_fstatus st[2];
 	uint64_t ident1, ident2, in2not1;
-	int seen; /* in this run's plan (only those are written back) */
 };
 
 struct sy_state {
@@ -188,7 +187,6 @@ int sy_state_unchanged(struct sy_state *s, const struct sy_folder *f,
 
 	if (e == NULL)
 		return 0;
-	e->seen = 1;
 	if (!same(&now[0], &e->st[0]) || !same(&now[1], &e->st[1]))
 		return 0;
 	counts_r[0] = e->ident1;
@@ -214,7 +212,6 @@ void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct
 	e->ident1 = counts[0];
 	e->ident2 = counts[1];
 	e->in2not1 = counts[2];
-	e->seen = 1;
 }
 
 void sy_state_forget(struct sy_state *s, const struct sy_folder *f)
@@ -253,8 +250,10 @@ int sy_state_save(struct sy_run *r, struct sy_state *s)
 	for (size_t k = 0; k < s->n; k++) {
 		const struct sy_fstate *e = &s->f[k];
 
-		if (!e->seen || !e->st[0].valid || !e->st[1].valid)
-			continue; /* folders gone from the plan, or not synced cleanly */
+		/* Entries of folders this run did not plan (--folder, --exclude)
+		 * are kept: a later full run can still skip them. */
+		if (!e->st[0].valid || !e->st[1].valid)
+			continue; /* not synced cleanly */
 		fputs("F ", fp);
 		put_name(fp, e->name1);
 		fputc(' ', fp);

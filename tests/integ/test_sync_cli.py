@@ -286,6 +286,17 @@ class SyncCli(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertRegex(out, r"C: F\d+ UID FETCH")
 
+    def test_state_kept_for_folders_outside_a_partial_run(self):
+        fh.populate(ENV, "src", USER, "small", seed=14)
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        nfolders = int(re.search(r"Looping on each one of (\d+) folders", out).group(1))
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes", "--folder", "INBOX")
+        self.assertEqual(0, rc, out[-3000:])
+        rc, out = run_sync("--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(nfolders, out.count("unchanged since the last run, skipped"))
+
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)
         before = dst_folders()
