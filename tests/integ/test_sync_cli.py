@@ -440,6 +440,28 @@ class SyncCli(unittest.TestCase):
         self.assertIn("The sync is not finished", out)
         self.assertIn("EXIT_ERR_APPEND", out)
 
+    def test_pidfile(self):
+        pidfile = os.path.join(WORKDIR, "sync.pid")
+        rc, out = run_sync("--justlogin")
+        self.assertEqual(0, rc, out)
+        self.assertIn(f"Removing pidfile {pidfile}", out)
+        self.assertFalse(os.path.exists(pidfile))
+        with open(pidfile, "w") as f:  # a live process holds it: this test's
+            f.write(f"{os.getpid()}\n")
+        try:
+            rc, out = run_sync("--justlogin")
+            self.assertEqual(0, rc, out)
+            self.assertIn("already exists, overwriting it ( use --pidfilelocking to avoid "
+                          "concurrent runs )", out)
+            with open(pidfile, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            rc, out = run_sync("--justlogin", "--pidfilelocking")
+            self.assertEqual(8, rc, out)
+            self.assertIn("EXIT_PID_FILE_ERROR", out)
+        finally:
+            if os.path.exists(pidfile):
+                os.unlink(pidfile)
+
     def test_justlogin_and_justconnect(self):
         rc, out = run_sync("--justlogin")
         self.assertEqual(0, rc, out)
