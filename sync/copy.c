@@ -38,16 +38,18 @@ struct msg {
 	char *idate; /* INTERNALDATE string */
 	char *hdate; /* --idatefromheader: the Date: header as an IMAP date-time */
 	char key[SY_HDRKEY_MAX];
-	int haskey; /* 1 key, 0 none yet */
-	int dup;    /* a later duplicate within the folder */
-	int match;  /* index in the other side + 1, 0 = none */
-	int addhdr; /* --addheader: prepend a Message-Id when copying */
+	int haskey;    /* 1 key, 0 none yet */
+	int dup;       /* a later duplicate within the folder */
+	int match;     /* index in the other side + 1, 0 = none */
+	int addhdr;    /* --addheader: prepend a Message-Id when copying */
+	uint32_t uid2; /* host2 UID once known (match or APPENDUID), for the UID map */
 };
 
 struct side_msgs {
 	struct msg *v;
 	size_t n, cap;
 	uint32_t exists;
+	uint32_t uidvalidity;
 	char permflags[512];
 	int have_permflags;
 	struct sy_run *r;
@@ -111,6 +113,8 @@ static void on_select(struct imap_client *cl, const struct imap_msg *msg, void *
 	(void)cl;
 	if (msg->has_number && msg->name != NULL && strcmp(msg->name, "EXISTS") == 0)
 		m->exists = msg->number;
+	if (msg->code != NULL && strcmp(msg->code, "UIDVALIDITY") == 0)
+		imap_arg_get_u32(msg->code_args, &m->uidvalidity);
 	if (msg->code != NULL && strcmp(msg->code, "PERMANENTFLAGS") == 0 &&
 	    msg->code_args != NULL && msg->code_args->type == IMAP_ARG_LIST) {
 		char *s = flags_string(msg->code_args);
@@ -278,7 +282,7 @@ static size_t uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, siz
 }
 
 /* Reads keys and metadata of one side. Returns 0 or -1. */
-static int read_side(struct sy_run *r, int i, struct side_msgs *m)
+static int read_side(struct sy_run *r, int i, struct side_msgs *m, int keys)
 {
 	struct sy_res res;
 	char item[256], *set;
@@ -287,6 +291,18 @@ static int read_side(struct sy_run *r, int i, struct side_msgs *m)
 
 	if (m->exists == 0)
 		return 0;
+	if (!keys) {
+		/* --useuid: the UID map identifies; no header is read */
+		if (sy_cmd(r, i, &res, on_meta, NULL, m,
+		           "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)") !=
+		    IMAP_STATUS_OK) {
+			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
+			         "Host%d: could not fetch the folder's messages: %s", i + 1,
+			         res.text);
+			return -1;
+		}
+		return 0;
+	}
 	sy_hdrkey_fetch_item(r->hk, item, sizeof(item));
 	if (i == 0 && r->o->idatefromheader && !sy_hdrkey_uses_field(r->hk, "Date")) {
 		size_t il = strlen(item); /* "...)]": add DATE to the fields */
@@ -544,6 +560,7 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 
 		if (res->code != NULL && strcmp(res->code, "APPENDUID") == 0)
 			imap_arg_get_u32(imap_arg_nth(res->msg->code_args, 1), &uid2);
+		t->m->uid2 = uid2;
 		r->transferred++;
 		r->bytes_transferred += t->m->size;
 		if (t->m->size > r->biggest)
@@ -920,12 +937,73 @@ static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct sid
 		;
 }
 
+/*
+ * --useuid: host1 messages are matched through the UID map of earlier runs
+ * (its UIDVALIDITYs checked, unlike imapsync's cache); a host1 UID not in
+ * the map, or whose host2 UID is gone, is copied. No header is read.
+ */
+static void match_by_uid(struct sy_run *r, struct side_msgs *m1, struct side_msgs *m2,
+                         const struct sy_uidpair *map, size_t nmap)
+{
+	size_t j = 0;
+
+	/* both lists come in UID order from UID FETCH 1:*, the map is sorted */
+	for (size_t k = 0; k < m1->n; k++) {
+		struct msg *e = &m1->v[k];
+
+		e->haskey = 1;
+		snprintf(e->key, sizeof(e->key), "U:%u", e->uid);
+		while (j < nmap && map[j].uid1 < e->uid)
+			j++;
+		if (j < nmap && map[j].uid1 == e->uid) {
+			for (size_t i = 0; i < m2->n; i++) {
+				if (m2->v[i].uid == map[j].uid2) {
+					e->match = (int)i + 1;
+					e->uid2 = map[j].uid2;
+					r->skipped++;
+					r->bytes_skipped += e->size;
+					break;
+				}
+			}
+		}
+	}
+}
+
+/* The folder's host1 -> host2 UID pairs, for --usecache/--useuid runs. */
+static void record_map(struct sy_run *r, const struct sy_folder *f, const struct side_msgs *m1,
+                       const struct side_msgs *m2)
+{
+	struct sy_uidpair *pairs = malloc((m1->n + 1) * sizeof(*pairs));
+	size_t n = 0;
+
+	if (pairs == NULL)
+		abort();
+	for (size_t k = 0; k < m1->n; k++) {
+		const struct msg *e = &m1->v[k];
+		uint32_t uid2 = e->uid2;
+
+		if (uid2 == 0 && e->match > 0)
+			uid2 = m2->v[e->match - 1].uid;
+		if (uid2 != 0) {
+			pairs[n].uid1 = e->uid;
+			pairs[n].uid2 = uid2;
+			n++;
+		}
+	}
+	if (m1->uidvalidity != 0 && m2->uidvalidity != 0)
+		sy_state_map_put(r->st, f, m1->uidvalidity, m2->uidvalidity, pairs, n);
+	free(pairs);
+}
+
 void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total)
 {
 	struct side_msgs m1, m2;
 	struct kindex ix2 = {0}, ix1 = {0};
 	struct sy_res res;
 	char pos[32], n1[300], n2[300];
+	struct sy_uidpair *map = NULL;
+	size_t nmap = 0;
+	int byuid;
 
 	memset(&m1, 0, sizeof(m1));
 	memset(&m2, 0, sizeof(m2));
@@ -953,8 +1031,22 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		r->folders_synced++;
 		return;
 	}
-	if (read_side(r, 0, &m1) < 0 || read_side(r, 1, &m2) < 0)
+	map = NULL;
+	nmap = 0;
+	if ((r->o->useuid || r->o->usecache) && r->st != NULL &&
+	    sy_state_map_get(r->st, f, m1.uidvalidity, m2.uidvalidity, &map, &nmap) < 0 &&
+	    r->o->useuid)
+		sy_out(r,
+		       "Folder %s: no UID map for UIDVALIDITY %u/%u (first run, or a folder was "
+		       "recreated): identifying by headers this time",
+		       f->name1, m1.uidvalidity, m2.uidvalidity);
+	byuid = r->o->useuid && map != NULL;
+	if (read_side(r, 0, &m1, !byuid) < 0 || read_side(r, 1, &m2, !byuid) < 0)
 		goto out;
+	if (byuid) {
+		match_by_uid(r, &m1, &m2, map, nmap);
+		goto copy;
+	}
 	kindex_build(&ix1, &m1, r, 0);
 	kindex_build(&ix2, &m2, r, 1);
 	for (size_t k = 0; k < m1.n; k++) {
@@ -989,6 +1081,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		if (kindex_get(&ix1, &m1, e->key) == NULL)
 			r->in2_not_in1++;
 	}
+copy:
 	copy_messages(r, f, &m1, &m2);
 	if (r->o->resyncflags)
 		resync_flags(r, f, &m1, &m2);
@@ -998,8 +1091,11 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		if (e->haskey && !e->dup && e->match == 0)
 			r->in1_not_in2++;
 	}
+	if ((r->o->usecache || r->o->useuid) && r->st != NULL && !r->o->dry)
+		record_map(r, f, &m1, &m2);
 	r->folders_synced++;
 out:
+	free(map);
 	free(ix1.slot);
 	free(ix2.slot);
 	msgs_free(&m1);

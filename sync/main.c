@@ -440,6 +440,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	if (o->state && !o->dry && !o->justfolders) {
 		st = sy_state_load(r);
+		r->st = st;
 		sy_out(r, "State file is %s ( --nostate to do without it )", sy_state_file(st));
 		before = calloc(plan.n + 1, sizeof(*before));
 		if (before == NULL)
@@ -456,6 +457,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	if (st != NULL)
 		sy_state_save(r, st);
+	r->st = NULL;
 	sy_state_free(&st);
 	free(before);
 	sy_out(r, "++++ End looping on each folder");

@@ -36,10 +36,23 @@ struct sy_fstate {
 	uint64_t ident1, ident2, in2not1;
 };
 
+/* A folder pair's UID map (--usecache/--useuid): host1 UID -> host2 UID,
+ * valid only for these two UIDVALIDITYs. Stored as runs "uid1:uid2:len"
+ * (APPENDs in UID order make long runs: a 100k-message folder is a few
+ * bytes, where imapsync's cache is one file per message). */
+struct sy_umap {
+	char *name1, *name2;
+	uint32_t uv1, uv2;
+	struct sy_uidpair *pairs; /* sorted by uid1 */
+	size_t n;
+};
+
 struct sy_state {
 	char *path;
 	struct sy_fstate *f;
 	size_t n, cap;
+	struct sy_umap *maps;
+	size_t nmaps;
 };
 
 /* Names are written with %XX for bytes outside 0x21..0x7e and for '%'. */
@@ -106,10 +119,134 @@ static struct sy_fstate *add(struct sy_state *s)
 	return &s->f[s->n++];
 }
 
+static void map_free(struct sy_umap *m)
+{
+	free(m->name1);
+	free(m->name2);
+	free(m->pairs);
+	memset(m, 0, sizeof(*m));
+}
+
+static struct sy_umap *map_find(struct sy_state *s, const char *n1, const char *n2)
+{
+	for (size_t k = 0; k < s->nmaps; k++) {
+		if (strcmp(s->maps[k].name1, n1) == 0 && strcmp(s->maps[k].name2, n2) == 0)
+			return &s->maps[k];
+	}
+	return NULL;
+}
+
+static struct sy_umap *map_add(struct sy_state *s)
+{
+	struct sy_umap *nm = realloc(s->maps, (s->nmaps + 1) * sizeof(*nm));
+
+	if (nm == NULL)
+		abort();
+	s->maps = nm;
+	memset(&s->maps[s->nmaps], 0, sizeof(s->maps[0]));
+	return &s->maps[s->nmaps++];
+}
+
+/* "M name1 name2 uv1 uv2 count u1:u2:len ..." */
+static int load_map(struct sy_state *s, char *line)
+{
+	char *save = NULL, *tok[6];
+	struct sy_umap m;
+	unsigned long count;
+	size_t have = 0;
+
+	memset(&m, 0, sizeof(m));
+	for (int i = 0; i < 6; i++) {
+		tok[i] = strtok_r(i == 0 ? line : NULL, " \n", &save);
+		if (tok[i] == NULL)
+			return -1;
+	}
+	if (sscanf(tok[3], "%u", &m.uv1) != 1 || sscanf(tok[4], "%u", &m.uv2) != 1 ||
+	    sscanf(tok[5], "%lu", &count) != 1 || count > 100000000ul)
+		return -1;
+	m.pairs = malloc((count + 1) * sizeof(*m.pairs));
+	if (m.pairs == NULL)
+		abort();
+	for (char *t = strtok_r(NULL, " \n", &save); t != NULL; t = strtok_r(NULL, " \n", &save)) {
+		unsigned u1, u2, len;
+
+		if (sscanf(t, "%u:%u:%u", &u1, &u2, &len) != 3 || len == 0 || len > count - have) {
+			free(m.pairs);
+			return -1;
+		}
+		for (unsigned i = 0; i < len; i++) {
+			m.pairs[have].uid1 = u1 + i;
+			m.pairs[have].uid2 = u2 + i;
+			have++;
+		}
+	}
+	if (have != count) {
+		free(m.pairs);
+		return -1;
+	}
+	m.n = have;
+	m.name1 = get_name(tok[1]);
+	m.name2 = get_name(tok[2]);
+	if (map_find(s, m.name1, m.name2) != NULL) {
+		map_free(&m);
+		return -1;
+	}
+	*map_add(s) = m;
+	return 0;
+}
+
+int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
+                     struct sy_uidpair **pairs_r, size_t *n_r)
+{
+	struct sy_umap *m = map_find(s, f->name1, f->name2);
+
+	*pairs_r = NULL;
+	*n_r = 0;
+	if (m == NULL || m->uv1 != uv1 || m->uv2 != uv2 || uv1 == 0 || uv2 == 0)
+		return -1;
+	*pairs_r = malloc((m->n + 1) * sizeof(**pairs_r));
+	if (*pairs_r == NULL)
+		abort();
+	memcpy(*pairs_r, m->pairs, m->n * sizeof(**pairs_r));
+	*n_r = m->n;
+	return 0;
+}
+
+static int pair_cmp(const void *a, const void *b)
+{
+	const struct sy_uidpair *x = a, *y = b;
+
+	return x->uid1 < y->uid1 ? -1 : x->uid1 > y->uid1;
+}
+
+void sy_state_map_put(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
+                      const struct sy_uidpair *pairs, size_t n)
+{
+	struct sy_umap *m = map_find(s, f->name1, f->name2);
+
+	if (m == NULL) {
+		m = map_add(s);
+		m->name1 = strdup(f->name1);
+		m->name2 = strdup(f->name2);
+		if (m->name1 == NULL || m->name2 == NULL)
+			abort();
+	}
+	free(m->pairs);
+	m->pairs = malloc((n + 1) * sizeof(*pairs));
+	if (m->pairs == NULL)
+		abort();
+	memcpy(m->pairs, pairs, n * sizeof(*pairs));
+	qsort(m->pairs, n, sizeof(*pairs), pair_cmp);
+	m->n = n;
+	m->uv1 = uv1;
+	m->uv2 = uv2;
+}
+
 struct sy_state *sy_state_load(struct sy_run *r)
 {
 	struct sy_state *s = calloc(1, sizeof(*s));
-	char line[4096], n1[2048], n2[2048];
+	char *line = NULL, n1[2048], n2[2048];
+	size_t linecap = 0;
 	FILE *fp;
 	int lineno = 0;
 
@@ -123,7 +260,7 @@ struct sy_state *sy_state_load(struct sy_run *r)
 			       s->path, strerror(errno));
 		return s;
 	}
-	while (fgets(line, sizeof(line), fp) != NULL) {
+	while (getline(&line, &linecap, fp) > 0) {
 		struct sy_fstate f, *e;
 		unsigned long long h1, h2, a, b, c;
 
@@ -131,6 +268,13 @@ struct sy_state *sy_state_load(struct sy_run *r)
 		if (lineno == 1) {
 			if (strncmp(line, STATE_MAGIC, strlen(STATE_MAGIC)) != 0)
 				break;
+			continue;
+		}
+		if (line[0] == 'M') {
+			if (load_map(s, line) < 0) {
+				sy_out(r, "State: %s:%d: a bad UID map line, ignored", s->path,
+				       lineno);
+			}
 			continue;
 		}
 		memset(&f, 0, sizeof(f));
@@ -158,8 +302,9 @@ struct sy_state *sy_state_load(struct sy_run *r)
 		e->name1 = get_name(n1);
 		e->name2 = get_name(n2);
 	}
-	if (lineno > 0 && s->n == 0)
+	if (lineno > 0 && s->n == 0 && s->nmaps == 0)
 		sy_out(r, "State: %s is not an imapferry state file; ignoring it", s->path);
+	free(line);
 	fclose(fp);
 	return s;
 }
@@ -265,6 +410,25 @@ int sy_state_save(struct sy_run *r, struct sy_state *s)
 		        (unsigned long long)e->st[1].highestmodseq, (unsigned long long)e->ident1,
 		        (unsigned long long)e->ident2, (unsigned long long)e->in2not1);
 	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		const struct sy_umap *m = &s->maps[k];
+
+		fputs("M ", fp);
+		put_name(fp, m->name1);
+		fputc(' ', fp);
+		put_name(fp, m->name2);
+		fprintf(fp, " %u %u %zu", m->uv1, m->uv2, m->n);
+		for (size_t i = 0; i < m->n;) {
+			size_t len = 1;
+
+			while (i + len < m->n && m->pairs[i + len].uid1 == m->pairs[i].uid1 + len &&
+			       m->pairs[i + len].uid2 == m->pairs[i].uid2 + len)
+				len++;
+			fprintf(fp, " %u:%u:%zu", m->pairs[i].uid1, m->pairs[i].uid2, len);
+			i += len;
+		}
+		fputc('\n', fp);
+	}
 	ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
 	ok = fclose(fp) == 0 && ok;
 	if (!ok || rename(tmp, s->path) != 0) {
@@ -300,6 +464,9 @@ void sy_state_free(struct sy_state **sp)
 		free(s->f[k].name1);
 		free(s->f[k].name2);
 	}
+	for (size_t k = 0; k < s->nmaps; k++)
+		map_free(&s->maps[k]);
+	free(s->maps);
 	free(s->f);
 	free(s->path);
 	free(s);

@@ -54,7 +54,8 @@ struct sy_run {
 	struct sy_side side[2];
 	struct sy_hdrkey_opts *hk;
 	struct sy_flags_opts *fl;
-	FILE *log; /* log file or NULL */
+	struct sy_state *st; /* the state when one is in use (main.c owns it) */
+	FILE *log;           /* log file or NULL */
 	char *logpath;
 	char *pidpath;
 	struct timespec t0;
@@ -158,6 +159,18 @@ struct sy_fstatus {
 };
 
 struct sy_state;
+
+struct sy_uidpair {
+	uint32_t uid1, uid2;
+};
+
+/* The folder pair's UID map when it was made for these UIDVALIDITYs: 0 and
+ * a malloc'd copy sorted by uid1 (caller frees), else -1. */
+int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
+                     struct sy_uidpair **pairs_r, size_t *n_r);
+/* Replaces the folder pair's UID map. */
+void sy_state_map_put(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
+                      const struct sy_uidpair *pairs, size_t n);
 
 /* Reads the state of this account pair from --tmpdir (never fails: a
  * missing or bad file is an empty state, and says so). */

@@ -297,6 +297,35 @@ class SyncCli(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual(nfolders, out.count("unchanged since the last run, skipped"))
 
+    def test_usecache_and_useuid(self):
+        """--usecache keeps each folder's UID map (runs, keyed by both
+        UIDVALIDITYs); --useuid then identifies by it without reading a
+        header. With no valid map, --useuid identifies by headers instead of
+        re-copying everything as imapsync does."""
+        fh.populate(ENV, "src", USER, "small", seed=15)
+        rc, out = run_sync("--usecache", "--syncduplicates", "--nofoldersizes")
+        self.assertEqual(0, rc, out[-3000:])
+        state_dir = os.path.join(WORKDIR, "imapferry_state")
+        (name,) = os.listdir(state_dir)
+        with open(os.path.join(state_dir, name)) as f:
+            self.assertRegex(f.read(), r"(?m)^M INBOX INBOX \d+ \d+ \d+ \d+:\d+:\d+")
+
+        fh.deliver(ENV, USER, b"Subject: one\r\nMessage-Id: <useuid-1@example.org>\r\n\r\nx\r\n")
+        rc, out = run_sync("--useuid", "--syncduplicates", "--nofoldersizes", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertNotIn("HEADER.FIELDS", out)
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        self.assert_identical()
+
+        os.unlink(os.path.join(state_dir, name))
+        fh.deliver(ENV, USER, b"Subject: two\r\nMessage-Id: <useuid-2@example.org>\r\n\r\nx\r\n")
+        rc, out = run_sync("--useuid", "--syncduplicates", "--nofoldersizes", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("no UID map for UIDVALIDITY", out)
+        self.assertIn("HEADER.FIELDS", out)
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        self.assert_identical()  # no duplicate
+
     def test_justfoldersizes_changes_nothing(self):
         fh.populate(ENV, "src", USER, "small", seed=4)
         before = dst_folders()
