@@ -286,6 +286,14 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 			lo->secret = *owned_r;
 		return 0;
 	}
+	if (!empty(a->authuser) && a->proxyauth) {
+		/* --proxyauth1 (Sun/iPlanet): LOGIN as the admin, then
+		 * "PROXYAUTH user1" (sy_side_open sends it) */
+		lo->mech = IMAP_LOGIN_CMD;
+		lo->user = a->authuser;
+		*mech_r = "LOGIN+PROXYAUTH";
+		return 0;
+	}
 	if (!empty(a->authuser)) {
 		/* the admin logs in for user1: only PLAIN carries an authzid */
 		lo->mech = IMAP_LOGIN_PLAIN;
@@ -412,6 +420,19 @@ int sy_side_open(struct sy_run *r, int i)
 		         w.code[0] != '\0' ? "[" : "", w.code, w.code[0] != '\0' ? "] " : "",
 		         w.text);
 		return sy_err_exit_code(cls);
+	}
+	if (a->proxyauth && !empty(a->authuser)) {
+		struct sy_res pr;
+
+		if (sy_cmd(r, i, &pr, NULL, NULL, NULL, "PROXYAUTH %s",
+		           a->user != NULL ? a->user : "") != IMAP_STATUS_OK) {
+			enum sy_err cls = i == 0 ? SY_ERR_AUTH1 : SY_ERR_AUTH2;
+
+			sy_error(r, cls, "Host%d failure: PROXYAUTH %s as [%s] on [%s]: %s", n,
+			         a->user != NULL ? a->user : "", a->authuser, a->host,
+			         pr.text[0] != '\0' ? pr.text : "refused");
+			return sy_err_exit_code(cls);
+		}
 	}
 	sy_out(r, "Host%d: success login on [%s] with user [%s] auth [%s]", n, a->host,
 	       a->user != NULL ? a->user : "", mech);

@@ -491,6 +491,16 @@ class SyncCli(unittest.TestCase):
             if os.path.exists(pidfile):
                 os.unlink(pidfile)
 
+    def test_proxyauth(self):
+        """--proxyauth1: LOGIN as the admin, then PROXYAUTH (a Sun/iPlanet
+        command): Dovecot does not know it, so a clear refusal, exit 161."""
+        args = base_args(pw1=ENV.password("bob"))  # bob plays the admin: LOGIN bob works
+        i = args.index("--password1")
+        args[i:i] = ["--authuser1", "bob", "--proxyauth1", "--justlogin"]
+        rc, out = run_sync(args=args)
+        self.assertEqual(161, rc, out)
+        self.assertIn("Host1 failure: PROXYAUTH alice as [bob] on [127.0.0.1]:", out)
+
     def test_justlogin_and_justconnect(self):
         rc, out = run_sync("--justlogin")
         self.assertEqual(0, rc, out)
