@@ -41,6 +41,18 @@ def run_measured(cmd, cwd):
     return rc, wall, cpu, peak, out.read()
 
 
+def servers_cpu(env):
+    """CPU seconds used so far by both Dovecots: each master's own time plus
+    that of its reaped children (the imap processes of finished sessions)."""
+    time.sleep(0.5)  # let the masters reap the imap processes of sessions just ended
+    total = 0
+    for side in ("SRC", "DST"):
+        with open(f"/proc/{env.values[f'FERRY_{side}_DOVECOT_PID']}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def sync_cmd(binary, env, user, tmpdir):
     # --nofoldersizes: the size tables are two extra reading passes that
     # mbsync does not make either; the state lives in tmpdir
@@ -95,10 +107,13 @@ def main():
                 sys.exit(f"failed ({rc}): {' '.join(cmd[:1])}\n{out.stderr}")
             return float(wall), float(cpu), float(rss)
 
+        s0 = servers_cpu(env)
         wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
+        scpu = servers_cpu(env) - s0
         diffs = fh.compare(env, "alice", "src", "alice", "dst")
         print(f"imapferry-sync initial: {wall:.2f} s, {msgs / wall:.0f} msg/s, "
-              f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s, peak RSS {rss:.1f} MiB, "
+              f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s "
+              f"({100 * cpu / scpu:.0f}% of the servers' {scpu:.2f} s), peak RSS {rss:.1f} MiB, "
               f"{'byte-exact' if not diffs else f'{len(diffs)} DIFFERENCES'}")
         wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
         print(f"imapferry-sync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
@@ -125,9 +140,13 @@ def main():
             cfg = os.path.join(work, "mbsyncrc")
             os.makedirs(os.path.join(work, "mbsync-state"), exist_ok=True)
             mbsync_config(cfg, env, "alice", os.path.join(work, "mbsync-state"))
+            s0 = servers_cpu(env)
             wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
+            scpu = servers_cpu(env) - s0
             print(f"mbsync initial: {wall:.2f} s, {msgs / wall:.0f} msg/s, "
-                  f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s, peak RSS {rss:.1f} MiB")
+                  f"{size / 2**20 / wall:.1f} MiB/s, tool CPU {cpu:.2f} s "
+                  f"({100 * cpu / scpu:.0f}% of the servers' {scpu:.2f} s), "
+                  f"peak RSS {rss:.1f} MiB")
             wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
             print(f"mbsync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
                   f"peak RSS {rss:.1f} MiB")
