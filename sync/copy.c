@@ -1091,7 +1091,7 @@ copy:
 		if (e->haskey && !e->dup && e->match == 0)
 			r->in1_not_in2++;
 	}
-	if ((r->o->usecache || r->o->useuid) && r->st != NULL && !r->o->dry)
+	if (r->st != NULL && !r->o->dry) /* every pass: issue 4 builds on it */
 		record_map(r, f, &m1, &m2);
 	r->folders_synced++;
 out:
