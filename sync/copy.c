@@ -904,15 +904,33 @@ static void on_store(struct imap_client *cl, const struct imap_result *res, void
 		         res->text != NULL ? res->text : "");
 }
 
+struct store_group {
+	char *store;    /* "FLAGS.SILENT (...)" */
+	uint32_t *uids; /* host2 UIDs that get it */
+	size_t n;
+};
+
+static int uid_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Messages whose flags differ get one UID STORE per distinct flag set
+ * ("UID STORE 3:7,12 FLAGS.SILENT (\\Seen)"), pipelined, not one per
+ * message as imapsync sends them. */
 static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
                          struct side_msgs *m2)
 {
 	struct store_wait w = {0, r};
+	struct store_group *g = NULL;
+	size_t ng = 0;
 
 	for (size_t k = 0; k < m1->n && !r->stop; k++) {
 		struct msg *e1 = &m1->v[k], *e2;
 		char *want, *store = NULL;
-		const char *error;
+		size_t i;
 
 		if (e1->match <= 0)
 			continue;
@@ -927,12 +945,42 @@ static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct sid
 			sy_out(r,
 			       "Host2: msg %s/%u would get flags %s (not really since --dry mode)",
 			       f->name2, e2->uid, want);
-		else if (imap_client_cmdf(r->side[1].cl, on_store, NULL, NULL, &w, &error,
-		                          "UID STORE %u %a", e2->uid, store) == 0)
-			w.pending++;
 		free(want);
-		free(store);
+		for (i = 0; i < ng && strcmp(g[i].store, store) != 0; i++)
+			;
+		if (i == ng) {
+			g = realloc(g, (ng + 1) * sizeof(*g));
+			if (g == NULL)
+				abort();
+			g[ng].store = store;
+			g[ng].uids = NULL;
+			g[ng].n = 0;
+			ng++;
+		} else {
+			free(store);
+		}
+		g[i].uids = realloc(g[i].uids, (g[i].n + 1) * sizeof(*g[i].uids));
+		if (g[i].uids == NULL)
+			abort();
+		g[i].uids[g[i].n++] = e2->uid;
 	}
+	for (size_t i = 0; i < ng; i++) {
+		size_t pos = 0;
+
+		qsort(g[i].uids, g[i].n, sizeof(*g[i].uids), uid_cmp);
+		while (!r->o->dry && pos < g[i].n) {
+			char set[8192];
+			const char *error;
+
+			uid_set(set, sizeof(set), g[i].uids, g[i].n, &pos);
+			if (imap_client_cmdf(r->side[1].cl, on_store, NULL, NULL, &w, &error,
+			                     "UID STORE %a %a", set, g[i].store) == 0)
+				w.pending++;
+		}
+		free(g[i].store);
+		free(g[i].uids);
+	}
+	free(g);
 	while (w.pending > 0 && event_base_loop(r->base, EVLOOP_ONCE) == 0)
 		;
 }

@@ -125,6 +125,20 @@ class SyncCli(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual(0, stat(out, "Messages transferred"))
         self.assert_identical()
+        # many changes, few distinct flag sets: one UID STORE per set, not per message
+        imap = ENV.imap("src", USER)
+        try:
+            typ, data = imap.select("INBOX")
+            count = int(data[0])
+            imap.store("1:*", "+FLAGS", "($Bulk)")
+        finally:
+            imap.logout()
+        rc, out = run_sync("--syncduplicates", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        stores = len(re.findall(r"C: F\d+ UID STORE ", out))
+        self.assertGreater(stores, 0)
+        self.assertLess(stores, count / 2, f"{stores} STOREs for {count} changed messages")
+        self.assert_identical()
 
     def test_duplicates_skipped_like_imapsync(self):
         fh.populate(ENV, "src", USER, "small", seed=3)
