@@ -632,6 +632,21 @@ static void on_host2_drained(struct imap_client *cl, void *aux)
 
 static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux);
 
+/* The APPEND's optional date-time argument, with its leading space: the
+ * Date: header (--idatefromheader), else host1's INTERNALDATE
+ * (--syncinternaldates), else none (host2 uses the time of the APPEND). */
+static void append_date(const struct xfer *t, char *buf, size_t size)
+{
+	const char *d = t->m->hdate;
+
+	if (d == NULL && t->x->r->o->syncinternaldates)
+		d = t->m->idate;
+	if (d != NULL)
+		snprintf(buf, size, " \"%s\"", d);
+	else
+		buf[0] = '\0';
+}
+
 /* A big body is streamed: its APPEND starts when host1's literal starts,
  * with the literal's size, and each slice read from host1 is written to
  * host2 at once. Memory stays bounded by the socket buffers and OUT_HIGH
@@ -639,7 +654,7 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 static void stream_start(struct xfer *t, uint64_t size)
 {
 	struct sy_run *r = t->x->r;
-	char *flags;
+	char *flags, date[40];
 	const char *error;
 	int rc;
 
@@ -648,17 +663,9 @@ static void stream_start(struct xfer *t, uint64_t size)
 	flags = host2_flags(r, t->m->flags, t->x->m2);
 	if (flags == NULL)
 		return;
-	if (t->m->hdate != NULL)
-		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
-		                              "APPEND %m %a \"%a\" ", t->x->f->name2, flags,
-		                              t->m->hdate);
-	else if (r->o->syncinternaldates && t->m->idate != NULL)
-		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
-		                              "APPEND %m %a \"%a\" ", t->x->f->name2, flags,
-		                              t->m->idate);
-	else
-		rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error,
-		                              "APPEND %m %a ", t->x->f->name2, flags);
+	append_date(t, date, sizeof(date));
+	rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error, "APPEND %m %a%a ",
+	                              t->x->f->name2, flags, date);
 	free(flags);
 	t->streamed = rc == 0; /* else: held in memory and appended afterwards */
 	if (rc < 0)
@@ -697,7 +704,7 @@ static void fetched(struct xfer *t, const char *fail)
 {
 	struct xfer_ctx *x = t->x;
 	struct sy_run *r = x->r;
-	char *flags;
+	char *flags, date[40];
 	const char *error;
 	int rc;
 
@@ -733,17 +740,9 @@ static void fetched(struct xfer *t, const char *fail)
 			evbuffer_prepend(t->body, line, strlen(line));
 	}
 	t->refs++; /* for the APPEND */
-	if (t->m->hdate != NULL)
-		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
-		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->hdate,
-		                      t->body);
-	else if (r->o->syncinternaldates && t->m->idate != NULL)
-		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
-		                      "APPEND %m %a \"%a\" %L", x->f->name2, flags, t->m->idate,
-		                      t->body);
-	else
-		rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error,
-		                      "APPEND %m %a %L", x->f->name2, flags, t->body);
+	append_date(t, date, sizeof(date));
+	rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error, "APPEND %m %a%a %L",
+	                      x->f->name2, flags, date, t->body);
 	free(flags);
 	if (rc < 0) {
 		t->refs--;
