@@ -338,6 +338,7 @@ int sy_side_open(struct sy_run *r, int i)
 	int n = i + 1;
 
 	s->n = n;
+	s->qresync = 0;
 	s->tls = side_tls(r, i, &error);
 	if (s->tls == NULL) {
 		sy_error(r, SY_ERR_TLS, "Host%d: TLS setup failed: %s", n, error);

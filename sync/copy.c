@@ -25,6 +25,7 @@
 #include "hdrkey.h"
 #include "imapferry/log.h"
 #include "imapferry/resp.h"
+#include "msgs.h"
 #include "sync.h"
 
 #define WINDOW_MSGS  16           /* transfers in flight */
@@ -32,31 +33,29 @@
 #define OUT_HIGH     (1u << 20)   /* host2 output that pauses reading host1 */
 #define WINDOW_BYTES (16u << 20)  /* bytes of bodies held at once */
 
-struct msg {
-	uint32_t uid, size;
-	char *flags; /* space-separated, as the server sent them */
-	char *idate; /* INTERNALDATE string */
-	char *hdate; /* --idatefromheader: the Date: header as an IMAP date-time */
-	char key[SY_HDRKEY_MAX];
-	int haskey;    /* 1 key, 0 none yet */
-	int dup;       /* a later duplicate within the folder */
-	int match;     /* index in the other side + 1, 0 = none */
-	int addhdr;    /* --addheader: prepend a Message-Id when copying */
-	uint32_t uid2; /* host2 UID once known (match or APPENDUID), for the UID map */
-};
+struct sy_msg *sy_msgs_find(struct sy_msgs *m, uint32_t uid)
+{
+	size_t lo = 0, hi = m->n;
 
-struct side_msgs {
-	struct msg *v;
-	size_t n, cap;
-	uint32_t exists;
-	uint32_t uidvalidity;
-	char permflags[512];
-	int have_permflags;
-	struct sy_run *r;
-	int side;
-};
+	/* entries are in UID order when they came from one UID FETCH */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
 
-static struct msg *msgs_get(struct side_msgs *m, uint32_t uid)
+		if (m->v[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < m->n && m->v[lo].uid == uid)
+		return &m->v[lo];
+	for (size_t i = 0; i < m->n; i++) { /* not sorted after all */
+		if (m->v[i].uid == uid)
+			return &m->v[i];
+	}
+	return NULL;
+}
+
+struct sy_msg *sy_msgs_get(struct sy_msgs *m, uint32_t uid)
 {
 	/* replies come in UID order for UID FETCH 1:*, so look at the tail first */
 	if (m->n > 0 && m->v[m->n - 1].uid == uid)
@@ -76,7 +75,7 @@ static struct msg *msgs_get(struct side_msgs *m, uint32_t uid)
 	return &m->v[m->n++];
 }
 
-static void msgs_free(struct side_msgs *m)
+void sy_msgs_free(struct sy_msgs *m)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		free(m->v[i].flags);
@@ -86,7 +85,7 @@ static void msgs_free(struct side_msgs *m)
 	free(m->v);
 }
 
-static char *flags_string(const struct imap_arg *list)
+char *sy_flags_string(const struct imap_arg *list)
 {
 	size_t len = 1;
 	char *s;
@@ -106,9 +105,9 @@ static char *flags_string(const struct imap_arg *list)
 	return s;
 }
 
-static void on_select(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+void sy_on_select(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct side_msgs *m = aux;
+	struct sy_msgs *m = aux;
 
 	(void)cl;
 	if (msg->has_number && msg->name != NULL && strcmp(msg->name, "EXISTS") == 0)
@@ -117,7 +116,7 @@ static void on_select(struct imap_client *cl, const struct imap_msg *msg, void *
 		imap_arg_get_u32(msg->code_args, &m->uidvalidity);
 	if (msg->code != NULL && strcmp(msg->code, "PERMANENTFLAGS") == 0 &&
 	    msg->code_args != NULL && msg->code_args->type == IMAP_ARG_LIST) {
-		char *s = flags_string(msg->code_args);
+		char *s = sy_flags_string(msg->code_args);
 
 		snprintf(m->permflags, sizeof(m->permflags), "%s", s);
 		m->have_permflags = 1;
@@ -213,20 +212,20 @@ static char *header_date(const char *hdr, size_t len)
 
 static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct side_msgs *m = aux;
+	struct sy_msgs *m = aux;
 	const struct imap_arg *items, *v;
-	struct msg *e;
+	struct sy_msg *e;
 	uint32_t uid;
 	const char *err;
 
 	(void)cl;
 	if (imap_fetch_items(msg, &items) < 0 ||
-	    imap_arg_get_u32(imap_fetch_get(items, "UID"), &uid) < 0)
-		return;
-	e = msgs_get(m, uid);
+	    imap_arg_get_u32(imap_fetch_get(items, "UID"), &uid) < 0 || uid < m->from_uid)
+		return; /* "n:*" answers the last message even when its UID is below n */
+	e = sy_msgs_get(m, uid);
 	if ((v = imap_fetch_get(items, "FLAGS")) != NULL && v->type == IMAP_ARG_LIST) {
 		free(e->flags);
-		e->flags = flags_string(v);
+		e->flags = sy_flags_string(v);
 	}
 	if ((v = imap_fetch_get(items, "INTERNALDATE")) != NULL && v->type == IMAP_ARG_STRING) {
 		free(e->idate);
@@ -258,9 +257,7 @@ static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *au
 	}
 }
 
-/* Writes UIDs as a compact set ("1:5,7") into buf; returns the count of
- * UIDs taken from uids[*pos..] (stops near max bytes). */
-static size_t uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos)
+size_t sy_uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos)
 {
 	size_t len = 0, taken = 0;
 
@@ -281,8 +278,7 @@ static size_t uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, siz
 	return taken;
 }
 
-/* Reads keys and metadata of one side. Returns 0 or -1. */
-static int read_side(struct sy_run *r, int i, struct side_msgs *m, int keys)
+int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t from_uid)
 {
 	struct sy_res res;
 	char item[256], *set;
@@ -291,11 +287,12 @@ static int read_side(struct sy_run *r, int i, struct side_msgs *m, int keys)
 
 	if (m->exists == 0)
 		return 0;
+	m->from_uid = from_uid;
 	if (!keys) {
 		/* --useuid: the UID map identifies; no header is read */
 		if (sy_cmd(r, i, &res, on_meta, NULL, m,
-		           "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE)") !=
-		    IMAP_STATUS_OK) {
+		           "UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE)",
+		           from_uid) != IMAP_STATUS_OK) {
 			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 			         "Host%d: could not fetch the folder's messages: %s", i + 1,
 			         res.text);
@@ -311,7 +308,7 @@ static int read_side(struct sy_run *r, int i, struct side_msgs *m, int keys)
 			memcpy(item + il - 2, " DATE)]", 8);
 	}
 	if (sy_cmd(r, i, &res, on_meta, NULL, m,
-	           "UID FETCH 1:* (UID FLAGS INTERNALDATE RFC822.SIZE %a)",
+	           "UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE %a)", from_uid,
 	           item) != IMAP_STATUS_OK) {
 		sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 		         "Host%d: could not fetch the headers of the folder: %s", i + 1, res.text);
@@ -327,7 +324,7 @@ static int read_side(struct sy_run *r, int i, struct side_msgs *m, int keys)
 	}
 	/* header-less messages: one more pipelined pass over the whole header */
 	while (pos < nneed) {
-		uid_set(set, 8192, need, nneed, &pos);
+		sy_uid_set(set, 8192, need, nneed, &pos);
 		if (sy_cmd(r, i, &res, on_meta, NULL, m, "UID FETCH %a (UID BODY.PEEK[HEADER])",
 		           set) != IMAP_STATUS_OK) {
 			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
@@ -356,7 +353,7 @@ static size_t split_flags(char *s, const char **tok, size_t max)
 
 /* The "(...)" flag list to give host2 for host1's flags; NULL on a
  * --regexflag run-time failure (error recorded). Caller frees. */
-static char *host2_flags(struct sy_run *r, const char *flags1, const struct side_msgs *m2)
+static char *host2_flags(struct sy_run *r, const char *flags1, const struct sy_msgs *m2)
 {
 	char *c1 = strdup(flags1 != NULL ? flags1 : ""), *cp = strdup(m2->permflags), *out = NULL;
 	const char *t1[256], *tp[256], *error;
@@ -379,11 +376,6 @@ static char *host2_flags(struct sy_run *r, const char *flags1, const struct side
 
 /* --- key index: open addressing over the other side's keys --- */
 
-struct kindex {
-	size_t *slot; /* index + 1, 0 = empty */
-	size_t cap;
-};
-
 static uint64_t khash(const char *s)
 {
 	uint64_t h = 1469598103934665603ull;
@@ -393,7 +385,7 @@ static uint64_t khash(const char *s)
 	return h;
 }
 
-static void kindex_build(struct kindex *ix, struct side_msgs *m, struct sy_run *r, int side)
+void sy_kindex_build(struct sy_kindex *ix, struct sy_msgs *m, struct sy_run *r, int side)
 {
 	ix->cap = 16;
 	while (ix->cap < m->n * 2 + 2)
@@ -402,7 +394,7 @@ static void kindex_build(struct kindex *ix, struct side_msgs *m, struct sy_run *
 	if (ix->slot == NULL)
 		abort();
 	for (size_t k = 0; k < m->n; k++) {
-		struct msg *e = &m->v[k];
+		struct sy_msg *e = &m->v[k];
 		size_t h;
 
 		if (!e->haskey)
@@ -444,7 +436,7 @@ static void kindex_build(struct kindex *ix, struct side_msgs *m, struct sy_run *
 	}
 }
 
-static struct msg *kindex_get(const struct kindex *ix, struct side_msgs *m, const char *key)
+struct sy_msg *sy_kindex_get(const struct sy_kindex *ix, struct sy_msgs *m, const char *key)
 {
 	for (size_t h = khash(key) & (ix->cap - 1); ix->slot[h] != 0; h = (h + 1) & (ix->cap - 1)) {
 		if (strcmp(m->v[ix->slot[h] - 1].key, key) == 0)
@@ -459,7 +451,7 @@ struct xfer_ctx;
 
 struct xfer {
 	struct xfer_ctx *x;
-	struct msg *m;
+	struct sy_msg *m;
 	struct evbuffer *body;
 	struct xfer *next;
 	int streamed; /* its APPEND was started from the FETCH literal */
@@ -474,7 +466,7 @@ struct xfer_ctx {
 	struct xfer *cur;    /* receiving a streamed body */
 	struct sy_run *r;
 	const struct sy_folder *f;
-	struct side_msgs *m2;
+	struct sy_msgs *m2;
 	unsigned inflight;
 	size_t held;
 	struct timespec t0;
@@ -785,7 +777,7 @@ static void on_fetch_done(struct imap_client *cl, const struct imap_result *res,
 	free(fc);
 }
 
-static struct xfer *xfer_new(struct xfer_ctx *x, struct msg *e)
+static struct xfer *xfer_new(struct xfer_ctx *x, struct sy_msg *e)
 {
 	struct xfer *t = calloc(1, sizeof(*t));
 
@@ -802,8 +794,8 @@ static struct xfer *xfer_new(struct xfer_ctx *x, struct msg *e)
 	return t;
 }
 
-static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
-                          struct side_msgs *m2)
+void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                      struct sy_msgs *m2)
 {
 	struct xfer_ctx x;
 	size_t k = 0;
@@ -832,7 +824,7 @@ static void copy_messages(struct sy_run *r, const struct sy_folder *f, struct si
 			fc->x = &x;
 			/* small bodies in batches; a big one alone (streamed) */
 			while (k < m1->n && fc->n < FETCH_BATCH && x.inflight < WINDOW_MSGS) {
-				struct msg *e = &m1->v[k];
+				struct sy_msg *e = &m1->v[k];
 
 				if (!e->haskey || e->dup || e->match) {
 					k++;
@@ -919,15 +911,15 @@ static int uid_cmp(const void *a, const void *b)
 /* Messages whose flags differ get one UID STORE per distinct flag set
  * ("UID STORE 3:7,12 FLAGS.SILENT (\\Seen)"), pipelined, not one per
  * message as imapsync sends them. */
-static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct side_msgs *m1,
-                         struct side_msgs *m2)
+void sy_resync_flags(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                     struct sy_msgs *m2)
 {
 	struct store_wait w = {0, r};
 	struct store_group *g = NULL;
 	size_t ng = 0;
 
 	for (size_t k = 0; k < m1->n && !r->stop; k++) {
-		struct msg *e1 = &m1->v[k], *e2;
+		struct sy_msg *e1 = &m1->v[k], *e2;
 		char *want, *store = NULL;
 		size_t i;
 
@@ -971,7 +963,7 @@ static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct sid
 			char set[8192];
 			const char *error;
 
-			uid_set(set, sizeof(set), g[i].uids, g[i].n, &pos);
+			sy_uid_set(set, sizeof(set), g[i].uids, g[i].n, &pos);
 			if (imap_client_cmdf(r->side[1].cl, on_store, NULL, NULL, &w, &error,
 			                     "UID STORE %a %a", set, g[i].store) == 0)
 				w.pending++;
@@ -989,14 +981,14 @@ static void resync_flags(struct sy_run *r, const struct sy_folder *f, struct sid
  * (its UIDVALIDITYs checked, unlike imapsync's cache); a host1 UID not in
  * the map, or whose host2 UID is gone, is copied. No header is read.
  */
-static void match_by_uid(struct sy_run *r, struct side_msgs *m1, struct side_msgs *m2,
+static void match_by_uid(struct sy_run *r, struct sy_msgs *m1, struct sy_msgs *m2,
                          const struct sy_uidpair *map, size_t nmap)
 {
 	size_t j = 0;
 
 	/* both lists come in UID order from UID FETCH 1:*, the map is sorted */
 	for (size_t k = 0; k < m1->n; k++) {
-		struct msg *e = &m1->v[k];
+		struct sy_msg *e = &m1->v[k];
 
 		e->haskey = 1;
 		snprintf(e->key, sizeof(e->key), "U:%u", e->uid);
@@ -1017,8 +1009,8 @@ static void match_by_uid(struct sy_run *r, struct side_msgs *m1, struct side_msg
 }
 
 /* The folder's host1 -> host2 UID pairs, for --usecache/--useuid runs. */
-static void record_map(struct sy_run *r, const struct sy_folder *f, const struct side_msgs *m1,
-                       const struct side_msgs *m2)
+void sy_record_map(struct sy_run *r, const struct sy_folder *f, const struct sy_msgs *m1,
+                   const struct sy_msgs *m2)
 {
 	struct sy_uidpair *pairs = malloc((m1->n + 1) * sizeof(*pairs));
 	size_t n = 0;
@@ -1026,7 +1018,7 @@ static void record_map(struct sy_run *r, const struct sy_folder *f, const struct
 	if (pairs == NULL)
 		abort();
 	for (size_t k = 0; k < m1->n; k++) {
-		const struct msg *e = &m1->v[k];
+		const struct sy_msg *e = &m1->v[k];
 		uint32_t uid2 = e->uid2;
 
 		if (uid2 == 0 && e->match > 0)
@@ -1044,8 +1036,8 @@ static void record_map(struct sy_run *r, const struct sy_folder *f, const struct
 
 void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total)
 {
-	struct side_msgs m1, m2;
-	struct kindex ix2 = {0}, ix1 = {0};
+	struct sy_msgs m1, m2;
+	struct sy_kindex ix2 = {0}, ix1 = {0};
 	struct sy_res res;
 	char pos[32], n1[300], n2[300];
 	struct sy_uidpair *map = NULL;
@@ -1060,7 +1052,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	snprintf(n1, sizeof(n1), "[%s]", f->name1);
 	snprintf(n2, sizeof(n2), "[%s]", f->name2);
 	sy_out(r, "Folder %7s %-35s -> %-35s", pos, n1, n2);
-	if (sy_cmd(r, 0, &res, on_select, NULL, &m1, "EXAMINE %m", f->name1) != IMAP_STATUS_OK) {
+	if (sy_cmd(r, 0, &res, sy_on_select, NULL, &m1, "EXAMINE %m", f->name1) != IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,
 		         res.text);
 		return;
@@ -1068,7 +1060,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	if (!f->exists2 && r->o->dry) {
 		/* --dry: host2 folder not created, everything would be copied */
 		m2.exists = 0;
-	} else if (sy_cmd(r, 1, &res, on_select, NULL, &m2, "SELECT %m", f->name2) !=
+	} else if (sy_cmd(r, 1, &res, sy_on_select, NULL, &m2, "SELECT %m", f->name2) !=
 	           IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host2 folder %s: Could not select: %s", f->name2,
 		         res.text);
@@ -1088,16 +1080,16 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		       "recreated): identifying by headers this time",
 		       f->name1, m1.uidvalidity, m2.uidvalidity);
 	byuid = r->o->useuid && map != NULL;
-	if (read_side(r, 0, &m1, !byuid) < 0 || read_side(r, 1, &m2, !byuid) < 0)
+	if (sy_read_side(r, 0, &m1, !byuid, 1) < 0 || sy_read_side(r, 1, &m2, !byuid, 1) < 0)
 		goto out;
 	if (byuid) {
 		match_by_uid(r, &m1, &m2, map, nmap);
 		goto copy;
 	}
-	kindex_build(&ix1, &m1, r, 0);
-	kindex_build(&ix2, &m2, r, 1);
+	sy_kindex_build(&ix1, &m1, r, 0);
+	sy_kindex_build(&ix2, &m2, r, 1);
 	for (size_t k = 0; k < m1.n; k++) {
-		struct msg *e = &m1.v[k], *o;
+		struct sy_msg *e = &m1.v[k], *o;
 
 		if (!e->haskey) {
 			r->noheader1++;
@@ -1108,7 +1100,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 			continue;
 		}
 		r->ident1++;
-		o = kindex_get(&ix2, &m2, e->key);
+		o = sy_kindex_get(&ix2, &m2, e->key);
 		if (o != NULL) {
 			e->match = (int)(o - m2.v) + 1;
 			r->skipped++;
@@ -1116,7 +1108,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		}
 	}
 	for (size_t k = 0; k < m2.n; k++) {
-		struct msg *e = &m2.v[k];
+		struct sy_msg *e = &m2.v[k];
 
 		if (!e->haskey) {
 			r->noheader2++;
@@ -1125,26 +1117,26 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		if (e->dup)
 			continue;
 		r->ident2++;
-		if (kindex_get(&ix1, &m1, e->key) == NULL)
+		if (sy_kindex_get(&ix1, &m1, e->key) == NULL)
 			r->in2_not_in1++;
 	}
 copy:
-	copy_messages(r, f, &m1, &m2);
+	sy_copy_messages(r, f, &m1, &m2);
 	if (r->o->resyncflags)
-		resync_flags(r, f, &m1, &m2);
+		sy_resync_flags(r, f, &m1, &m2);
 	for (size_t k = 0; k < m1.n; k++) {
-		const struct msg *e = &m1.v[k];
+		const struct sy_msg *e = &m1.v[k];
 
 		if (e->haskey && !e->dup && e->match == 0)
 			r->in1_not_in2++;
 	}
 	if (r->st != NULL && !r->o->dry) /* every pass: issue 4 builds on it */
-		record_map(r, f, &m1, &m2);
+		sy_record_map(r, f, &m1, &m2);
 	r->folders_synced++;
 out:
 	free(map);
 	free(ix1.slot);
 	free(ix2.slot);
-	msgs_free(&m1);
-	msgs_free(&m2);
+	sy_msgs_free(&m1);
+	sy_msgs_free(&m2);
 }

@@ -229,7 +229,7 @@ static int side_lost(const struct sy_run *r, int i)
  * counted as transferred.
  */
 static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, unsigned idx,
-                                   unsigned total)
+                                   unsigned total, const struct sy_delta_base *db)
 {
 	unsigned tries[2] = {0, 0};
 
@@ -238,7 +238,12 @@ static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, 
 		uint64_t copied, bytes;
 		int lost = -1;
 
-		sy_copy_folder(r, f, idx, total);
+		/* the incremental pass first, when the state allows one; a retry
+		 * is always a full pass (identification finds what the broken
+		 * attempt copied) */
+		if (db == NULL || sy_delta_folder(r, f, db, idx, total) == 0)
+			sy_copy_folder(r, f, idx, total);
+		db = NULL;
 		for (int i = 0; i < 2 && lost < 0; i++) {
 			if (side_lost(r, i))
 				lost = i;
@@ -315,8 +320,16 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
 	struct sy_run snap = *r;
 	struct sy_fstatus now[2];
 	uint64_t counts[3];
+	struct sy_delta_base db;
+	int delta = 0;
 
-	sync_folder_with_retry(r, &plan->f[k], (unsigned)k + 1, (unsigned)plan->n);
+	if (st != NULL && r->o->delta) {
+		db.now[0] = before[k][0];
+		db.now[1] = before[k][1];
+		delta = sy_state_delta_base(st, &plan->f[k], db.now, db.was, db.counts);
+	}
+	sync_folder_with_retry(r, &plan->f[k], (unsigned)k + 1, (unsigned)plan->n,
+	                       delta ? &db : NULL);
 	if (st == NULL)
 		return;
 	if (r->nerrors != snap.nerrors || r->in1_not_in2 != snap.in1_not_in2 || r->stop ||

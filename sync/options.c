@@ -350,6 +350,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_MEMORYSTRESS] = {"memorystress", NULL, T_NEG(memorystress), "0", NULL, NA, SY_G_INTERNAL, NULL, "imapsync memory test"},
 	[SY_OPT_VAR] = {"var", NULL, T_LIST(var), NULL, NULL, NA, SY_G_INTERNAL, NULL, "imapsync test variables"},
 	[SY_OPT_STATE] = {"state", NULL, T_NEG(state), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: remember each folder's state in tmpdir and skip unchanged folders (--nostate: imapsync's stateless runs)"},
+	[SY_OPT_DELTA] = {"delta", NULL, T_NEG(delta), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: with --state, read only what changed in a changed folder (QRESYNC/CONDSTORE + the UID map; --nodelta: a full pass)"},
 };
 /* clang-format on */
 _Static_assert(sizeof(opts) / sizeof(opts[0]) == SY_OPT_COUNT, "one descriptor per option id");

@@ -340,6 +340,7 @@ enum sy_opt {
 	SY_OPT_VAR,
 	/* imapferry's own */
 	SY_OPT_STATE,
+	SY_OPT_DELTA,
 	SY_OPT_COUNT
 };
 
@@ -426,6 +427,7 @@ struct sy_options {
 
 	/* imapferry's own */
 	int state; /* --state (default on): per-folder state, skip unchanged folders */
+	int delta; /* --delta (default on): incremental passes of changed folders */
 	double simulong;
 	long long buffersize;
 	struct sy_strlist testsunit, var;

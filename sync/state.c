@@ -340,6 +340,31 @@ int sy_state_unchanged(struct sy_state *s, const struct sy_folder *f,
 	return 1;
 }
 
+int sy_state_delta_base(struct sy_state *s, const struct sy_folder *f,
+                        const struct sy_fstatus now[2], struct sy_fstatus was_r[2],
+                        uint64_t counts_r[3])
+{
+	struct sy_fstate *e = find(s, f->name1, f->name2);
+
+	/* (stored statuses always had a HIGHESTMODSEQ: sync_with_state()) */
+	if (e == NULL || !e->st[0].valid || !now[0].valid || !now[0].has_modseq)
+		return 0;
+	/* host1: the same mailbox, only moved forward (dsync's staleness test:
+	 * a lower UIDNEXT or HIGHESTMODSEQ means a restored or reset mailbox) */
+	if (now[0].uidvalidity != e->st[0].uidvalidity || now[0].uidnext < e->st[0].uidnext ||
+	    now[0].highestmodseq < e->st[0].highestmodseq)
+		return 0;
+	/* host2: exactly as our last pass left it, or someone else wrote there */
+	if (!same(&now[1], &e->st[1]))
+		return 0;
+	was_r[0] = e->st[0];
+	was_r[1] = e->st[1];
+	counts_r[0] = e->ident1;
+	counts_r[1] = e->ident2;
+	counts_r[2] = e->in2not1;
+	return 1;
+}
+
 void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct sy_fstatus st[2],
                      const uint64_t counts[3])
 {

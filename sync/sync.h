@@ -45,7 +45,8 @@ struct sy_side {
 	char sep;     /* hierarchy separator */
 	char *prefix; /* personal namespace prefix */
 	uint16_t port;
-	int ssl; /* implicit TLS chosen */
+	int ssl;     /* implicit TLS chosen */
+	int qresync; /* ENABLE QRESYNC done on this connection */
 };
 
 struct sy_run {
@@ -180,6 +181,13 @@ struct sy_state *sy_state_load(struct sy_run *r);
  * counts_r = identified messages on host1, on host2, host2-only. */
 int sy_state_unchanged(struct sy_state *s, const struct sy_folder *f,
                        const struct sy_fstatus now[2], uint64_t counts_r[3]);
+/* The base of an incremental pass of f: 1 with the stored statuses and
+ * counts when host1 is the same mailbox moved only forward (UIDVALIDITY
+ * equal, UIDNEXT and HIGHESTMODSEQ not lower), host2 is exactly as the last
+ * pass left it and both have HIGHESTMODSEQ; else 0 (a full pass). */
+int sy_state_delta_base(struct sy_state *s, const struct sy_folder *f,
+                        const struct sy_fstatus now[2], struct sy_fstatus was_r[2],
+                        uint64_t counts_r[3]);
 /* After a clean pass: host1 as before it, host2 as after it. */
 void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct sy_fstatus st[2],
                      const uint64_t counts[3]);
@@ -205,5 +213,22 @@ void sy_folder_sizes(struct sy_run *r, const struct sy_plan *plan, int at_end);
 
 /* Syncs the messages of one folder pair. */
 void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total);
+
+/* --- delta.c --- */
+
+/* What an incremental pass starts from (sy_state_delta_base()). */
+struct sy_delta_base {
+	struct sy_fstatus now[2]; /* STATUS before this pass */
+	struct sy_fstatus was[2]; /* stored: host1 before the last pass, host2 after it */
+	uint64_t counts[3];       /* stored verdict counts */
+};
+
+/* The incremental pass of a folder pair (issue 4): only host1's changes
+ * since the stored state (new UIDs, changed flags via QRESYNC or CONDSTORE,
+ * vanished UIDs) are read and applied through the stored UID map. Returns
+ * 1 when done (clean or with errors recorded), 0 when it cannot apply (the
+ * caller runs the full pass; nothing was written to host2). */
+int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy_delta_base *b,
+                    unsigned idx, unsigned total);
 
 #endif

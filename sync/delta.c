@@ -1,0 +1,502 @@
+/*
+ * delta.c - the incremental pass of a folder pair (issue 4; the algorithm
+ * of ../shared/docs/replication-design.md section 4, step 3).
+ *
+ * It runs when the stored state says host1 is the same mailbox moved only
+ * forward and host2 is exactly as our last pass left it
+ * (sy_state_delta_base()), and the stored UID map covers these two
+ * UIDVALIDITYs. Then host1's changes are asked for, not its whole content:
+ *
+ *   - QRESYNC (RFC 7162 3.2.5): ENABLE QRESYNC once per connection, then
+ *     EXAMINE X (QRESYNC (uidvalidity modseq)): one reply gives the UIDs
+ *     expunged since (VANISHED (EARLIER)) and the flags of every message
+ *     changed since (FETCH UID FLAGS);
+ *   - CONDSTORE only: EXAMINE X, then UID FETCH 1:* (UID FLAGS)
+ *     (CHANGEDSINCE modseq); expunges are seen by counting (MESSAGES below
+ *     the old UIDNEXT equal to the stored count means none) and otherwise
+ *     listed with UID SEARCH over the old UID range;
+ *   - new messages: UID FETCH <old UIDNEXT>:* of flags, dates, sizes and
+ *     header keys, then the full pass's copy machinery (pipelined fetch and
+ *     APPEND); messages of that range already in the map (they arrived
+ *     during the last pass, which copied them) are not copied again;
+ *   - flags: host2's current flags of the changed messages are read in one
+ *     UID FETCH, and the differences go out as one UID STORE per distinct
+ *     flag set (sy_resync_flags(), as in the full pass).
+ *
+ * Host2 must offer UIDPLUS so every copy extends the map (APPENDUID);
+ * without it, or when host2's UIDVALIDITY is not the map's, the full pass
+ * runs instead. Nothing is ever deleted on the strength of the state: a
+ * vanished host1 message leaves the map and is counted as "on host2, not
+ * on host1", as the full pass would count it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imapferry/resp.h"
+#include "msgs.h"
+#include "sync.h"
+
+struct changed {
+	uint32_t uid;
+	char *flags;
+};
+
+struct delta {
+	struct sy_run *r;
+	struct sy_msgs m1; /* host1: EXAMINE facts, then the new messages */
+	uint64_t hms;      /* HIGHESTMODSEQ from the EXAMINE */
+	struct changed *ch;
+	size_t nch, capch;
+	struct imap_seqset vanished; /* QRESYNC: VANISHED (EARLIER) sets, merged */
+	uint32_t *present;           /* CONDSTORE: UID SEARCH result */
+	size_t npresent, cappresent;
+};
+
+static void changed_add(struct delta *d, uint32_t uid, const char *flags)
+{
+	for (size_t i = 0; i < d->nch; i++) {
+		if (d->ch[i].uid == uid) { /* the later report wins */
+			free(d->ch[i].flags);
+			d->ch[i].flags = strdup(flags);
+			if (d->ch[i].flags == NULL)
+				abort();
+			return;
+		}
+	}
+	if (d->nch == d->capch) {
+		d->capch = d->capch ? d->capch * 2 : 64;
+		d->ch = realloc(d->ch, d->capch * sizeof(*d->ch));
+		if (d->ch == NULL)
+			abort();
+	}
+	d->ch[d->nch].uid = uid;
+	d->ch[d->nch].flags = strdup(flags);
+	if (d->ch[d->nch].flags == NULL)
+		abort();
+	d->nch++;
+}
+
+static void on_fetch_flags(struct delta *d, const struct imap_msg *msg)
+{
+	const struct imap_arg *items, *v;
+	uint32_t uid;
+	char *fl;
+
+	if (imap_fetch_items(msg, &items) < 0 ||
+	    imap_arg_get_u32(imap_fetch_get(items, "UID"), &uid) < 0 ||
+	    (v = imap_fetch_get(items, "FLAGS")) == NULL || v->type != IMAP_ARG_LIST)
+		return;
+	fl = sy_flags_string(v);
+	changed_add(d, uid, fl);
+	free(fl);
+}
+
+static void merge_vanished(struct delta *d, const char *set, size_t len)
+{
+	struct imap_seqset s;
+	const char *err;
+
+	if (imap_seqset_parse(set, len, &s, &err) < 0)
+		return;
+	d->vanished.r =
+	        realloc(d->vanished.r, (d->vanished.count + s.count + 1) * sizeof(*d->vanished.r));
+	if (d->vanished.r == NULL)
+		abort();
+	memcpy(d->vanished.r + d->vanished.count, s.r, s.count * sizeof(*s.r));
+	d->vanished.count += s.count;
+	imap_seqset_free(&s);
+}
+
+static void on_examine(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct delta *d = aux;
+
+	sy_on_select(cl, msg, &d->m1);
+	if (msg->code != NULL && strcmp(msg->code, "HIGHESTMODSEQ") == 0)
+		imap_arg_get_u64(msg->code_args, &d->hms);
+	if (msg->name == NULL)
+		return;
+	if (strcmp(msg->name, "FETCH") == 0) {
+		on_fetch_flags(d, msg);
+	} else if (strcmp(msg->name, "VANISHED") == 0) {
+		const struct imap_arg *a = msg->args;
+
+		/* "* VANISHED (EARLIER) 3:5,9" or, for a live expunge, "* VANISHED 7" */
+		if (a != NULL && a->type == IMAP_ARG_LIST)
+			a = a->next;
+		if (a != NULL && a->type == IMAP_ARG_ATOM)
+			merge_vanished(d, a->str, a->len);
+	}
+}
+
+static void on_search(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct delta *d = aux;
+
+	(void)cl;
+	if (msg->name == NULL || strcmp(msg->name, "SEARCH") != 0)
+		return;
+	for (const struct imap_arg *a = msg->args; a != NULL; a = a->next) {
+		uint32_t uid;
+
+		if (imap_arg_get_u32(a, &uid) < 0)
+			continue;
+		if (d->npresent == d->cappresent) {
+			d->cappresent = d->cappresent ? d->cappresent * 2 : 256;
+			d->present = realloc(d->present, d->cappresent * sizeof(*d->present));
+			if (d->present == NULL)
+				abort();
+		}
+		d->present[d->npresent++] = uid;
+	}
+}
+
+static int in_seqset(const struct imap_seqset *s, uint32_t v)
+{
+	for (size_t i = 0; i < s->count; i++) {
+		if (v >= s->r[i].lo && v <= s->r[i].hi)
+			return 1;
+	}
+	return 0;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int u32_has(const uint32_t *v, size_t n, uint32_t x)
+{
+	return bsearch(&x, v, n, sizeof(*v), u32_cmp) != NULL;
+}
+
+static const struct sy_uidpair *map_find(const struct sy_uidpair *map, size_t n, uint32_t uid1)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (map[mid].uid1 < uid1)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && map[lo].uid1 == uid1 ? &map[lo] : NULL;
+}
+
+static void delta_free(struct delta *d)
+{
+	for (size_t i = 0; i < d->nch; i++)
+		free(d->ch[i].flags);
+	free(d->ch);
+	free(d->vanished.r);
+	free(d->present);
+	sy_msgs_free(&d->m1);
+}
+
+/* Host1's side: EXAMINE with QRESYNC, or EXAMINE + CHANGEDSINCE, and the
+ * UIDs still present below the old UIDNEXT when they must be counted.
+ * Returns 0, -1 on a failure (recorded), 1 when the mailbox is not the
+ * stored one after all (full pass). */
+static int read_host1(struct delta *d, const struct sy_folder *f, const struct sy_delta_base *b,
+                      int qresync)
+{
+	struct sy_run *r = d->r;
+	struct sy_res res;
+	enum imap_status st;
+
+	if (qresync && !r->side[0].qresync) {
+		if (sy_cmd(r, 0, &res, NULL, NULL, NULL, "ENABLE QRESYNC") != IMAP_STATUS_OK)
+			return 1;
+		r->side[0].qresync = 1;
+	}
+	if (qresync)
+		st = sy_cmd(r, 0, &res, on_examine, NULL, d, "EXAMINE %m (QRESYNC (%u %U))",
+		            f->name1, b->was[0].uidvalidity, b->was[0].highestmodseq);
+	else
+		st = sy_cmd(r, 0, &res, on_examine, NULL, d, "EXAMINE %m", f->name1);
+	if (st != IMAP_STATUS_OK) {
+		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,
+		         res.text);
+		return -1;
+	}
+	if (d->m1.uidvalidity != b->was[0].uidvalidity)
+		return 1; /* recreated between STATUS and EXAMINE */
+	if (!qresync && d->m1.exists > 0 &&
+	    sy_cmd(r, 0, &res, on_examine, NULL, d, "UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE %U)",
+	           b->was[0].highestmodseq) != IMAP_STATUS_OK) {
+		sy_error(r, SY_ERR_FETCH, "Host1 folder %s: could not fetch changed flags: %s",
+		         f->name1, res.text);
+		return -1;
+	}
+	return 0;
+}
+
+/* CONDSTORE only: the UIDs below the old UIDNEXT, when the count says some
+ * went (QRESYNC's VANISHED makes this unnecessary). */
+static int read_present(struct delta *d, const struct sy_folder *f, const struct sy_delta_base *b)
+{
+	struct sy_res res;
+	uint32_t old_present = d->m1.exists - (uint32_t)d->m1.n;
+
+	if (b->was[0].uidnext <= 1 || old_present == b->was[0].messages)
+		return 0;
+	if (sy_cmd(d->r, 0, &res, on_search, NULL, d, "UID SEARCH UID 1:%u",
+	           b->was[0].uidnext - 1) != IMAP_STATUS_OK) {
+		sy_error(d->r, SY_ERR_FETCH, "Host1 folder %s: could not list UIDs: %s", f->name1,
+		         res.text);
+		return -1;
+	}
+	qsort(d->present, d->npresent, sizeof(*d->present), u32_cmp);
+	return 1;
+}
+
+static void on_flags2(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct sy_msgs *m2 = aux;
+	const struct imap_arg *items, *v;
+	uint32_t uid;
+	struct sy_msg *e;
+
+	(void)cl;
+	if (imap_fetch_items(msg, &items) < 0 ||
+	    imap_arg_get_u32(imap_fetch_get(items, "UID"), &uid) < 0 ||
+	    (v = imap_fetch_get(items, "FLAGS")) == NULL || v->type != IMAP_ARG_LIST)
+		return;
+	e = sy_msgs_get(m2, uid);
+	free(e->flags);
+	e->flags = sy_flags_string(v);
+}
+
+/* Changed flags of mapped messages: host2's current flags in one UID
+ * FETCH, then the differences (sy_resync_flags()). */
+static void apply_flags(struct delta *d, const struct sy_folder *f, struct sy_msgs *m2,
+                        const struct sy_uidpair *map, size_t nmap, uint64_t *nflags_r)
+{
+	struct sy_run *r = d->r;
+	struct sy_msgs c1;
+	uint32_t *uids2 = malloc((d->nch + 1) * sizeof(*uids2));
+	size_t n2 = 0, pos = 0;
+	char set[8192];
+
+	memset(&c1, 0, sizeof(c1));
+	c1.r = r;
+	if (uids2 == NULL)
+		abort();
+	for (size_t i = 0; i < d->nch; i++) {
+		const struct sy_uidpair *p = map_find(map, nmap, d->ch[i].uid);
+
+		if (p != NULL)
+			uids2[n2++] = p->uid2;
+	}
+	qsort(uids2, n2, sizeof(*uids2), u32_cmp);
+	while (pos < n2 && !r->stop) {
+		struct sy_res res;
+
+		sy_uid_set(set, sizeof(set), uids2, n2, &pos);
+		if (sy_cmd(r, 1, &res, on_flags2, NULL, m2, "UID FETCH %a (UID FLAGS)", set) !=
+		    IMAP_STATUS_OK) {
+			sy_error(r, SY_ERR_FLAGS, "Host2 folder %s: could not fetch flags: %s",
+			         f->name2, res.text);
+			free(uids2);
+			return;
+		}
+	}
+	for (size_t i = 0; i < d->nch; i++) {
+		const struct sy_uidpair *p = map_find(map, nmap, d->ch[i].uid);
+		struct sy_msg *e;
+
+		if (p == NULL)
+			continue;
+		for (size_t j = 0; j < m2->n; j++) {
+			if (m2->v[j].uid != p->uid2)
+				continue;
+			e = sy_msgs_get(&c1, d->ch[i].uid);
+			e->flags = strdup(d->ch[i].flags);
+			if (e->flags == NULL)
+				abort();
+			e->match = (int)j + 1;
+			(*nflags_r)++;
+			break;
+		}
+	}
+	sy_resync_flags(r, f, &c1, m2);
+	sy_msgs_free(&c1);
+	free(uids2);
+}
+
+/* The new map: the stored one without the vanished UIDs, plus this pass's
+ * copies (sorted again by sy_state_map_put()). */
+static void update_map(struct delta *d, const struct sy_folder *f, const struct sy_msgs *m2,
+                       const struct sy_uidpair *map, size_t nmap, const uint8_t *gone)
+{
+	struct sy_uidpair *out = malloc((nmap + d->m1.n + 1) * sizeof(*out));
+	size_t n = 0;
+
+	if (out == NULL)
+		abort();
+	for (size_t i = 0; i < nmap; i++) {
+		if (!gone[i])
+			out[n++] = map[i];
+	}
+	for (size_t k = 0; k < d->m1.n; k++) {
+		const struct sy_msg *e = &d->m1.v[k];
+
+		if (e->match != -3 && e->uid2 != 0) {
+			out[n].uid1 = e->uid;
+			out[n].uid2 = e->uid2;
+			n++;
+		}
+	}
+	sy_state_map_put(d->r->st, f, d->m1.uidvalidity, m2->uidvalidity, out, n);
+	free(out);
+}
+
+int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy_delta_base *b,
+                    unsigned idx, unsigned total)
+{
+	struct delta d;
+	struct sy_msgs m2;
+	struct sy_kindex ix = {0};
+	struct sy_uidpair *map = NULL;
+	size_t nmap = 0;
+	uint8_t *gone = NULL;
+	uint64_t nnew = 0, nvanished = 0, nflags = 0;
+	const struct imap_caps *c1, *c2;
+	char pos[32], n1[300], n2[300];
+	struct sy_res res;
+	int qresync, rc, done = 1, listed = 0;
+
+	if (r->st == NULL || r->o->dry || r->o->justfolders || !f->exists2 ||
+	    r->side[0].cl == NULL || r->side[1].cl == NULL)
+		return 0;
+	c1 = imap_client_caps(r->side[0].cl);
+	c2 = imap_client_caps(r->side[1].cl);
+	if (!imap_caps_has(c2, IMAP_CAP_UIDPLUS) ||
+	    (!imap_caps_has(c1, IMAP_CAP_CONDSTORE) && !imap_caps_has(c1, IMAP_CAP_QRESYNC)))
+		return 0;
+	if (sy_state_map_get(r->st, f, b->was[0].uidvalidity, b->was[1].uidvalidity, &map, &nmap) <
+	    0)
+		return 0;
+	/* IMAPFERRY_NOQRESYNC=1 forces the CONDSTORE path (tests, odd servers) */
+	qresync = imap_caps_has(c1, IMAP_CAP_QRESYNC) && imap_caps_has(c1, IMAP_CAP_ENABLE) &&
+	          getenv("IMAPFERRY_NOQRESYNC") == NULL;
+
+	memset(&d, 0, sizeof(d));
+	memset(&m2, 0, sizeof(m2));
+	d.r = r;
+	d.m1.r = m2.r = r;
+	m2.side = 1;
+	rc = read_host1(&d, f, b, qresync);
+	if (rc != 0) {
+		done = rc < 0;
+		goto out;
+	}
+	/* new UIDs (n:* also answers the last message below n: dropped) */
+	if (sy_read_side(r, 0, &d.m1, !r->o->useuid, b->was[0].uidnext) < 0)
+		goto out;
+	for (size_t k = 0; r->o->useuid && k < d.m1.n; k++) {
+		/* --useuid: the UID is the identity, as in the full pass */
+		d.m1.v[k].haskey = 1;
+		snprintf(d.m1.v[k].key, sizeof(d.m1.v[k].key), "U:%u", d.m1.v[k].uid);
+	}
+	if (!qresync && (listed = read_present(&d, f, b)) < 0)
+		goto out;
+	if (sy_cmd(r, 1, &res, sy_on_select, NULL, &m2, "SELECT %m", f->name2) != IMAP_STATUS_OK) {
+		sy_error(r, SY_ERR_SELECT, "Host2 folder %s: Could not select: %s", f->name2,
+		         res.text);
+		goto out;
+	}
+	if (m2.uidvalidity != b->was[1].uidvalidity) {
+		done = 0; /* nothing written yet: the full pass decides */
+		goto out;
+	}
+	snprintf(pos, sizeof(pos), "%u/%u", idx, total);
+	snprintf(n1, sizeof(n1), "[%s]", f->name1);
+	snprintf(n2, sizeof(n2), "[%s]", f->name2);
+	sy_out(r, "Folder %7s %-35s -> %-35s changed since the last run: incremental pass", pos, n1,
+	       n2);
+
+	/* vanished: QRESYNC's list, or mapped UIDs the count/list says are gone */
+	gone = calloc(nmap + 1, 1);
+	if (gone == NULL)
+		abort();
+	for (size_t i = 0; i < nmap; i++) {
+		uint32_t u = map[i].uid1;
+
+		if (u >= b->was[0].uidnext)
+			gone[i] = sy_msgs_find(&d.m1, u) == NULL;
+		else if (qresync)
+			gone[i] = (uint8_t)in_seqset(&d.vanished, u);
+		else if (listed)
+			gone[i] = !u32_has(d.present, d.npresent, u);
+		nvanished += gone[i];
+	}
+
+	/* new messages: those already mapped were copied by the last pass */
+	for (size_t k = 0; k < d.m1.n; k++) {
+		if (map_find(map, nmap, d.m1.v[k].uid) != NULL)
+			d.m1.v[k].match = -3;
+	}
+	sy_kindex_build(&ix, &d.m1, r, 0);
+	for (size_t k = 0; k < d.m1.n; k++) {
+		struct sy_msg *e = &d.m1.v[k];
+
+		if (e->match == -3)
+			continue;
+		if (!e->haskey) {
+			r->noheader1++;
+			continue;
+		}
+		if (e->dup) {
+			r->skipped++;
+			continue;
+		}
+		r->ident1++;
+		nnew++;
+	}
+	sy_copy_messages(r, f, &d.m1, &m2);
+	for (size_t k = 0; k < d.m1.n; k++) {
+		const struct sy_msg *e = &d.m1.v[k];
+
+		if (e->haskey && !e->dup && e->match == 0)
+			r->in1_not_in2++;
+	}
+
+	/* flags of mapped messages that changed (and did not vanish) */
+	if (r->o->resyncflags && d.nch > 0 && !r->stop) {
+		for (size_t i = 0; i < d.nch; i++) {
+			const struct sy_uidpair *p = map_find(map, nmap, d.ch[i].uid);
+
+			if (p != NULL && gone[p - map]) {
+				free(d.ch[i].flags);
+				d.ch[i] = d.ch[--d.nch];
+				i--;
+			}
+		}
+		apply_flags(&d, f, &m2, map, nmap, &nflags);
+	}
+
+	/* the counts the verdicts need: the stored ones, moved by the changes */
+	r->ident1 += b->counts[0] - (nvanished < b->counts[0] ? nvanished : b->counts[0]);
+	r->ident2 += b->counts[1];
+	r->in2_not_in1 += b->counts[2] + nvanished;
+	sy_msgline(r,
+	           "Folder %s: %llu new, %llu vanished on host1 (kept on host2), %llu flag "
+	           "changes looked at",
+	           f->name1, (unsigned long long)nnew, (unsigned long long)nvanished,
+	           (unsigned long long)nflags);
+	update_map(&d, f, &m2, map, nmap, gone);
+	r->folders_synced++;
+out:
+	free(ix.slot);
+	free(gone);
+	free(map);
+	sy_msgs_free(&m2);
+	delta_free(&d);
+	return done;
+}

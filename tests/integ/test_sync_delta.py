@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""imapferry-sync's incremental engine (issue 4), against the harness's Dovecots.
+
+After a first full run, a changed folder gets an incremental pass: only
+host1's changes are read (QRESYNC, or CONDSTORE with IMAPFERRY_NOQRESYNC=1),
+never the whole folder's headers. Each case checks the protocol trace
+(--debugimap) for what was asked, and the accounts byte for byte:
+new messages, flag changes, expunges on host1, a UIDVALIDITY reset, a
+destination written by someone else, a corrupt UID map, a run killed in the
+middle of an incremental pass.
+
+Uses user dave on both sides (other tests use alice, bob and carol). Needs
+FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
+"""
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+import ferry_harness as fh
+
+USER = "dave"
+ENV = fh.Env.load()
+SYNC = os.environ["FERRY_SYNC"]
+WORKDIR = tempfile.mkdtemp(prefix="ferry-delta-test-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+
+# A whole-folder read of headers or metadata: what an incremental pass must
+# never send ("UID FETCH 1:* (UID FLAGS) (CHANGEDSINCE m)" is allowed).
+FULL_READ = re.compile(r"C: \S+ UID FETCH 1:\* \(UID FLAGS INTERNALDATE")
+BODY_FETCH = re.compile(r"C: \S+ UID FETCH [0-9:,]+ \(BODY\.PEEK\[\]\)")
+
+
+def sync_cmd(*extra):
+    return [SYNC,
+            "--host1", "127.0.0.1", "--port1", str(ENV.port("src", "imap")),
+            "--user1", USER, "--password1", ENV.password(USER),
+            "--host2", "127.0.0.1", "--port2", str(ENV.port("dst", "imap")),
+            "--user2", USER, "--password2", ENV.password(USER),
+            "--sslargs1", "SSL_ca_file=" + ENV.ca_file, "--sslargs2", "SSL_ca_file=" + ENV.ca_file,
+            "--nolog", "--nofoldersizes", "--syncduplicates",
+            "--pidfile", os.path.join(WORKDIR, "sync.pid"), "--tmpdir", WORKDIR] + list(extra)
+
+
+def run_sync(*extra, env=None):
+    p = subprocess.run(sync_cmd(*extra), capture_output=True, text=True, timeout=300,
+                       cwd=WORKDIR, env=env)
+    return p.returncode, p.stdout + p.stderr
+
+
+def stat(out, label):
+    m = re.search(r"^" + re.escape(label) + r"\s*: (\d+)", out, re.M)
+    return int(m.group(1)) if m else None
+
+
+def src_imap():
+    return ENV.imap("src", USER)
+
+
+def message(n, tag):
+    return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
+            f"Message-Id: <{tag}-{n}@example.org>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
+            f"\r\nbody {n} of {tag}\r\n" + "x" * (n % 7 * 300) + "\r\n").encode()
+
+
+class SyncDelta(unittest.TestCase):
+    longMessage = False  # the run's output is long: show its tail only
+
+    def setUp(self):
+        fh.wipe(ENV, "src", USER)
+        fh.wipe(ENV, "dst", USER)
+        shutil.rmtree(os.path.join(WORKDIR, "imapferry_state"), ignore_errors=True)
+        fh.populate(ENV, "src", USER, "small", seed=21)
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        self.nfolders = int(re.search(r"Looping on each one of (\d+) folders", out).group(1))
+
+    def assert_identical(self):
+        diffs = fh.compare(ENV, USER, "src", USER, "dst")
+        self.assertEqual([], [str(d) for d in diffs])
+
+    def assert_no_full_read(self, out):
+        self.assertIsNone(FULL_READ.search(out), "a whole-folder read in an incremental pass")
+
+    def change_source(self):
+        """Flag changes in two folders, one message appended to a third and
+        one delivered by LMTP: four folders change, one message each way."""
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            imap.store("1:3", "+FLAGS", "(\\Flagged $Delta)")
+            imap.select("Archive.2019")
+            imap.store("2", "+FLAGS", "($DeltaMark)")  # a new keyword: surely a change
+            fh.imap_check(imap.append("Sent", "(\\Seen)", None, message(1, "appended")), "APPEND")
+        finally:
+            imap.logout()
+        fh.deliver(ENV, USER, message(2, "delivered"))
+
+    def check_incremental(self, env=None):
+        self.change_source()
+        rc, out = run_sync("--debugimap", env=env)
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertEqual(3, out.count("changed since the last run: incremental pass"), out[-4000:])
+        self.assertEqual(self.nfolders - 3, out.count("unchanged since the last run, skipped"))
+        self.assert_no_full_read(out)
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assertEqual(2, len(BODY_FETCH.findall(out)), "one body fetch per new message")
+        self.assertRegex(out, r"C: \S+ UID STORE \S+ FLAGS\.SILENT")
+        self.assertIn("The sync looks good", out, out[-3000:])
+        self.assert_identical()
+        # and then nothing is left to do
+        rc, out = run_sync("--debugimap", env=env)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        self.assertIn("The sync looks good", out, out[-3000:])
+        return out
+
+    def test_incremental_qresync(self):
+        out = self.check_incremental()
+        self.assertNotIn("CHANGEDSINCE", out, out[-3000:])
+
+    def test_incremental_condstore_only(self):
+        env = dict(os.environ, IMAPFERRY_NOQRESYNC="1")
+        self.change_source()
+        rc, out = run_sync("--debugimap", env=env)
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertIn("(CHANGEDSINCE ", out, out[-3000:])
+        self.assertNotIn("ENABLE QRESYNC", out, out[-3000:])
+        self.assert_no_full_read(out)
+        self.assert_identical()
+
+    def expunge_on_source(self, env=None):
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.fetch("2", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            uid = re.search(rb"UID (\d+)", data[0][0]).group(1).decode()
+            subject = data[0][1].decode().split(":", 1)[1].strip()
+            imap.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+            imap.uid("EXPUNGE", uid)  # only this one (the corpus has other \Deleted mail)
+        finally:
+            imap.logout()
+        rc, out = run_sync("--debugimap", env=env)
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertIn("1 vanished on host1", out, out[-3000:])
+        self.assert_no_full_read(out)
+        self.assertEqual(1, stat(out, "Messages found in host2 not in host1"), out[-3000:])
+        # nothing is deleted without --delete2: the message stays on host2
+        diffs = fh.compare(ENV, USER, "src", USER, "dst")
+        self.assertEqual(["message-extra"], [d.kind for d in diffs], [str(d) for d in diffs])
+        self.assertEqual("INBOX", diffs[0].folder)
+        self.assertIn(f"Subject: {subject!r}", diffs[0].detail)
+        # the next run says the same, from the state alone
+        rc, out = run_sync(env=env)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+        self.assertEqual(1, stat(out, "Messages found in host2 not in host1"), out[-3000:])
+
+    def test_expunge_qresync(self):
+        self.expunge_on_source()
+
+    def test_expunge_condstore_only(self):
+        self.expunge_on_source(env=dict(os.environ, IMAPFERRY_NOQRESYNC="1"))
+
+    def test_uidvalidity_reset_is_a_full_pass(self):
+        """The folder deleted and made again (same messages, new UIDVALIDITY):
+        the stored map is for the old one, so headers identify; no copy."""
+        imap = src_imap()
+        try:
+            imap.select("Archive.2019")
+            typ, data = imap.fetch("1:*", "(FLAGS INTERNALDATE BODY.PEEK[])")
+            msgs = [(re.search(rb"FLAGS \(([^)]*)\)", meta).group(1).decode(),
+                     re.search(rb'INTERNALDATE "([^"]+)"', meta).group(1).decode(), body)
+                    for meta, body in (d for d in data if isinstance(d, tuple))]
+            imap.close()
+            fh.imap_check(imap.delete("Archive.2019"), "DELETE")
+            fh.imap_check(imap.create("Archive.2019"), "CREATE")
+            for flags, when, body in msgs:
+                flags = " ".join(f for f in flags.split() if f != "\\Recent")
+                fh.imap_check(imap.append("Archive.2019", f"({flags})", f'"{when}"', body),
+                              "APPEND")
+        finally:
+            imap.logout()
+        rc, out = run_sync("--debugimap")
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertNotIn("incremental pass", out, out[-3000:])
+        self.assertRegex(out, r"C: \S+ UID FETCH 1:\* \(UID FLAGS INTERNALDATE")
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        self.assert_identical()
+
+    def test_destination_written_by_someone_else(self):
+        """A message appended to host2's INBOX by another client: host2 is
+        not as we left it, so the folder gets a full pass (and the stranger's
+        message is reported, not duplicated or lost)."""
+        imap = ENV.imap("dst", USER)
+        try:
+            fh.imap_check(imap.append("INBOX", None, None, message(3, "stranger")), "APPEND")
+        finally:
+            imap.logout()
+        fh.deliver(ENV, USER, message(4, "delivered"))
+        rc, out = run_sync("--debugimap")
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertNotIn("incremental pass", out, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        self.assertEqual(1, stat(out, "Messages found in host2 not in host1"))
+
+    def test_corrupt_map_costs_a_full_pass_only(self):
+        state_dir = os.path.join(WORKDIR, "imapferry_state")
+        (name,) = os.listdir(state_dir)
+        path = os.path.join(state_dir, name)
+        with open(path) as f:
+            lines = f.read().splitlines()
+        with open(path, "w") as f:
+            for line in lines:
+                f.write(re.sub(r"^(M .*) \d+:\d+:\d+", r"\1 zz:1", line) + "\n")
+        self.change_source()
+        rc, out = run_sync("--debugimap")
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertIn("a bad UID map line", out, out[-3000:])
+        self.assertNotIn("incremental pass", out, out[-3000:])
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assert_identical()
+        rc, out = run_sync()
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+
+    def test_killed_during_incremental_pass_converges(self):
+        imap = src_imap()
+        try:
+            for n in range(300):
+                fh.imap_check(imap.append("INBOX", None, None, message(n, "burst")), "APPEND")
+        finally:
+            imap.logout()
+        p = subprocess.Popen(sync_cmd(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             cwd=WORKDIR, text=True)
+        copied, seen = 0, []
+        for line in p.stdout:
+            seen.append(line)
+            if " copied to " in line:
+                copied += 1
+                if copied == 40:
+                    p.send_signal(signal.SIGKILL)
+                    break
+        p.stdout.close()
+        p.wait(timeout=60)
+        self.assertEqual(40, copied, "".join(seen[-30:]))
+        self.assertIn("incremental pass", "".join(seen))
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertNotIn("incremental pass", out, out[-3000:])  # host2 moved: identification
+        # the rest, and nothing twice (APPENDs in flight at the kill may have landed)
+        self.assertLessEqual(stat(out, "Messages transferred"), 300 - 40)
+        self.assertGreater(stat(out, "Messages transferred"), 300 - 40 - 40)
+        self.assert_identical()
+        rc, out = run_sync()
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+
+    def test_nodelta_means_full_pass(self):
+        self.change_source()
+        rc, out = run_sync("--nodelta", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertNotIn("incremental pass", out, out[-3000:])
+        self.assertRegex(out, r"C: \S+ UID FETCH 1:\* \(UID FLAGS INTERNALDATE")
+        self.assert_identical()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
