@@ -14,6 +14,7 @@ imapferry controls.
 """
 import argparse
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -75,6 +76,43 @@ def mbsync_config(path, env, user, state_dir):
                 f"Create Near\nSync Pull\nSyncState {state_dir}/\nCopyArrivalDate yes\n")
 
 
+def make_changes(env, user, seed, new=500, toggles=500):
+    """The issue's "1,000 mixed changes": new messages APPENDed over the
+    folders and \\Flagged toggled on as many existing messages."""
+    rng = random.Random(seed)
+    imap = env.imap("src", user)
+    try:
+        folders = [f for f in fh.list_folders(imap) if f != "Empty folder"]
+        for n in range(new):
+            body = (f"From: bench@example.org\r\nSubject: change {seed}-{n}\r\n"
+                    f"Message-Id: <change-{seed}-{n}@example.org>\r\n\r\n"
+                    + "line of text\r\n" * rng.randint(5, 200)).encode()
+            imap.append(fh.mailbox_arg(rng.choice(folders)), None, None, body)
+        left = toggles
+        for name in folders:
+            if left <= 0:
+                break
+            typ, data = imap.select(fh.mailbox_arg(name))
+            count = int(data[0])
+            if count == 0:
+                continue
+            seqs = rng.sample(range(1, count + 1), min(count, left, 60))
+            left -= len(seqs)
+            typ, data = imap.fetch(",".join(map(str, seqs)), "(FLAGS)")
+            on, off = [], []
+            for line in data:
+                line = line.decode() if isinstance(line, bytes) else line[0].decode()
+                seq = line.split()[0]
+                (off if "\\Flagged" in line else on).append(seq)
+            if on:
+                imap.store(",".join(on), "+FLAGS.SILENT", "(\\Flagged)")
+            if off:
+                imap.store(",".join(off), "-FLAGS.SILENT", "(\\Flagged)")
+            imap.close()
+    finally:
+        imap.logout()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", default="medium")
@@ -131,6 +169,11 @@ def main():
             imap.logout()
         wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
         print(f"imapferry-sync one flag change: {wall:.2f} s, tool CPU {cpu:.2f} s")
+        make_changes(env, "alice", 1)
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work))
+        diffs = fh.compare(env, "alice", "src", "alice", "dst")
+        print(f"imapferry-sync 1,000 mixed changes (500 new, 500 flag toggles): {wall:.2f} s, "
+              f"tool CPU {cpu:.2f} s, {'byte-exact' if not diffs else f'{len(diffs)} DIFFERENCES'}")
         wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work) + ["--nostate"])
         print(f"imapferry-sync no-change re-run without state (--nostate, as imapsync): "
               f"{wall:.2f} s, tool CPU {cpu:.2f} s")
@@ -150,6 +193,10 @@ def main():
             wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
             print(f"mbsync no-change re-run: {wall:.2f} s, tool CPU {cpu:.2f} s, "
                   f"peak RSS {rss:.1f} MiB")
+            make_changes(env, "alice", 2)
+            wall, cpu, rss = measure(["mbsync", "-c", cfg, "-q", "bench"])
+            print(f"mbsync 1,000 mixed changes (500 new, 500 flag toggles): {wall:.2f} s, "
+                  f"tool CPU {cpu:.2f} s")
         else:
             print("mbsync not installed: apt-get install isync to compare")
     finally:

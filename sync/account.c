@@ -18,20 +18,9 @@
 #include "imapferry/tls.h"
 #include "sync.h"
 
-/* One synchronous call: the completion goes to the waiter, the untagged
- * and literal handlers to the caller's aux (one aux per command in the
- * client API, hence this trampoline). */
-struct call {
-	int done;
-	struct sy_res *res;
-	imap_untagged_cb *untagged;
-	imap_literal_cb *literal;
-	void *aux;
-};
-
 static void call_done(struct imap_client *cl, const struct imap_result *res, void *aux)
 {
-	struct call *c = aux;
+	struct sy_call *c = aux;
 
 	(void)cl;
 	c->done = 1;
@@ -46,46 +35,81 @@ static void call_done(struct imap_client *cl, const struct imap_result *res, voi
 
 static void call_untagged(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct call *c = aux;
+	struct sy_call *c = aux;
 
 	c->untagged(cl, msg, c->aux);
 }
 
 static void call_literal(struct imap_client *cl, const struct imap_event *ev, void *aux)
 {
-	struct call *c = aux;
+	struct sy_call *c = aux;
 
 	c->literal(cl, ev, c->aux);
+}
+
+static int vsend(struct sy_run *r, int i, struct sy_call *c, struct sy_res *res,
+                 imap_untagged_cb *untagged, imap_literal_cb *literal, void *aux, const char *fmt,
+                 va_list ap)
+{
+	struct imap_client *cl = r->side[i].cl;
+	const char *error;
+
+	memset(c, 0, sizeof(*c));
+	c->res = res;
+	c->untagged = untagged;
+	c->literal = literal;
+	c->aux = aux;
+	memset(res, 0, sizeof(*res));
+	res->status = IMAP_STATUS_NONE;
+	if (cl == NULL || imap_client_state(cl) == IMAP_CL_FAILED) {
+		snprintf(res->text, sizeof(res->text), "%s",
+		         cl != NULL ? imap_client_error(cl) : "not connected");
+		c->done = 1;
+		return -1;
+	}
+	if (imap_client_vcmdf(cl, call_done, untagged != NULL ? call_untagged : NULL,
+	                      literal != NULL ? call_literal : NULL, c, &error, fmt, ap) < 0) {
+		snprintf(res->text, sizeof(res->text), "%s", error);
+		c->done = 1;
+		return -1;
+	}
+	return 0;
+}
+
+int sy_cmd_send(struct sy_run *r, int i, struct sy_call *c, struct sy_res *res,
+                imap_untagged_cb *untagged, imap_literal_cb *literal, void *aux, const char *fmt,
+                ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vsend(r, i, c, res, untagged, literal, aux, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+enum imap_status sy_cmd_wait(struct sy_run *r, int i, struct sy_call *c)
+{
+	if (!c->done && imap_client_wait(r->side[i].cl, &c->done) < 0 && !c->done)
+		snprintf(c->res->text, sizeof(c->res->text), "event loop ended");
+	return c->res->status;
 }
 
 enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagged_cb *untagged,
                         imap_literal_cb *literal, void *aux, const char *fmt, ...)
 {
 	struct sy_res local;
-	struct call c = {0, res != NULL ? res : &local, untagged, literal, aux};
-	struct imap_client *cl = r->side[i].cl;
-	const char *error;
+	struct sy_call c;
 	va_list ap;
 	int rc;
 
-	memset(c.res, 0, sizeof(*c.res));
-	c.res->status = IMAP_STATUS_NONE;
-	if (cl == NULL || imap_client_state(cl) == IMAP_CL_FAILED) {
-		snprintf(c.res->text, sizeof(c.res->text), "%s",
-		         cl != NULL ? imap_client_error(cl) : "not connected");
-		return IMAP_STATUS_NONE;
-	}
 	va_start(ap, fmt);
-	rc = imap_client_vcmdf(cl, call_done, untagged != NULL ? call_untagged : NULL,
-	                       literal != NULL ? call_literal : NULL, &c, &error, fmt, ap);
+	rc = vsend(r, i, &c, res != NULL ? res : &local, untagged, literal, aux, fmt, ap);
 	va_end(ap);
-	if (rc < 0) {
-		snprintf(c.res->text, sizeof(c.res->text), "%s", error);
+	if (rc < 0)
 		return IMAP_STATUS_NONE;
-	}
-	if (imap_client_wait(cl, &c.done) < 0 && !c.done)
-		snprintf(c.res->text, sizeof(c.res->text), "event loop ended");
-	return c.res->status;
+	return sy_cmd_wait(r, i, &c);
 }
 
 /* --- connect and login --- */

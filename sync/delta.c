@@ -206,19 +206,26 @@ static int read_host1(struct delta *d, const struct sy_folder *f, const struct s
                       int qresync)
 {
 	struct sy_run *r = d->r;
-	struct sy_res res;
+	struct sy_res res, enres;
+	struct sy_call en;
 	enum imap_status st;
+	int enabling = 0;
 
 	if (qresync && !r->side[0].qresync) {
-		if (sy_cmd(r, 0, &res, NULL, NULL, NULL, "ENABLE QRESYNC") != IMAP_STATUS_OK)
-			return 1;
-		r->side[0].qresync = 1;
+		/* pipelined with the EXAMINE: if ENABLE failed, so does it */
+		sy_cmd_send(r, 0, &en, &enres, NULL, NULL, NULL, "ENABLE QRESYNC");
+		enabling = 1;
 	}
 	if (qresync)
 		st = sy_cmd(r, 0, &res, on_examine, NULL, d, "EXAMINE %m (QRESYNC (%u %U))",
 		            f->name1, b->was[0].uidvalidity, b->was[0].highestmodseq);
 	else
 		st = sy_cmd(r, 0, &res, on_examine, NULL, d, "EXAMINE %m", f->name1);
+	if (enabling) {
+		if (sy_cmd_wait(r, 0, &en) != IMAP_STATUS_OK)
+			return 1; /* no QRESYNC after all: the full pass */
+		r->side[0].qresync = 1;
+	}
 	if (st != IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,
 		         res.text);
@@ -368,7 +375,8 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	uint64_t nnew = 0, nvanished = 0, nflags = 0;
 	const struct imap_caps *c1, *c2;
 	char pos[32], n1[300], n2[300];
-	struct sy_res res;
+	struct sy_res res2;
+	struct sy_call sel2;
 	int qresync, rc, done = 1, listed = 0;
 
 	if (r->st == NULL || r->o->dry || r->o->justfolders || !f->exists2 ||
@@ -391,6 +399,8 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	d.r = r;
 	d.m1.r = m2.r = r;
 	m2.side = 1;
+	/* host2's SELECT travels while host1 is read */
+	sy_cmd_send(r, 1, &sel2, &res2, sy_on_select, NULL, &m2, "SELECT %m", f->name2);
 	rc = read_host1(&d, f, b, qresync);
 	if (rc != 0) {
 		done = rc < 0;
@@ -406,9 +416,9 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	}
 	if (!qresync && (listed = read_present(&d, f, b)) < 0)
 		goto out;
-	if (sy_cmd(r, 1, &res, sy_on_select, NULL, &m2, "SELECT %m", f->name2) != IMAP_STATUS_OK) {
+	if (sy_cmd_wait(r, 1, &sel2) != IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host2 folder %s: Could not select: %s", f->name2,
-		         res.text);
+		         res2.text);
 		goto out;
 	}
 	if (m2.uidvalidity != b->was[1].uidvalidity) {
@@ -493,6 +503,7 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	update_map(&d, f, &m2, map, nmap, gone);
 	r->folders_synced++;
 out:
+	sy_cmd_wait(r, 1, &sel2); /* its handler writes into m2 */
 	free(ix.slot);
 	free(gone);
 	free(map);

@@ -126,6 +126,22 @@ struct sy_res {
 enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagged_cb *untagged,
                         imap_literal_cb *literal, void *aux, const char *fmt, ...);
 
+/* The same in two steps, so that commands on both sides (or several on
+ * one) are in flight together: sy_cmd_send() queues (0, or -1 with
+ * res->text and the call already done), sy_cmd_wait() waits for its
+ * completion and returns the status. c and res must live until then. */
+struct sy_call {
+	int done;
+	struct sy_res *res;
+	imap_untagged_cb *untagged;
+	imap_literal_cb *literal;
+	void *aux;
+};
+int sy_cmd_send(struct sy_run *r, int i, struct sy_call *c, struct sy_res *res,
+                imap_untagged_cb *untagged, imap_literal_cb *literal, void *aux, const char *fmt,
+                ...);
+enum imap_status sy_cmd_wait(struct sy_run *r, int i, struct sy_call *c);
+
 /* --- folders.c --- */
 
 struct sy_folder {
