@@ -960,6 +960,134 @@ static void mark_empty(struct pctx *c, struct sy_plan *plan)
 	free(slots);
 }
 
+/* --- folders renamed on host1 (issue 4) --- */
+
+static void on_full_status(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct sy_fstatus *st = aux;
+	struct imap_status_info si;
+	const char *err;
+
+	(void)cl;
+	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0 ||
+	    imap_status_parse(msg, &si, &err) < 0)
+		return;
+	st->uidvalidity = si.uidvalidity;
+	st->uidnext = si.uidnext;
+	st->messages = si.messages;
+	st->highestmodseq = si.highestmodseq;
+	st->has_modseq = (si.have & IMAP_STATUS_HIGHESTMODSEQ) != 0;
+	st->valid = (si.have & IMAP_STATUS_UIDVALIDITY) != 0;
+}
+
+static int full_status(struct sy_run *r, int i, const char *name, struct sy_fstatus *st)
+{
+	memset(st, 0, sizeof(*st));
+	return sy_cmd(r, i, NULL, on_full_status, NULL, st,
+	              "STATUS %m (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)",
+	              name) == IMAP_STATUS_OK &&
+	                       st->valid
+	               ? 0
+	               : -1;
+}
+
+static int plan_has_name2(const struct sy_plan *plan, const char *name2)
+{
+	for (size_t k = 0; k < plan->n; k++) {
+		if (strcmp(plan->f[k].name2, name2) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * A host1 folder that host2 lacks, while the state knows a folder pair whose
+ * host1 side is gone and whose host2 side is still there, untouched since
+ * our last pass: when both host1 folders have the same UIDVALIDITY (a
+ * RENAME keeps it; a new folder gets a new one) and host1's UIDNEXT did not
+ * go back, host1 renamed it. Host2's folder is then renamed too, with its
+ * state and UID map, instead of being left behind while every message is
+ * uploaded again under the new name (imapsync's way). Anything less than
+ * certain leaves the usual create-and-copy path.
+ */
+static void detect_renames(struct pctx *c, struct sy_plan *plan)
+{
+	struct sy_run *r = c->r;
+	struct sy_state *st = r->st;
+	size_t ns = st != NULL ? sy_state_nfolders(st) : 0, ngone = 0;
+	size_t *gone;
+
+	if (ns == 0 || c->o->dry)
+		return;
+	gone = calloc(ns + 1, sizeof(*gone));
+	if (gone == NULL)
+		abort();
+	for (size_t k = 0; k < ns; k++) {
+		const char *n1, *n2;
+		struct sy_fstatus was[2];
+
+		if (sy_state_folder(st, k, &n1, &n2, was) == 0 && flist_find(&c->l[0], n1) < 0 &&
+		    flist_find(&c->l[1], n2) >= 0 && !plan_has_name2(plan, n2))
+			gone[ngone++] = k;
+	}
+	for (size_t m = 0; m < plan->n && ngone > 0 && !r->stop; m++) {
+		struct sy_folder *f = &plan->f[m];
+		struct sy_fstatus now1;
+
+		if (f->skip || f->exists2 || exists2(c, f->name2) ||
+		    full_status(r, 0, f->name1, &now1) < 0)
+			continue;
+		for (size_t g = 0; g < ngone; g++) {
+			const char *n1, *n2;
+			struct sy_fstatus was[2], now2;
+			struct sy_res res;
+			char *old1, *old2;
+
+			if (sy_state_folder(st, gone[g], &n1, &n2, was) < 0 ||
+			    was[0].uidvalidity != now1.uidvalidity ||
+			    now1.uidnext < was[0].uidnext || full_status(r, 1, n2, &now2) < 0 ||
+			    now2.uidvalidity != was[1].uidvalidity ||
+			    now2.uidnext != was[1].uidnext || now2.messages != was[1].messages ||
+			    now2.highestmodseq != was[1].highestmodseq)
+				continue;
+			old1 = strdup(n1);
+			old2 = strdup(n2);
+			if (old1 == NULL || old2 == NULL)
+				abort();
+			sy_out(r,
+			       "Host1: folder [%s] was renamed to [%s] (same UIDVALIDITY %u): "
+			       "renaming "
+			       "[%s] to [%s] on host2 instead of copying it again",
+			       old1, f->name1, now1.uidvalidity, old2, f->name2);
+			if (sy_cmd(r, 1, &res, NULL, NULL, NULL, "RENAME %m %m", old2, f->name2) ==
+			    IMAP_STATUS_OK) {
+				f->exists2 = 1;
+				made_add(c, f->name2);
+				sy_state_rename(st, old1, old2, f->name1, f->name2, r->side[0].sep,
+				                r->side[1].sep);
+				/* children moved with it on both sides */
+				for (size_t k = 0; k < plan->n; k++) {
+					size_t l2 = strlen(f->name2);
+
+					if (strncmp(plan->f[k].name2, f->name2, l2) == 0 &&
+					    plan->f[k].name2[l2] == r->side[1].sep &&
+					    r->side[1].sep != 0)
+						made_add(c, plan->f[k].name2);
+				}
+			} else {
+				sy_out(r,
+				       "Host2: could not rename [%s] to [%s]: %s; copying instead",
+				       old2, f->name2, res.text);
+			}
+			free(old1);
+			free(old2);
+			gone[g] = gone[--ngone];
+			break;
+		}
+	}
+	free(gone);
+}
+
 static void create_and_subscribe(struct pctx *c, struct sy_plan *plan)
 {
 	struct sy_run *r = c->r;
@@ -970,6 +1098,7 @@ static void create_and_subscribe(struct pctx *c, struct sy_plan *plan)
 
 	if (missing == NULL || idx == NULL || slots == NULL)
 		abort();
+	detect_renames(c, plan);
 	for (size_t k = 0; k < plan->n; k++) {
 		if (!plan->f[k].skip && !plan->f[k].exists2) {
 			idx[nmiss] = k;

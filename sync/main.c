@@ -429,6 +429,13 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	if (o->justconnect || o->justlogin)
 		return finish(r, 0);
+	/* the state is read before the folder plan: a folder renamed on host1
+	 * is recognised from it before its new name is created on host2 */
+	if (o->state && !o->dry && !o->justfolders && !o->justfoldersizes && !o->justfolderlists &&
+	    !o->justautomap) {
+		st = sy_state_load(r);
+		r->st = st;
+	}
 	{
 		/* --justfoldersizes creates nothing: plan as under --dry */
 		int dry = o->dry;
@@ -437,6 +444,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 			o->dry = 1;
 		if (sy_folders_plan(r, &plan) < 0) {
 			o->dry = dry;
+			r->st = NULL;
+			sy_state_free(&st);
 			return finish(r, sy_report(r));
 		}
 		o->dry = dry;
@@ -451,9 +460,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 		sy_plan_free(&plan);
 		return finish(r, 0);
 	}
-	if (o->state && !o->dry && !o->justfolders) {
-		st = sy_state_load(r);
-		r->st = st;
+	if (st != NULL) {
 		sy_out(r, "State file is %s ( --nostate to do without it )", sy_state_file(st));
 		before = calloc(plan.n + 1, sizeof(*before));
 		if (before == NULL)

@@ -392,6 +392,76 @@ void sy_state_forget(struct sy_state *s, const struct sy_folder *f)
 		e->st[0].valid = e->st[1].valid = 0; /* not written back */
 }
 
+size_t sy_state_nfolders(const struct sy_state *s)
+{
+	return s->n;
+}
+
+int sy_state_folder(const struct sy_state *s, size_t k, const char **name1_r, const char **name2_r,
+                    struct sy_fstatus st_r[2])
+{
+	if (k >= s->n || !s->f[k].st[0].valid || !s->f[k].st[1].valid)
+		return -1;
+	*name1_r = s->f[k].name1;
+	*name2_r = s->f[k].name2;
+	st_r[0] = s->f[k].st[0];
+	st_r[1] = s->f[k].st[1];
+	return 0;
+}
+
+/* name itself, or a child of it (name + sep + ...): the new name, else NULL */
+static char *renamed(const char *name, const char *old, const char *new, char sep)
+{
+	size_t ol = strlen(old);
+	char *out;
+
+	if (strncmp(name, old, ol) != 0 || (name[ol] != '\0' && (sep == 0 || name[ol] != sep)))
+		return NULL;
+	if (asprintf(&out, "%s%s", new, name + ol) < 0)
+		abort();
+	return out;
+}
+
+void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, const char *new1,
+                     const char *new2, char sep1, char sep2)
+{
+	/* copies: old1/old2 may be an entry's own names */
+	char *o1 = strdup(old1), *o2 = strdup(old2);
+
+	if (o1 == NULL || o2 == NULL)
+		abort();
+	for (size_t k = 0; k < s->n; k++) {
+		char *n1 = renamed(s->f[k].name1, o1, new1, sep1);
+		char *n2 = renamed(s->f[k].name2, o2, new2, sep2);
+
+		if (n1 != NULL && n2 != NULL) {
+			free(s->f[k].name1);
+			free(s->f[k].name2);
+			s->f[k].name1 = n1;
+			s->f[k].name2 = n2;
+		} else {
+			free(n1);
+			free(n2);
+		}
+	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		char *n1 = renamed(s->maps[k].name1, o1, new1, sep1);
+		char *n2 = renamed(s->maps[k].name2, o2, new2, sep2);
+
+		if (n1 != NULL && n2 != NULL) {
+			free(s->maps[k].name1);
+			free(s->maps[k].name2);
+			s->maps[k].name1 = n1;
+			s->maps[k].name2 = n2;
+		} else {
+			free(n1);
+			free(n2);
+		}
+	}
+	free(o1);
+	free(o2);
+}
+
 int sy_state_save(struct sy_run *r, struct sy_state *s)
 {
 	char *tmp = malloc(strlen(s->path) + 8), *dir = strdup(s->path), *slash;

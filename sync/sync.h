@@ -209,6 +209,16 @@ void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct
                      const uint64_t counts[3]);
 /* After a pass with errors: the folder gets a full pass next time. */
 void sy_state_forget(struct sy_state *s, const struct sy_folder *f);
+/* The folder pairs of the state: their number, and the k-th's names and
+ * statuses (borrowed until the state changes); -1 when k is out of range
+ * or the entry was forgotten. */
+size_t sy_state_nfolders(const struct sy_state *s);
+int sy_state_folder(const struct sy_state *s, size_t k, const char **name1_r, const char **name2_r,
+                    struct sy_fstatus st_r[2]);
+/* A folder pair renamed on both sides: its state and UID map (and those of
+ * the folders below it, sep1/sep2 being the separators) follow the names. */
+void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, const char *new1,
+                     const char *new2, char sep1, char sep2);
 /* Writes the state (temp file, fsync, rename). Returns 0 or -1 (said). */
 int sy_state_save(struct sy_run *r, struct sy_state *s);
 const char *sy_state_file(const struct sy_state *s);

@@ -260,6 +260,44 @@ class SyncDelta(unittest.TestCase):
         rc, out = run_sync()
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
 
+    def test_folder_renamed_on_source(self):
+        """RENAME on host1 (with children): host2's folders are renamed too,
+        nothing is uploaded again, nothing is left behind."""
+        imap = src_imap()
+        try:
+            fh.imap_check(imap.rename("Projects.2024", "Projects.2025"), "RENAME")
+        finally:
+            imap.logout()
+        rc, out = run_sync("--debugimap")
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertIn("Host1: folder [Projects.2024] was renamed to [Projects.2025]", out,
+                      out[-3000:])
+        self.assertRegex(out, r"C: \S+ RENAME Projects/2024 Projects/2025", out[-3000:])
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        self.assertIsNone(re.search(r"C: \S+ UID FETCH [0-9:,]+ \(BODY\.PEEK\[\]\)", out))
+        self.assert_identical()
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+
+    def test_new_folder_with_a_reused_name_is_not_a_rename(self):
+        """A folder deleted on host1 and another one created: different
+        UIDVALIDITY, so no rename (and nothing deleted on host2)."""
+        imap = src_imap()
+        try:
+            fh.imap_check(imap.delete("Projects.2024.Q2"), "DELETE")
+            fh.imap_check(imap.create("Projects.2024.Q3"), "CREATE")
+            fh.imap_check(imap.append("Projects.2024.Q3", None, None, message(5, "q3")), "APPEND")
+        finally:
+            imap.logout()
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-4000:])
+        self.assertNotIn("was renamed", out, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        diffs = fh.compare(ENV, USER, "src", USER, "dst")
+        self.assertEqual({"folder-extra"}, {d.kind for d in diffs if "Q2" in d.folder},
+                         [str(d) for d in diffs])
+
     def test_nodelta_means_full_pass(self):
         self.change_source()
         rc, out = run_sync("--nodelta", "--debugimap")
