@@ -30,12 +30,18 @@ struct px_marks_settings {
 	unsigned timeout_ms;   /* per command and connect; default 1000 */
 	size_t ring_max;       /* marks kept while Redis is away; default 65536 */
 	unsigned debounce_high_ms, debounce_low_ms; /* defaults RK_DEBOUNCE_* */
+	/* Users remembered after ring overflow (each gets one RK_FOLDER_ALL
+	 * mark); past this, RK_KEY_SWEEP_ALL is set instead. Default 1024. */
+	size_t overflow_users_max;
 };
 
 /* Creates the marker (connects in the background). set is copied. */
 struct px_marks *px_marks_new(struct event_base *base, const struct px_marks_settings *set);
 /* Flushes nothing more; frees at once (pending marks are lost; call
- * px_marks_drain first for a graceful shutdown). Accepts NULL. */
+ * px_marks_drain first for a graceful shutdown). Accepts NULL. Route
+ * requests still pending get their callback from inside px_marks_free
+ * (status -1, or their answer if it had arrived); px_marks_route() called
+ * from such a callback returns NULL and never calls back. */
 void px_marks_free(struct px_marks **m);
 /* Graceful shutdown: calls cb once the ring is empty and every sent mark is
  * answered, or after timeout_ms. */
@@ -67,7 +73,8 @@ void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r
 typedef void px_route_cb(int status, enum rk_route_state state, uint64_t epoch,
                          const char *upstream, void *aux);
 /* Returns a handle to cancel with px_marks_route_cancel (e.g. the client
- * went away); after cancel, cb is never called. */
+ * went away); after cancel, cb is never called. The handle is valid until cb
+ * fires or it is cancelled. user is copied. */
 struct px_route_req;
 struct px_route_req *px_marks_route(struct px_marks *m, const char *user, px_route_cb *cb,
                                     void *aux);

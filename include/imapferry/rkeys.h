@@ -38,6 +38,9 @@
 #define RK_FOLDER_ALL "*"
 #define RK_PREFIX "rep:"
 #define RK_CTL_CHANNEL "rep:ctl"
+/* STRING: set by a proxy to its clock (ms) when it lost marks it could not
+ * even remember per user: the daemon then checks every user (and DELs it). */
+#define RK_KEY_SWEEP_ALL "rep:sweep_all"
 
 /* Debounce (ms) added to "now" for a mark: high = new mail (APPEND, COPY,
  * MOVE, EXISTS), low = flags, expunges, tree changes. ZADD ... LT keeps the
@@ -65,7 +68,8 @@ int rk_key_map(char *buf, size_t size, const char *user, const char *folder);
 int rk_key_hint(char *buf, size_t size, const char *user);
 int rk_key_route(char *buf, size_t size, const char *user);
 
-/* Due-set member "user\tfolder". rk_member_split() parses one back: the
+/* Due-set member "user\tfolder" (-1 also when user is empty or holds a tab,
+ * or folder is empty: it could not split back). rk_member_split() parses one back: the
  * user and folder are slices of member (no copies); returns 0 or -1 when
  * there is no tab or either side is empty. */
 int rk_member(char *buf, size_t size, const char *user, const char *folder);
@@ -79,6 +83,9 @@ int rk_member_split(const char *member, size_t len, const char **user_r, size_t 
  * also the "INBOX" part of "inbox<sep>child" — RFC 3501 5.1: INBOX is
  * case-insensitive, its children are not renamed by it in Dovecot, so only
  * the first component is folded). sep = the hierarchy separator or 0.
+ * name[0..len) need not be NUL-terminated. A name that is not canonical
+ * modified UTF-7 is kept byte for byte (the daemon applies the same function
+ * to its LIST, so both sides still agree); -1 also for a NUL byte in name.
  */
 int rk_folder_canon(char *buf, size_t size, const char *name, size_t len, int utf8, char sep);
 

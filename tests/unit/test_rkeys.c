@@ -1,0 +1,361 @@
+/* Unit tests for rkeys.c: CRC16 against Redis Cluster, shard assignment, the
+ * key and member builders (including every too-small buffer), member
+ * splitting, folder canonicalisation and route state names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imapferry/rkeys.h"
+
+#define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* CLUSTER KEYSLOT answers of a Redis 7.0.15 started with cluster-enabled:
+ * the slot is crc16 % 16384, so our shard must be slot % 16. */
+static const struct {
+	const char *key;
+	unsigned slot;
+} slots[] = {
+        {"123456789", 12739}, /* 0x31C3, the test vector in the Cluster spec */
+        {"foo", 12182},       {"somekey", 11058}, {"hello", 866},
+        {"alice", 749},       {"bob", 8955},      {"user@example.org", 7640},
+};
+
+static void test_crc16(void **state)
+{
+	size_t i;
+
+	(void)state;
+	assert_int_equal(rk_crc16("123456789", 9), 0x31C3);
+	assert_int_equal(rk_crc16("", 0), 0);
+	for (i = 0; i < N_ELEMENTS(slots); i++) {
+		const char *k = slots[i].key;
+		unsigned got = rk_crc16(k, strlen(k)) % 16384u;
+
+		if (got != slots[i].slot)
+			fail_msg("crc16(%s) %% 16384: want %u, got %u", k, slots[i].slot, got);
+		assert_int_equal(rk_shard(k), slots[i].slot % RK_SHARDS);
+	}
+}
+
+/* The shard spreads users: 1000 synthetic users fill every shard, none with
+ * more than twice its share. */
+static void test_shard_spread(void **state)
+{
+	unsigned count[RK_SHARDS] = {0};
+	char user[32];
+	unsigned i;
+
+	(void)state;
+	for (i = 0; i < 1000; i++) {
+		snprintf(user, sizeof(user), "user%u@example.org", i);
+		assert_true(rk_shard(user) < RK_SHARDS);
+		count[rk_shard(user)]++;
+	}
+	for (i = 0; i < RK_SHARDS; i++) {
+		if (count[i] == 0 || count[i] > 2 * 1000 / RK_SHARDS)
+			fail_msg("shard %u got %u of 1000 users", i, count[i]);
+	}
+}
+
+enum kind {
+	K_DUE,
+	K_INFLIGHT,
+	K_OWNER,
+	K_FENCE,
+	K_POLL,
+	K_STATE,
+	K_MAP,
+	K_HINT,
+	K_ROUTE,
+	K_MEMBER
+};
+
+static int build(enum kind k, char *buf, size_t size, unsigned shard, const char *user,
+                 const char *folder)
+{
+	switch (k) {
+	case K_DUE:
+		return rk_key_due(buf, size, shard);
+	case K_INFLIGHT:
+		return rk_key_inflight(buf, size, shard);
+	case K_OWNER:
+		return rk_key_owner(buf, size, shard);
+	case K_FENCE:
+		return rk_key_fence(buf, size, shard);
+	case K_POLL:
+		return rk_key_poll(buf, size, shard);
+	case K_STATE:
+		return rk_key_state(buf, size, user);
+	case K_MAP:
+		return rk_key_map(buf, size, user, folder);
+	case K_HINT:
+		return rk_key_hint(buf, size, user);
+	case K_ROUTE:
+		return rk_key_route(buf, size, user);
+	case K_MEMBER:
+		return rk_member(buf, size, user, folder);
+	}
+	return -2;
+}
+
+/* alice is in slot 749 -> shard 13; bob 8955 -> shard 11. */
+static const struct {
+	const char *name;
+	enum kind kind;
+	unsigned shard;
+	const char *user, *folder;
+	const char *want; /* NULL: the builder refuses (-1) */
+} keys[] = {
+        {"due 0", K_DUE, 0, NULL, NULL, "rep:{0}:due"},
+        {"due 15", K_DUE, 15, NULL, NULL, "rep:{15}:due"},
+        {"inflight", K_INFLIGHT, 3, NULL, NULL, "rep:{3}:inflight"},
+        {"owner", K_OWNER, 3, NULL, NULL, "rep:{3}:owner"},
+        {"fence", K_FENCE, 3, NULL, NULL, "rep:{3}:fence"},
+        {"poll", K_POLL, 7, NULL, NULL, "rep:{7}:poll"},
+        {"state", K_STATE, 0, "alice", NULL, "rep:{13}:st:alice"},
+        {"map", K_MAP, 0, "alice", "INBOX", "rep:{13}:map:alice:INBOX"},
+        {"map utf8", K_MAP, 0, "bob",
+         "Entw\xc3\xbc"
+         "rfe",
+         "rep:{11}:map:bob:Entw\xc3\xbcrfe"},
+        {"hint", K_HINT, 0, "bob", NULL, "rep:{11}:hint:bob"},
+        {"route", K_ROUTE, 0, "bob", NULL, "rep:route:bob"},
+        {"member", K_MEMBER, 0, "alice", "INBOX", "alice\tINBOX"},
+        {"member all", K_MEMBER, 0, "alice", RK_FOLDER_ALL, "alice\t*"},
+        {"member folder tab", K_MEMBER, 0, "alice", "a\tb", "alice\ta\tb"},
+        {"member empty user", K_MEMBER, 0, "", "INBOX", NULL},
+        {"member empty folder", K_MEMBER, 0, "alice", "", NULL},
+        {"member tab in user", K_MEMBER, 0, "al\tice", "INBOX", NULL},
+};
+
+static void test_keys(void **state)
+{
+	char buf[256];
+	size_t i, size;
+
+	(void)state;
+	for (i = 0; i < N_ELEMENTS(keys); i++) {
+		int n = build(keys[i].kind, buf, sizeof(buf), keys[i].shard, keys[i].user,
+		              keys[i].folder);
+
+		if (keys[i].want == NULL) {
+			if (n != -1)
+				fail_msg("%s: want -1, got %d \"%s\"", keys[i].name, n, buf);
+			continue;
+		}
+		if (n < 0 || strcmp(buf, keys[i].want) != 0 || (size_t)n != strlen(keys[i].want))
+			fail_msg("%s: want \"%s\", got %d \"%s\"", keys[i].name, keys[i].want, n,
+			         n < 0 ? "" : buf);
+		/* Every size below len + 1 refuses; exactly len + 1 fits. */
+		for (size = 0; size <= (size_t)n; size++) {
+			char *small = malloc(size > 0 ? size : 1);
+
+			assert_non_null(small);
+			if (build(keys[i].kind, small, size, keys[i].shard, keys[i].user,
+			          keys[i].folder) != -1)
+				fail_msg("%s: size %zu should not fit", keys[i].name, size);
+			free(small);
+		}
+		{
+			char *exact = malloc((size_t)n + 1);
+
+			assert_non_null(exact);
+			assert_int_equal(build(keys[i].kind, exact, (size_t)n + 1, keys[i].shard,
+			                       keys[i].user, keys[i].folder),
+			                 n);
+			assert_string_equal(exact, keys[i].want);
+			free(exact);
+		}
+	}
+}
+
+static const struct {
+	const char *member;
+	int ok;
+	const char *user, *folder;
+} splits[] = {
+        {"alice\tINBOX", 1, "alice", "INBOX"},
+        {"alice\t*", 1, "alice", "*"},
+        {"alice\ta\tb", 1, "alice", "a\tb"}, /* the first tab splits */
+        {"u@x.org\tSent/2024", 1, "u@x.org", "Sent/2024"},
+        {"alice", 0, NULL, NULL},
+        {"\tINBOX", 0, NULL, NULL},
+        {"alice\t", 0, NULL, NULL},
+        {"", 0, NULL, NULL},
+};
+
+static void test_member_split(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < N_ELEMENTS(splits); i++) {
+		/* An exact-size heap copy: ASan catches a read past len. */
+		size_t len = strlen(splits[i].member);
+		char *m = malloc(len > 0 ? len : 1);
+		const char *u = NULL, *f = NULL;
+		size_t ulen = 0, flen = 0;
+		int rc;
+
+		assert_non_null(m);
+		memcpy(m, splits[i].member, len);
+		rc = rk_member_split(m, len, &u, &ulen, &f, &flen);
+		if (!splits[i].ok) {
+			if (rc != -1)
+				fail_msg("split #%zu: want -1", i);
+		} else {
+			if (rc != 0 || ulen != strlen(splits[i].user) ||
+			    memcmp(u, splits[i].user, ulen) != 0 ||
+			    flen != strlen(splits[i].folder) ||
+			    memcmp(f, splits[i].folder, flen) != 0)
+				fail_msg("split #%zu: got %d \"%.*s\" \"%.*s\"", i, rc, (int)ulen,
+				         u ? u : "", (int)flen, f ? f : "");
+			assert_ptr_equal(u, m);
+		}
+		free(m);
+	}
+}
+
+/* Member round trip: split(member(u, f)) == (u, f). */
+static void test_member_roundtrip(void **state)
+{
+	static const char *const users[] = {"alice", "u@example.org", "x"};
+	static const char *const folders[] = {"INBOX", "*", "a b", "a\tb", "\xc3\xa4"};
+	char buf[64];
+	size_t i, j;
+
+	(void)state;
+	for (i = 0; i < N_ELEMENTS(users); i++) {
+		for (j = 0; j < N_ELEMENTS(folders); j++) {
+			const char *u, *f;
+			size_t ul, fl;
+			int n = rk_member(buf, sizeof(buf), users[i], folders[j]);
+
+			assert_true(n > 0);
+			assert_int_equal(rk_member_split(buf, (size_t)n, &u, &ul, &f, &fl), 0);
+			assert_int_equal(ul, strlen(users[i]));
+			assert_memory_equal(u, users[i], ul);
+			assert_int_equal(fl, strlen(folders[j]));
+			assert_memory_equal(f, folders[j], fl);
+		}
+	}
+}
+
+static const struct {
+	const char *name;
+	const char *in;
+	size_t len; /* 0: strlen(in) */
+	int utf8;
+	char sep;
+	const char *want; /* NULL: -1 */
+} canons[] = {
+        {"plain", "Sent", 0, 0, '/', "Sent"},
+        {"mutf7 umlaut", "&AOQ-", 0, 0, '/', "\xc3\xa4"},
+        {"mutf7 inside", "Entw&APw-rfe", 0, 0, '.', "Entw\xc3\xbcrfe"},
+        {"mutf7 ampersand", "a&-b", 0, 0, '/', "a&b"},
+        {"mutf7 astral", "&2D3eAA-", 0, 0, '/', "\xf0\x9f\x98\x80"},
+        {"inbox lower", "inbox", 0, 0, '/', "INBOX"},
+        {"inbox mixed", "InBoX", 0, 0, '.', "INBOX"},
+        {"inbox upper", "INBOX", 0, 0, 0, "INBOX"},
+        {"inbox child dot", "inbox.child", 0, 0, '.', "INBOX.child"},
+        {"inbox child keeps case", "inbox.Child.inbox", 0, 0, '.', "INBOX.Child.inbox"},
+        {"inbox child slash", "Inbox/x", 0, 0, '/', "INBOX/x"},
+        {"inbox other sep not folded", "inbox.child", 0, 0, '/', "inbox.child"},
+        {"inbox no sep not folded", "inbox.child", 0, 0, 0, "inbox.child"},
+        {"inboxes not folded", "inboxes", 0, 0, '/', "inboxes"},
+        {"inbo not folded", "inbo", 0, 0, '/', "inbo"},
+        {"inbox child mutf7", "inbox/&AOQ-", 0, 0, '/', "INBOX/\xc3\xa4"},
+        {"utf8 passthrough", "\xc3\xa4/&AOQ-", 0, 1, '/', "\xc3\xa4/&AOQ-"},
+        {"utf8 inbox", "inbox/\xc3\xa4", 0, 1, '/', "INBOX/\xc3\xa4"},
+        /* Invalid modified UTF-7 is kept byte for byte (see rkeys.c). */
+        {"bad mutf7 unterminated", "a&b", 0, 0, '/', "a&b"},
+        {"bad mutf7 noncanonical", "&AGE-", 0, 0, '/', "&AGE-"},
+        {"bad mutf7 8bit", "\xc3\xa4", 0, 0, '/', "\xc3\xa4"},
+        {"bad mutf7 inbox", "inbox/&Jjo", 0, 0, '/', "INBOX/&Jjo"},
+        {"empty", "", 0, 0, '/', ""},
+        {"embedded NUL", "a\0b", 3, 0, '/', NULL},
+        {"embedded NUL utf8", "a\0b", 3, 1, '/', NULL},
+};
+
+static void test_folder_canon(void **state)
+{
+	char buf[128];
+	size_t i, size;
+
+	(void)state;
+	for (i = 0; i < N_ELEMENTS(canons); i++) {
+		size_t len = canons[i].len ? canons[i].len : strlen(canons[i].in);
+		char *in = malloc(len > 0 ? len : 1); /* not NUL-terminated */
+		int n;
+
+		assert_non_null(in);
+		memcpy(in, canons[i].in, len);
+		n = rk_folder_canon(buf, sizeof(buf), in, len, canons[i].utf8, canons[i].sep);
+		if (canons[i].want == NULL) {
+			if (n != -1)
+				fail_msg("%s: want -1, got %d", canons[i].name, n);
+			free(in);
+			continue;
+		}
+		if (n < 0 || (size_t)n != strlen(canons[i].want) ||
+		    strcmp(buf, canons[i].want) != 0)
+			fail_msg("%s: want \"%s\", got %d \"%s\"", canons[i].name, canons[i].want,
+			         n, n < 0 ? "" : buf);
+		for (size = 0; size <= (size_t)n; size++) {
+			char *small = malloc(size > 0 ? size : 1);
+
+			assert_non_null(small);
+			if (rk_folder_canon(small, size, in, len, canons[i].utf8, canons[i].sep) !=
+			    -1)
+				fail_msg("%s: size %zu should not fit", canons[i].name, size);
+			free(small);
+		}
+		free(in);
+	}
+}
+
+static void test_route_state(void **state)
+{
+	static const struct {
+		const char *s;
+		int rc;
+		enum rk_route_state want;
+	} cases[] = {
+	        {"SRC", 0, RK_ROUTE_SRC},    {"FREEZE", 0, RK_ROUTE_FREEZE},
+	        {"DST", 0, RK_ROUTE_DST},    {"src", -1, RK_ROUTE_SRC},
+	        {"", -1, RK_ROUTE_SRC},      {"DSTX", -1, RK_ROUTE_SRC},
+	        {"FREEZ", -1, RK_ROUTE_SRC},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < N_ELEMENTS(cases); i++) {
+		enum rk_route_state st = RK_ROUTE_STATE_COUNT;
+		int rc = rk_route_state_parse(cases[i].s, &st);
+
+		if (rc != cases[i].rc || (rc == 0 && st != cases[i].want))
+			fail_msg("parse \"%s\": got %d/%d", cases[i].s, rc, (int)st);
+		if (rc == 0)
+			assert_string_equal(rk_route_state_names[st], cases[i].s);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_crc16),
+	        cmocka_unit_test(test_shard_spread),
+	        cmocka_unit_test(test_keys),
+	        cmocka_unit_test(test_member_split),
+	        cmocka_unit_test(test_member_roundtrip),
+	        cmocka_unit_test(test_folder_canon),
+	        cmocka_unit_test(test_route_state),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
