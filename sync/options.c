@@ -351,6 +351,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_VAR] = {"var", NULL, T_LIST(var), NULL, NULL, NA, SY_G_INTERNAL, NULL, "imapsync test variables"},
 	[SY_OPT_STATE] = {"state", NULL, T_NEG(state), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: remember each folder's state in tmpdir and skip unchanged folders (--nostate: imapsync's stateless runs)"},
 	[SY_OPT_DELTA] = {"delta", NULL, T_NEG(delta), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: with --state, read only what changed in a changed folder (QRESYNC/CONDSTORE + the UID map; --nodelta: a full pass)"},
+	[SY_OPT_REDIS] = {"redis", NULL, T_STR(redis), NULL, NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: keep the state in Redis (HOST:PORT or a socket path) instead of tmpdir, under the key schema the proxy and daemon share"},
 };
 /* clang-format on */
 _Static_assert(sizeof(opts) / sizeof(opts[0]) == SY_OPT_COUNT, "one descriptor per option id");

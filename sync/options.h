@@ -341,6 +341,7 @@ enum sy_opt {
 	/* imapferry's own */
 	SY_OPT_STATE,
 	SY_OPT_DELTA,
+	SY_OPT_REDIS,
 	SY_OPT_COUNT
 };
 
@@ -426,8 +427,9 @@ struct sy_options {
 	int testslive6, exitonload, dockercontext, memorystress;
 
 	/* imapferry's own */
-	int state; /* --state (default on): per-folder state, skip unchanged folders */
-	int delta; /* --delta (default on): incremental passes of changed folders */
+	int state;   /* --state (default on): per-folder state, skip unchanged folders */
+	int delta;   /* --delta (default on): incremental passes of changed folders */
+	char *redis; /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
 	double simulong;
 	long long buffersize;
 	struct sy_strlist testsunit, var;

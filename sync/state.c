@@ -24,8 +24,10 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 
 #include "imapferry/resp.h"
+#include "imapferry/rkeys.h"
 #include "sync.h"
 
 #define STATE_MAGIC "imapferry-state 1"
@@ -242,55 +244,37 @@ void sy_state_map_put(struct sy_state *s, const struct sy_folder *f, uint32_t uv
 	m->uv2 = uv2;
 }
 
-struct sy_state *sy_state_load(struct sy_run *r)
+static void clear_folders(struct sy_state *s)
 {
-	struct sy_state *s = calloc(1, sizeof(*s));
-	char *line = NULL, n1[2048], n2[2048];
-	size_t linecap = 0;
-	FILE *fp;
-	int lineno = 0;
-
-	if (s == NULL)
-		abort();
-	s->path = state_path(r);
-	fp = fopen(s->path, "r");
-	if (fp == NULL) {
-		if (errno != ENOENT)
-			sy_out(r, "State: cannot read %s (%s): a full pass over every folder",
-			       s->path, strerror(errno));
-		return s;
+	for (size_t k = 0; k < s->n; k++) {
+		free(s->f[k].name1);
+		free(s->f[k].name2);
 	}
-	while (getline(&line, &linecap, fp) > 0) {
-		struct sy_fstate f, *e;
-		unsigned long long h1, h2, a, b, c;
+	s->n = 0;
+}
 
-		lineno++;
-		if (lineno == 1) {
-			if (strncmp(line, STATE_MAGIC, strlen(STATE_MAGIC)) != 0)
-				break;
-			continue;
-		}
-		if (line[0] == 'M') {
-			if (load_map(s, line) < 0) {
-				sy_out(r, "State: %s:%d: a bad UID map line, ignored", s->path,
-				       lineno);
-			}
-			continue;
-		}
-		memset(&f, 0, sizeof(f));
-		if (sscanf(line, "F %2047s %2047s %u %u %u %llu %u %u %u %llu %llu %llu %llu", n1,
-		           n2, &f.st[0].uidvalidity, &f.st[0].uidnext, &f.st[0].messages, &h1,
-		           &f.st[1].uidvalidity, &f.st[1].uidnext, &f.st[1].messages, &h2, &a, &b,
-		           &c) != 13) {
-			sy_out(r, "State: %s:%d is corrupt; ignoring the state (a full pass)",
-			       s->path, lineno);
-			for (size_t k = 0; k < s->n; k++) {
-				free(s->f[k].name1);
-				free(s->f[k].name2);
-			}
-			s->n = 0;
-			break;
-		}
+/* One "F ..." or "M ..." line into s: 0, 1 for a bad map line (ignored: a
+ * full identification of that folder), -1 for a corrupt folder line. */
+static int load_line(struct sy_state *s, char *line)
+{
+	struct sy_fstate f, *e;
+	unsigned long long h1, h2, a, b, c;
+	char *n1, *n2;
+	int rc = 0;
+
+	if (line[0] == 'M')
+		return load_map(s, line) < 0 ? 1 : 0;
+	n1 = malloc(strlen(line) + 1);
+	n2 = malloc(strlen(line) + 1);
+	if (n1 == NULL || n2 == NULL)
+		abort();
+	memset(&f, 0, sizeof(f));
+	if (sscanf(line, "F %s %s %u %u %u %llu %u %u %u %llu %llu %llu %llu", n1, n2,
+	           &f.st[0].uidvalidity, &f.st[0].uidnext, &f.st[0].messages, &h1,
+	           &f.st[1].uidvalidity, &f.st[1].uidnext, &f.st[1].messages, &h2, &a, &b,
+	           &c) != 13) {
+		rc = -1;
+	} else {
 		e = add(s);
 		*e = f;
 		e->st[0].highestmodseq = h1;
@@ -302,10 +286,63 @@ struct sy_state *sy_state_load(struct sy_run *r)
 		e->name1 = get_name(n1);
 		e->name2 = get_name(n2);
 	}
+	free(n1);
+	free(n2);
+	return rc;
+}
+
+static void load_file(struct sy_run *r, struct sy_state *s)
+{
+	char *line = NULL;
+	size_t linecap = 0;
+	FILE *fp;
+	int lineno = 0;
+
+	s->path = state_path(r);
+	fp = fopen(s->path, "r");
+	if (fp == NULL) {
+		if (errno != ENOENT)
+			sy_out(r, "State: cannot read %s (%s): a full pass over every folder",
+			       s->path, strerror(errno));
+		return;
+	}
+	while (getline(&line, &linecap, fp) > 0) {
+		int rc;
+
+		lineno++;
+		if (lineno == 1) {
+			if (strncmp(line, STATE_MAGIC, strlen(STATE_MAGIC)) != 0)
+				break;
+			continue;
+		}
+		rc = load_line(s, line);
+		if (rc > 0)
+			sy_out(r, "State: %s:%d: a bad UID map line, ignored", s->path, lineno);
+		if (rc < 0) {
+			sy_out(r, "State: %s:%d is corrupt; ignoring the state (a full pass)",
+			       s->path, lineno);
+			clear_folders(s);
+			break;
+		}
+	}
 	if (lineno > 0 && s->n == 0 && s->nmaps == 0)
 		sy_out(r, "State: %s is not an imapferry state file; ignoring it", s->path);
 	free(line);
 	fclose(fp);
+}
+
+static void load_redis(struct sy_run *r, struct sy_state *s);
+
+struct sy_state *sy_state_load(struct sy_run *r)
+{
+	struct sy_state *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		abort();
+	if (r->o->redis != NULL)
+		load_redis(r, s);
+	else
+		load_file(r, s);
 	return s;
 }
 
@@ -462,7 +499,39 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 	free(o2);
 }
 
-int sy_state_save(struct sy_run *r, struct sy_state *s)
+static void write_folder(FILE *fp, const struct sy_fstate *e)
+{
+	fputs("F ", fp);
+	put_name(fp, e->name1);
+	fputc(' ', fp);
+	put_name(fp, e->name2);
+	fprintf(fp, " %u %u %u %llu %u %u %u %llu %llu %llu %llu\n", e->st[0].uidvalidity,
+	        e->st[0].uidnext, e->st[0].messages, (unsigned long long)e->st[0].highestmodseq,
+	        e->st[1].uidvalidity, e->st[1].uidnext, e->st[1].messages,
+	        (unsigned long long)e->st[1].highestmodseq, (unsigned long long)e->ident1,
+	        (unsigned long long)e->ident2, (unsigned long long)e->in2not1);
+}
+
+static void write_map(FILE *fp, const struct sy_umap *m)
+{
+	fputs("M ", fp);
+	put_name(fp, m->name1);
+	fputc(' ', fp);
+	put_name(fp, m->name2);
+	fprintf(fp, " %u %u %zu", m->uv1, m->uv2, m->n);
+	for (size_t i = 0; i < m->n;) {
+		size_t len = 1;
+
+		while (i + len < m->n && m->pairs[i + len].uid1 == m->pairs[i].uid1 + len &&
+		       m->pairs[i + len].uid2 == m->pairs[i].uid2 + len)
+			len++;
+		fprintf(fp, " %u:%u:%zu", m->pairs[i].uid1, m->pairs[i].uid2, len);
+		i += len;
+	}
+	fputc('\n', fp);
+}
+
+static int save_file(struct sy_run *r, struct sy_state *s)
 {
 	char *tmp = malloc(strlen(s->path) + 8), *dir = strdup(s->path), *slash;
 	FILE *fp;
@@ -494,36 +563,10 @@ int sy_state_save(struct sy_run *r, struct sy_state *s)
 		 * are kept: a later full run can still skip them. */
 		if (!e->st[0].valid || !e->st[1].valid)
 			continue; /* not synced cleanly */
-		fputs("F ", fp);
-		put_name(fp, e->name1);
-		fputc(' ', fp);
-		put_name(fp, e->name2);
-		fprintf(fp, " %u %u %u %llu %u %u %u %llu %llu %llu %llu\n", e->st[0].uidvalidity,
-		        e->st[0].uidnext, e->st[0].messages,
-		        (unsigned long long)e->st[0].highestmodseq, e->st[1].uidvalidity,
-		        e->st[1].uidnext, e->st[1].messages,
-		        (unsigned long long)e->st[1].highestmodseq, (unsigned long long)e->ident1,
-		        (unsigned long long)e->ident2, (unsigned long long)e->in2not1);
+		write_folder(fp, e);
 	}
-	for (size_t k = 0; k < s->nmaps; k++) {
-		const struct sy_umap *m = &s->maps[k];
-
-		fputs("M ", fp);
-		put_name(fp, m->name1);
-		fputc(' ', fp);
-		put_name(fp, m->name2);
-		fprintf(fp, " %u %u %zu", m->uv1, m->uv2, m->n);
-		for (size_t i = 0; i < m->n;) {
-			size_t len = 1;
-
-			while (i + len < m->n && m->pairs[i + len].uid1 == m->pairs[i].uid1 + len &&
-			       m->pairs[i + len].uid2 == m->pairs[i].uid2 + len)
-				len++;
-			fprintf(fp, " %u:%u:%zu", m->pairs[i].uid1, m->pairs[i].uid2, len);
-			i += len;
-		}
-		fputc('\n', fp);
-	}
+	for (size_t k = 0; k < s->nmaps; k++)
+		write_map(fp, &s->maps[k]);
 	ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
 	ok = fclose(fp) == 0 && ok;
 	if (!ok || rename(tmp, s->path) != 0) {
@@ -542,6 +585,215 @@ int sy_state_save(struct sy_run *r, struct sy_state *s)
 	free(tmp);
 	free(dir);
 	return 0;
+}
+
+/* --- the state in Redis (--redis): rep:{s}:st:<user1> holds one field per
+ * folder pair (its "F" line) and "_pair" (whose state it is);
+ * rep:{s}:map:<user1>:<host1 folder> holds the folder's "M" line. The
+ * whole state is replaced in one MULTI/EXEC, so a crash leaves the old state
+ * or the new one. --- */
+
+#define PAIR_FIELD "_pair"
+
+static redisContext *redis_open(struct sy_run *r)
+{
+	const char *spec = r->o->redis;
+	struct timeval tv = {2, 0};
+	redisContext *c;
+
+	if (spec[0] == '/') {
+		c = redisConnectUnixWithTimeout(spec, tv);
+	} else {
+		char host[256];
+		const char *colon = strrchr(spec, ':');
+		int port = colon != NULL ? atoi(colon + 1) : 6379;
+		size_t hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
+
+		if (hl >= sizeof(host))
+			hl = sizeof(host) - 1;
+		memcpy(host, spec, hl);
+		host[hl] = '\0';
+		c = redisConnectWithTimeout(host, port, tv);
+	}
+	if (c == NULL || c->err) {
+		sy_out(r, "State: cannot reach Redis at %s (%s)", spec,
+		       c != NULL ? c->errstr : "out of memory");
+		redisFree(c);
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	return c;
+}
+
+static char *pair_value(const struct sy_run *r)
+{
+	char *v;
+
+	if (asprintf(&v, "%s %s %s", STATE_MAGIC,
+	             r->o->acc[0].user != NULL ? r->o->acc[0].user : "",
+	             r->o->acc[1].user != NULL ? r->o->acc[1].user : "") < 0)
+		abort();
+	return v;
+}
+
+static void load_redis(struct sy_run *r, struct sy_state *s)
+{
+	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
+	char key[1024], *pair = pair_value(r);
+	redisContext *c;
+	redisReply *rep;
+	size_t nf;
+
+	if (rk_key_state(key, sizeof(key), user) < 0 ||
+	    asprintf(&s->path, "redis %s key %s", r->o->redis, key) < 0)
+		abort();
+	if ((c = redis_open(r)) == NULL) {
+		free(pair);
+		return;
+	}
+	rep = redisCommand(c, "HGETALL %s", key);
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+		sy_out(r, "State: cannot read %s (%s): a full pass over every folder", s->path,
+		       rep == NULL ? c->errstr : "not a hash");
+		goto out;
+	}
+	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+		const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+
+		if (f->type == REDIS_REPLY_STRING && strcmp(f->str, PAIR_FIELD) == 0 &&
+		    (v->type != REDIS_REPLY_STRING || strcmp(v->str, pair) != 0)) {
+			sy_out(r, "State: %s belongs to another account pair (%s); ignoring it",
+			       s->path, v->type == REDIS_REPLY_STRING ? v->str : "?");
+			clear_folders(s);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+		const redisReply *f = rep->element[i], *v = rep->element[i + 1];
+
+		if (f->type != REDIS_REPLY_STRING || strcmp(f->str, PAIR_FIELD) == 0 ||
+		    v->type != REDIS_REPLY_STRING)
+			continue;
+		if (load_line(s, v->str) != 0) {
+			sy_out(r, "State: %s field %s is corrupt; ignoring the state (a full pass)",
+			       s->path, f->str);
+			clear_folders(s);
+			goto out;
+		}
+	}
+	/* the UID maps, one pipelined GET each */
+	nf = s->n;
+	for (size_t k = 0; k < nf; k++) {
+		char mkey[2048];
+
+		if (rk_key_map(mkey, sizeof(mkey), user, s->f[k].name1) < 0)
+			mkey[0] = '\0';
+		redisAppendCommand(c, "GET %s", mkey);
+	}
+	for (size_t k = 0; k < nf; k++) {
+		redisReply *m = NULL;
+
+		if (redisGetReply(c, (void **)&m) != REDIS_OK) {
+			sy_out(r, "State: %s: %s", s->path, c->errstr);
+			break;
+		}
+		if (m->type == REDIS_REPLY_STRING && load_line(s, m->str) != 0)
+			sy_out(r, "State: %s: a bad UID map for [%s], ignored", s->path,
+			       s->f[k].name1);
+		freeReplyObject(m);
+	}
+out:
+	freeReplyObject(rep);
+	redisFree(c);
+	free(pair);
+}
+
+static char *line_of(void (*wr)(FILE *, const void *), const void *what)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&buf, &len);
+
+	if (fp == NULL)
+		abort();
+	wr(fp, what);
+	fclose(fp);
+	return buf;
+}
+
+static void wr_folder(FILE *fp, const void *e)
+{
+	write_folder(fp, e);
+}
+
+static void wr_map(FILE *fp, const void *m)
+{
+	write_map(fp, m);
+}
+
+static int save_redis(struct sy_run *r, struct sy_state *s)
+{
+	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
+	char key[1024], *pair = pair_value(r);
+	redisContext *c = redis_open(r);
+	redisReply *rep = NULL;
+	size_t ncmd = 0;
+	int ok = 1;
+
+	if (c == NULL) {
+		free(pair);
+		return -1;
+	}
+	if (rk_key_state(key, sizeof(key), user) < 0)
+		abort();
+	redisAppendCommand(c, "MULTI");
+	redisAppendCommand(c, "DEL %s", key);
+	redisAppendCommand(c, "HSET %s %s %s", key, PAIR_FIELD, pair);
+	ncmd = 3;
+	for (size_t k = 0; k < s->n; k++) {
+		const struct sy_fstate *e = &s->f[k];
+		char *line;
+
+		if (!e->st[0].valid || !e->st[1].valid)
+			continue;
+		line = line_of(wr_folder, e);
+		redisAppendCommand(c, "HSET %s %s %s", key, e->name1, line);
+		ncmd++;
+		free(line);
+	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		char mkey[2048], *line;
+
+		if (rk_key_map(mkey, sizeof(mkey), user, s->maps[k].name1) < 0)
+			continue;
+		line = line_of(wr_map, &s->maps[k]);
+		redisAppendCommand(c, "SET %s %s", mkey, line);
+		ncmd++;
+		free(line);
+	}
+	redisAppendCommand(c, "EXEC");
+	ncmd++;
+	for (size_t i = 0; i < ncmd; i++) {
+		if (redisGetReply(c, (void **)&rep) != REDIS_OK) {
+			ok = 0;
+			break;
+		}
+		if (i + 1 == ncmd && (rep->type != REDIS_REPLY_ARRAY))
+			ok = 0;
+		if (rep->type == REDIS_REPLY_ERROR)
+			ok = 0;
+		freeReplyObject(rep);
+	}
+	if (!ok)
+		sy_out(r, "State: cannot write %s: %s", s->path, c->err ? c->errstr : "refused");
+	redisFree(c);
+	free(pair);
+	return ok ? 0 : -1;
+}
+
+int sy_state_save(struct sy_run *r, struct sy_state *s)
+{
+	return r->o->redis != NULL ? save_redis(r, s) : save_file(r, s);
 }
 
 const char *sy_state_file(const struct sy_state *s)

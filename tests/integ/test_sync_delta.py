@@ -298,6 +298,38 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual({"folder-extra"}, {d.kind for d in diffs if "Q2" in d.folder},
                          [str(d) for d in diffs])
 
+    def test_state_in_redis(self):
+        """--redis keeps the state under the shared key schema (no file in
+        tmpdir); the next runs skip and delta from it; a corrupt field only
+        costs a full pass."""
+        redis = f"127.0.0.1:{ENV.values['FERRY_REDIS_PORT']}"
+        cli = ["redis-cli", "-p", str(ENV.values["FERRY_REDIS_PORT"])]
+        shutil.rmtree(os.path.join(WORKDIR, "imapferry_state"), ignore_errors=True)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertFalse(os.path.exists(os.path.join(WORKDIR, "imapferry_state")))
+        keys = subprocess.run(cli + ["--scan", "--pattern", f"rep:*:st:{USER}"],
+                              capture_output=True, text=True).stdout.split()
+        self.assertEqual(1, len(keys), keys)
+        fields = subprocess.run(cli + ["HKEYS", keys[0]], capture_output=True,
+                                text=True).stdout.split("\n")
+        self.assertIn("INBOX", fields)
+        self.assertIn("_pair", fields)
+        self.change_source()
+        rc, out = run_sync("--redis", redis, "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(3, out.count("incremental pass"), out[-3000:])
+        self.assert_no_full_read(out)
+        self.assert_identical()
+        subprocess.run(cli + ["HSET", keys[0], "INBOX", "F garbage"], capture_output=True)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("is corrupt; ignoring the state", out, out[-3000:])
+        self.assertEqual(0, stat(out, "Messages transferred"))
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+        subprocess.run(cli + ["DEL", keys[0]], capture_output=True)
+
     def test_nodelta_means_full_pass(self):
         self.change_source()
         rc, out = run_sync("--nodelta", "--debugimap")
