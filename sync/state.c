@@ -636,6 +636,14 @@ static char *pair_value(const struct sy_run *r)
 	return v;
 }
 
+/* The folder's name in keys and fields: the shared canonical form (UTF-8,
+ * INBOX folded), the raw name when it cannot be made. */
+static void canon(const struct sy_run *r, const char *name1, char *buf, size_t size)
+{
+	if (rk_folder_canon(buf, size, name1, strlen(name1), 0, r->side[0].sep) < 0)
+		snprintf(buf, size, "%s", name1);
+}
+
 static void load_redis(struct sy_run *r, struct sy_state *s)
 {
 	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
@@ -684,9 +692,10 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	/* the UID maps, one pipelined GET each */
 	nf = s->n;
 	for (size_t k = 0; k < nf; k++) {
-		char mkey[2048];
+		char mkey[2048], cn[1024];
 
-		if (rk_key_map(mkey, sizeof(mkey), user, s->f[k].name1) < 0)
+		canon(r, s->f[k].name1, cn, sizeof(cn));
+		if (rk_key_map(mkey, sizeof(mkey), user, cn) < 0)
 			mkey[0] = '\0';
 		redisAppendCommand(c, "GET %s", mkey);
 	}
@@ -756,15 +765,19 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 
 		if (!e->st[0].valid || !e->st[1].valid)
 			continue;
+		char cn[1024];
+
+		canon(r, e->name1, cn, sizeof(cn));
 		line = line_of(wr_folder, e);
-		redisAppendCommand(c, "HSET %s %s %s", key, e->name1, line);
+		redisAppendCommand(c, "HSET %s %s %s", key, cn, line);
 		ncmd++;
 		free(line);
 	}
 	for (size_t k = 0; k < s->nmaps; k++) {
-		char mkey[2048], *line;
+		char mkey[2048], cn[1024], *line;
 
-		if (rk_key_map(mkey, sizeof(mkey), user, s->maps[k].name1) < 0)
+		canon(r, s->maps[k].name1, cn, sizeof(cn));
+		if (rk_key_map(mkey, sizeof(mkey), user, cn) < 0)
 			continue;
 		line = line_of(wr_map, &s->maps[k]);
 		redisAppendCommand(c, "SET %s %s", mkey, line);
