@@ -8,6 +8,7 @@ FERRY_PKGS=(
   build-essential cmake pkg-config            # toolchain
   libevent-dev libssl-dev libpcre2-dev libhiredis-dev   # libraries
   libcmocka-dev                               # unit tests
+  libinih-dev                                 # imapferry-proxy's config file
   dovecot-imapd dovecot-lmtpd redis-server openssl python3 isync   # test servers and clients
   clang clang-format cppcheck                 # fuzzing, style and static checks
   docker-compose                              # validates docker-compose.yml (no engine needed)

@@ -1462,6 +1462,87 @@ def deliver(env, user, message, side="src", sender="sender@example.net"):
 
 
 # ---------------------------------------------------------------------------
+# imapferry-proxy in front of a side's Dovecot (for the proxy's tests)
+
+
+@dataclasses.dataclass
+class ProxyProcess:
+    """A running imapferry-proxy started by start_proxy(). port: the plain
+    listener (STARTTLS offered), tls_port: implicit TLS, http_port: /metrics;
+    log: its stderr/stdout file."""
+
+    proc: subprocess.Popen
+    port: int
+    tls_port: int
+    http_port: int
+    log: Path
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM (graceful shutdown), SIGKILL after timeout; returns the
+        exit status (negative: killed by that signal)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_text(self):
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def start_proxy(env, binary, extra_args=(), side="src", upstream_security="starttls",
+                redis_port=None, log_dir=None):
+    """Start imapferry-proxy (binary) in front of side's Dovecot on free
+    loopback ports, with the harness's server certificate (CN localhost,
+    signed by the harness CA) on both listeners; returns a ProxyProcess once
+    the plain listener greets. upstream_security: "starttls" (plain port),
+    "ssl" (IMAPS port) or "plain". Marks go to the harness Redis unless
+    redis_port says otherwise (None = harness Redis, 0 = no Redis).
+    extra_args are appended (flags override earlier ones)."""
+    tls_dir = env.dir / "tls"
+    log_dir = Path(log_dir) if log_dir else env.dir
+    if upstream_security == "ssl":
+        upstream = ["--upstream", f"{HOST}:{env.port(side, 'imaps')}", "--upstream-ssl"]
+    elif upstream_security == "starttls":
+        upstream = ["--upstream", f"{HOST}:{env.port(side, 'imap')}", "--upstream-tls"]
+    else:
+        upstream = ["--upstream", f"{HOST}:{env.port(side, 'imap')}", "--upstream-plain"]
+    rport = env.redis_port if redis_port is None else redis_port
+    last = None
+    for _attempt in range(3):
+        port, tls_port, http_port = _free_ports(3)
+        log = log_dir / f"proxy-{port}.log"
+        cmd = [binary, "--listen", f"{HOST}:{port}", "--listen-tls", f"{HOST}:{tls_port}",
+               "--cert", str(tls_dir / "server.pem"), "--key", str(tls_dir / "server.key"),
+               *upstream, "--upstream-ca", str(env.ca_file),
+               "--http", f"{HOST}:{http_port}", "--log-level", "info"]
+        if rport:
+            cmd += ["--redis", f"{HOST}:{rport}"]
+        cmd += list(extra_args)
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        p = ProxyProcess(proc, port, tls_port, http_port, log)
+        deadline = time.monotonic() + START_TIMEOUT
+        try:
+            _wait_ready(f"imapferry-proxy :{port}",
+                        lambda: _probe_greeting(port, b"* OK"),
+                        lambda: proc.poll() is None, [log], deadline)
+            return p
+        except HarnessError as e:
+            last = e
+            p.stop()
+            if "cannot listen" not in p.log_text():
+                raise
+    raise last
+
+
+# ---------------------------------------------------------------------------
 # Command line
 
 
