@@ -36,6 +36,8 @@ struct sy_fstate {
 	char *name1, *name2;
 	struct sy_fstatus st[2];
 	uint64_t ident1, ident2, in2not1;
+	int dirty;  /* changed by this run: written back (Redis writes only these) */
+	char *was1; /* host1 name before a rename by this run, or NULL */
 };
 
 /* A folder pair's UID map (--usecache/--useuid): host1 UID -> host2 UID,
@@ -43,6 +45,8 @@ struct sy_fstate {
  * (APPENDs in UID order make long runs: a 100k-message folder is a few
  * bytes, where imapsync's cache is one file per message). */
 struct sy_umap {
+	int dirty;
+	char *was1;
 	char *name1, *name2;
 	uint32_t uv1, uv2;
 	struct sy_uidpair *pairs; /* sorted by uid1 */
@@ -50,6 +54,7 @@ struct sy_umap {
 };
 
 struct sy_state {
+	int foreign; /* Redis: the key held another account pair's state */
 	char *path;
 	struct sy_fstate *f;
 	size_t n, cap;
@@ -123,6 +128,7 @@ static struct sy_fstate *add(struct sy_state *s)
 
 static void map_free(struct sy_umap *m)
 {
+	free(m->was1);
 	free(m->name1);
 	free(m->name2);
 	free(m->pairs);
@@ -239,6 +245,7 @@ void sy_state_map_put(struct sy_state *s, const struct sy_folder *f, uint32_t uv
 		abort();
 	memcpy(m->pairs, pairs, n * sizeof(*pairs));
 	qsort(m->pairs, n, sizeof(*pairs), pair_cmp);
+	m->dirty = 1;
 	m->n = n;
 	m->uv1 = uv1;
 	m->uv2 = uv2;
@@ -249,6 +256,7 @@ static void clear_folders(struct sy_state *s)
 	for (size_t k = 0; k < s->n; k++) {
 		free(s->f[k].name1);
 		free(s->f[k].name2);
+		free(s->f[k].was1);
 	}
 	s->n = 0;
 }
@@ -414,6 +422,7 @@ void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct
 		if (e->name1 == NULL || e->name2 == NULL)
 			abort();
 	}
+	e->dirty = 1;
 	e->st[0] = st[0];
 	e->st[1] = st[1];
 	e->ident1 = counts[0];
@@ -425,8 +434,10 @@ void sy_state_forget(struct sy_state *s, const struct sy_folder *f)
 {
 	struct sy_fstate *e = find(s, f->name1, f->name2);
 
-	if (e != NULL)
+	if (e != NULL) {
 		e->st[0].valid = e->st[1].valid = 0; /* not written back */
+		e->dirty = 1;
+	}
 }
 
 size_t sy_state_nfolders(const struct sy_state *s)
@@ -472,10 +483,14 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 		char *n2 = renamed(s->f[k].name2, o2, new2, sep2);
 
 		if (n1 != NULL && n2 != NULL) {
-			free(s->f[k].name1);
+			if (s->f[k].was1 == NULL)
+				s->f[k].was1 = s->f[k].name1; /* its old field goes */
+			else
+				free(s->f[k].name1);
 			free(s->f[k].name2);
 			s->f[k].name1 = n1;
 			s->f[k].name2 = n2;
+			s->f[k].dirty = 1;
 		} else {
 			free(n1);
 			free(n2);
@@ -486,10 +501,14 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 		char *n2 = renamed(s->maps[k].name2, o2, new2, sep2);
 
 		if (n1 != NULL && n2 != NULL) {
-			free(s->maps[k].name1);
+			if (s->maps[k].was1 == NULL)
+				s->maps[k].was1 = s->maps[k].name1;
+			else
+				free(s->maps[k].name1);
 			free(s->maps[k].name2);
 			s->maps[k].name1 = n1;
 			s->maps[k].name2 = n2;
+			s->maps[k].dirty = 1;
 		} else {
 			free(n1);
 			free(n2);
@@ -673,6 +692,7 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 			sy_out(r, "State: %s belongs to another account pair (%s); ignoring it",
 			       s->path, v->type == REDIS_REPLY_STRING ? v->str : "?");
 			clear_folders(s);
+			s->foreign = 1;
 			goto out;
 		}
 	}
@@ -755,29 +775,49 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 	}
 	if (rk_key_state(key, sizeof(key), user) < 0)
 		abort();
+	/* only what this run changed: another run (the daemon syncs folders of
+	 * one user in separate processes) may own the other fields */
 	redisAppendCommand(c, "MULTI");
-	redisAppendCommand(c, "DEL %s", key);
+	ncmd = 1;
+	if (s->foreign) {
+		redisAppendCommand(c, "DEL %s", key);
+		ncmd++;
+	}
 	redisAppendCommand(c, "HSET %s %s %s", key, PAIR_FIELD, pair);
-	ncmd = 3;
+	ncmd++;
 	for (size_t k = 0; k < s->n; k++) {
 		const struct sy_fstate *e = &s->f[k];
-		char *line;
+		char cn[1024], *line;
 
-		if (!e->st[0].valid || !e->st[1].valid)
+		if (e->was1 != NULL) {
+			canon(r, e->was1, cn, sizeof(cn));
+			redisAppendCommand(c, "HDEL %s %s", key, cn);
+			ncmd++;
+		}
+		if (!e->dirty)
 			continue;
-		char cn[1024];
-
 		canon(r, e->name1, cn, sizeof(cn));
-		line = line_of(wr_folder, e);
-		redisAppendCommand(c, "HSET %s %s %s", key, cn, line);
+		if (!e->st[0].valid || !e->st[1].valid) {
+			redisAppendCommand(c, "HDEL %s %s", key, cn);
+		} else {
+			line = line_of(wr_folder, e);
+			redisAppendCommand(c, "HSET %s %s %s", key, cn, line);
+			free(line);
+		}
 		ncmd++;
-		free(line);
 	}
 	for (size_t k = 0; k < s->nmaps; k++) {
 		char mkey[2048], cn[1024], *line;
 
+		if (s->maps[k].was1 != NULL) {
+			canon(r, s->maps[k].was1, cn, sizeof(cn));
+			if (rk_key_map(mkey, sizeof(mkey), user, cn) == 0) {
+				redisAppendCommand(c, "DEL %s", mkey);
+				ncmd++;
+			}
+		}
 		canon(r, s->maps[k].name1, cn, sizeof(cn));
-		if (rk_key_map(mkey, sizeof(mkey), user, cn) < 0)
+		if (!s->maps[k].dirty || rk_key_map(mkey, sizeof(mkey), user, cn) < 0)
 			continue;
 		line = line_of(wr_map, &s->maps[k]);
 		redisAppendCommand(c, "SET %s %s", mkey, line);
@@ -823,6 +863,7 @@ void sy_state_free(struct sy_state **sp)
 	for (size_t k = 0; k < s->n; k++) {
 		free(s->f[k].name1);
 		free(s->f[k].name2);
+		free(s->f[k].was1);
 	}
 	for (size_t k = 0; k < s->nmaps; k++)
 		map_free(&s->maps[k]);

@@ -1,0 +1,1082 @@
+/* rqueue.c - see include/imapferry/rqueue.h */
+#include "imapferry/rqueue.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "imapferry/rkeys.h"
+
+#define RQ_KEY_MAX   64   /* a shard key ("rep:{15}:inflight") */
+#define RQ_ARGV_MAX  12   /* arguments of the longest script call */
+#define RQ_NUM_MAX   24   /* a decimal int64 */
+#define RQ_SCAN_MORE 256u /* due members a claim may look at beyond max */
+
+/* ---- the scripts ---- */
+
+/*
+ * Every script reads the time from Redis (TIME: seconds, microseconds) so the
+ * clocks of the workers do not matter. Numbers handed to redis.call() are
+ * converted by Redis without loss for integers below 2^53; string.format
+ * "%d" keeps integers exact where Lua's own number-to-string would round.
+ * Redis >= 5 replicates a script's effects, so TIME before writes is allowed.
+ */
+#define LUA_NOW                                                                                    \
+	"local t = redis.call('TIME')\n"                                                           \
+	"local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+enum rq_script_id {
+	RQ_S_CLAIM,
+	RQ_S_RENEW,
+	RQ_S_FINISH,
+	RQ_S_RETRY,
+	RQ_S_REAP,
+	RQ_S_MARK,
+	RQ_S_POLL,
+	RQ_S_COUNT
+};
+
+struct rq {
+	redisContext *c;
+	char *host;
+	char *unix_path;
+	int port;
+	unsigned timeout_ms;
+	unsigned rr;              /* rq_claim_any()'s next shard */
+	int rr_set;               /* rr was seeded from a worker name */
+	char sha[RQ_S_COUNT][41]; /* SCRIPT LOAD results, by enum rq_script_id */
+	char err[RQ_ERROR_MAX];
+};
+
+static const char *const rq_scripts[RQ_S_COUNT] = {
+        /* claim. KEYS: due, inflight, owner, fence. ARGV: max, lease ms,
+         * worker, pushback ms, scan budget. A due member in flight stays
+         * due but moves out of the range (plain ZADD: later), so the next
+         * ZRANGEBYSCORE finds other members; members that cannot split into
+         * user and folder (no tab, an empty side, a NUL) are dropped. Returns
+         * {now, member, owner, due score, token, ...}. */
+        [RQ_S_CLAIM] = LUA_NOW
+        "local max, lease = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+        "local push, budget = tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+        "local out, got, looked = {now}, 0, 0\n"
+        "while got < max and looked < budget do\n"
+        "  local want = math.min(max - got, budget - looked)\n"
+        "  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',\n"
+        "                           'LIMIT', 0, want)\n"
+        "  if #batch == 0 then break end\n"
+        "  for i = 1, #batch, 2 do\n"
+        "    local m = batch[i]\n"
+        "    looked = looked + 1\n"
+        "    if redis.call('ZSCORE', KEYS[2], m) then\n"
+        "      redis.call('ZADD', KEYS[1], now + push, m)\n"
+        "    else\n"
+        "      redis.call('ZREM', KEYS[1], m)\n"
+        "      local tab = string.find(m, '\\t', 1, true)\n"
+        "      if tab and tab > 1 and tab < #m and not string.find(m, '\\0', 1, true) then\n"
+        "        local tok = redis.call('INCR', KEYS[4])\n"
+        "        local owner = string.format('%s:%d', ARGV[3], tok)\n"
+        "        redis.call('ZADD', KEYS[2], now + lease, m)\n"
+        "        redis.call('HSET', KEYS[3], m, owner)\n"
+        "        out[#out + 1] = m\n"
+        "        out[#out + 1] = owner\n"
+        "        out[#out + 1] = batch[i + 1]\n"
+        "        out[#out + 1] = tok\n"
+        "        got = got + 1\n"
+        "      end\n"
+        "    end\n"
+        "  end\n"
+        "end\n"
+        "return out\n",
+
+        /* renew. KEYS: inflight, owner. ARGV: member, owner, lease ms. */
+        [RQ_S_RENEW] = "if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+                       "if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end\n" LUA_NOW
+                       "redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[1])\n"
+                       "return 1\n",
+
+        /* finish. KEYS: inflight, owner, state. ARGV: member, owner, mode
+         * ("" nothing, "s" set, "d" delete), field, value. */
+        [RQ_S_FINISH] = "if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+                        "if ARGV[3] == 's' then\n"
+                        "  redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])\n"
+                        "elseif ARGV[3] == 'd' then\n"
+                        "  redis.call('HDEL', KEYS[3], ARGV[4])\n"
+                        "end\n"
+                        "redis.call('ZREM', KEYS[1], ARGV[1])\n"
+                        "redis.call('HDEL', KEYS[2], ARGV[1])\n"
+                        "return 1\n",
+
+        /* retry. KEYS: due, inflight, owner. ARGV: member, owner, delay ms. */
+        [RQ_S_RETRY] =
+                "if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end\n" LUA_NOW
+                "redis.call('ZREM', KEYS[2], ARGV[1])\n"
+                "redis.call('HDEL', KEYS[3], ARGV[1])\n"
+                "redis.call('ZADD', KEYS[1], 'LT', now + tonumber(ARGV[3]), ARGV[1])\n"
+                "return 1\n",
+
+        /* reap. KEYS: due, inflight, owner. ARGV: batch. Leases that ended
+         * before now (score < now). */
+        [RQ_S_REAP] = LUA_NOW
+        "local exp = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', string.format('(%d', now),\n"
+        "                       'LIMIT', 0, tonumber(ARGV[1]))\n"
+        "for _, m in ipairs(exp) do\n"
+        "  redis.call('ZADD', KEYS[1], 'LT', now, m)\n"
+        "  redis.call('ZREM', KEYS[2], m)\n"
+        "  redis.call('HDEL', KEYS[3], m)\n"
+        "end\n"
+        "return #exp\n",
+
+        /* mark. KEYS: due. ARGV: member, delay ms. */
+        [RQ_S_MARK] = LUA_NOW "redis.call('ZADD', KEYS[1], 'LT', now + tonumber(ARGV[2]), "
+                              "ARGV[1])\n"
+                              "return now\n",
+
+        /* poll. KEYS: poll. ARGV: max, lease ms (0: leave them). */
+        [RQ_S_POLL] = LUA_NOW
+        "local lease = tonumber(ARGV[2])\n"
+        "local u = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0,\n"
+        "                     tonumber(ARGV[1]))\n"
+        "if lease > 0 then\n"
+        "  for _, m in ipairs(u) do redis.call('ZADD', KEYS[1], now + lease, m) end\n"
+        "end\n"
+        "return u\n",
+};
+_Static_assert(sizeof(rq_scripts) / sizeof(rq_scripts[0]) == RQ_S_COUNT, "one body per script");
+
+/* ---- errors and the connection ---- */
+
+static void rq_set_error(struct rq *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void rq_set_error(struct rq *q, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(q->err, sizeof(q->err), fmt, ap);
+	va_end(ap);
+}
+
+const char *rq_error(const struct rq *q)
+{
+	return q != NULL ? q->err : "no queue";
+}
+
+/* Opens a context; NULL with a message in err. */
+static redisContext *rq_ctx_open(const char *host, int port, const char *unix_path,
+                                 unsigned timeout_ms, char *err, size_t err_size)
+{
+	struct timeval tv;
+	redisContext *c;
+
+	tv.tv_sec = (time_t)(timeout_ms / 1000u);
+	tv.tv_usec = (suseconds_t)(timeout_ms % 1000u) * 1000;
+	if (unix_path != NULL)
+		c = redisConnectUnixWithTimeout(unix_path, tv);
+	else
+		c = redisConnectWithTimeout(host, port, tv);
+	if (c == NULL) {
+		snprintf(err, err_size, "redis: out of memory");
+		return NULL;
+	}
+	if (c->err == 0 && redisSetTimeout(c, tv) != REDIS_OK && c->err == 0)
+		c->err = REDIS_ERR_IO; /* errstr stays empty: reported below */
+	if (c->err != 0) {
+		if (unix_path != NULL)
+			snprintf(err, err_size, "redis %s: %s", unix_path, c->errstr);
+		else
+			snprintf(err, err_size, "redis %s:%d: %s", host, port, c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void rq_drop(struct rq *q)
+{
+	if (q->c != NULL)
+		redisFree(q->c);
+	q->c = NULL;
+}
+
+/* Nonzero when the idle connection has something to read: the server closed
+ * it (Redis restarted, idle timeout) or sent what nobody asked for. Either
+ * way it cannot carry the next command. */
+static int rq_conn_stale(const redisContext *c)
+{
+	struct pollfd p;
+
+	p.fd = c->fd;
+	p.events = POLLIN;
+	p.revents = 0;
+	return poll(&p, 1, 0) != 0;
+}
+
+/* A usable connection: 0, or -1 with the error set. */
+static int rq_ensure(struct rq *q)
+{
+	if (q->c != NULL && q->c->err == 0 && !rq_conn_stale(q->c))
+		return 0;
+	rq_drop(q);
+	q->c = rq_ctx_open(q->host, q->port, q->unix_path, q->timeout_ms, q->err, sizeof(q->err));
+	return q->c != NULL ? 0 : -1;
+}
+
+struct rq *rq_open(const char *host, int port, const char *unix_path, unsigned timeout_ms,
+                   const char **error_r)
+{
+	static _Thread_local char open_err[RQ_ERROR_MAX];
+	struct rq *q;
+
+	if ((unix_path == NULL && host == NULL) || timeout_ms == 0) {
+		*error_r = "redis: no address or no timeout";
+		return NULL;
+	}
+	q = calloc(1, sizeof(*q));
+	if (q == NULL) {
+		*error_r = "redis: out of memory";
+		return NULL;
+	}
+	q->port = port;
+	q->timeout_ms = timeout_ms;
+	q->host = host != NULL ? strdup(host) : NULL;
+	q->unix_path = unix_path != NULL ? strdup(unix_path) : NULL;
+	if ((host != NULL && q->host == NULL) || (unix_path != NULL && q->unix_path == NULL)) {
+		rq_close(&q);
+		*error_r = "redis: out of memory";
+		return NULL;
+	}
+	if (rq_ensure(q) < 0) {
+		snprintf(open_err, sizeof(open_err), "%s", q->err);
+		rq_close(&q);
+		*error_r = open_err;
+		return NULL;
+	}
+	return q;
+}
+
+void rq_close(struct rq **q)
+{
+	if (q == NULL || *q == NULL)
+		return;
+	rq_drop(*q);
+	free((*q)->host);
+	free((*q)->unix_path);
+	free(*q);
+	*q = NULL;
+}
+
+/*
+ * One command, one reply. A connection found broken before sending is
+ * reopened; after an I/O error on the command itself (the server may or may
+ * not have run it) the command is sent once more on a new connection only
+ * when resend is nonzero. Returns the reply (caller frees; may be an error
+ * reply) or NULL with the error set.
+ */
+static redisReply *rq_cmd(struct rq *q, int argc, const char **argv, const size_t *lens, int resend)
+{
+	int attempt;
+
+	for (attempt = 0; attempt < 2; attempt++) {
+		redisReply *r;
+
+		if (rq_ensure(q) < 0)
+			return NULL;
+		r = redisCommandArgv(q->c, argc, argv, lens);
+		if (r != NULL)
+			return r;
+		rq_set_error(q, "redis: %s while sending %s",
+		             q->c->err != 0 ? q->c->errstr : "no reply", argv[0]);
+		rq_drop(q);
+		if (!resend)
+			break;
+	}
+	return NULL;
+}
+
+/* Frees r and returns -1 when it is an error reply (the error is set). */
+static int rq_reply_check(struct rq *q, redisReply *r, const char *what)
+{
+	if (r->type != REDIS_REPLY_ERROR)
+		return 0;
+	rq_set_error(q, "redis: %s: %.*s", what, (int)(r->len < 200 ? r->len : 200), r->str);
+	freeReplyObject(r);
+	return -1;
+}
+
+static int rq_bad_reply(struct rq *q, redisReply *r, const char *what)
+{
+	rq_set_error(q, "redis: unexpected reply to %s (type %d)", what, r->type);
+	freeReplyObject(r);
+	return -1;
+}
+
+/*
+ * Runs script id with nkeys keys then the arguments, all in args/lens
+ * (nargs in all). EVALSHA with the SHA1 SCRIPT LOAD returned (loaded on
+ * first use); after NOSCRIPT (a restarted or flushed Redis, another cluster
+ * node) EVAL sends the body, which also caches it again. Returns the reply
+ * (caller frees), or NULL with the error set; error replies are turned into
+ * NULL too.
+ */
+static redisReply *rq_eval(struct rq *q, enum rq_script_id id, int nkeys, int nargs,
+                           const char **args, const size_t *lens, int resend)
+{
+	const char *argv[RQ_ARGV_MAX + 3];
+	size_t argl[RQ_ARGV_MAX + 3];
+	char nk[RQ_NUM_MAX];
+	redisReply *r;
+	int i;
+
+	if (nargs > RQ_ARGV_MAX) {
+		rq_set_error(q, "redis: too many script arguments");
+		return NULL;
+	}
+	if (q->sha[id][0] == '\0') {
+		argv[0] = "SCRIPT";
+		argv[1] = "LOAD";
+		argv[2] = rq_scripts[id];
+		for (i = 0; i < 3; i++)
+			argl[i] = strlen(argv[i]);
+		r = rq_cmd(q, 3, argv, argl, 1);
+		if (r == NULL || rq_reply_check(q, r, "SCRIPT LOAD") < 0)
+			return NULL;
+		if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+			rq_bad_reply(q, r, "SCRIPT LOAD");
+			return NULL;
+		}
+		memcpy(q->sha[id], r->str, 40);
+		q->sha[id][40] = '\0';
+		freeReplyObject(r);
+	}
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argl[0] = 7;
+	argv[1] = q->sha[id];
+	argl[1] = 40;
+	argv[2] = nk;
+	argl[2] = strlen(nk);
+	for (i = 0; i < nargs; i++) {
+		argv[3 + i] = args[i];
+		argl[3 + i] = lens != NULL ? lens[i] : strlen(args[i]);
+	}
+	r = rq_cmd(q, 3 + nargs, argv, argl, resend);
+	if (r != NULL && r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
+	    memcmp(r->str, "NOSCRIPT", 8) == 0) {
+		/* Not run: sending it again cannot run it twice. */
+		freeReplyObject(r);
+		argv[0] = "EVAL";
+		argl[0] = 4;
+		argv[1] = rq_scripts[id];
+		argl[1] = strlen(rq_scripts[id]);
+		r = rq_cmd(q, 3 + nargs, argv, argl, resend);
+	}
+	if (r == NULL || rq_reply_check(q, r, "script") < 0)
+		return NULL;
+	return r;
+}
+
+/* An integer reply's value into *v_r; frees r. 0 or -1. */
+static int rq_reply_int(struct rq *q, redisReply *r, const char *what, long long *v_r)
+{
+	if (r->type != REDIS_REPLY_INTEGER)
+		return rq_bad_reply(q, r, what);
+	*v_r = r->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
+/* A decimal number (an integer, or a ZSET score as Redis prints it) as an
+ * int64; 0 when it is not one. */
+static int64_t rq_parse_i64(const char *s, size_t len)
+{
+	char buf[64];
+	char *end;
+	double d;
+
+	if (len == 0 || len >= sizeof(buf))
+		return 0;
+	memcpy(buf, s, len);
+	buf[len] = '\0';
+	errno = 0;
+	d = strtod(buf, &end);
+	if (end == buf || *end != '\0' || errno != 0 || !(d > -9.2e18 && d < 9.2e18))
+		return 0;
+	return (int64_t)(d < 0 ? d - 0.5 : d + 0.5); /* no libm for llround() */
+}
+
+/* ---- argument checks and keys ---- */
+
+static int rq_check_shard(struct rq *q, unsigned shard)
+{
+	if (shard < RK_SHARDS)
+		return 0;
+	rq_set_error(q, "redis: shard %u out of range", shard);
+	return -1;
+}
+
+static int rq_check_worker(struct rq *q, const char *worker)
+{
+	size_t len = worker != NULL ? strlen(worker) : 0;
+
+	if (len > 0 && len <= RQ_WORKER_MAX)
+		return 0;
+	rq_set_error(q, "redis: worker name empty or longer than %u bytes", RQ_WORKER_MAX);
+	return -1;
+}
+
+static int rq_check_item(struct rq *q, const struct rq_item *item)
+{
+	if (item != NULL && item->member != NULL && item->owner != NULL && item->shard < RK_SHARDS)
+		return 0;
+	rq_set_error(q, "redis: not a claimed item");
+	return -1;
+}
+
+/* The shard keys into k[0..n) (RQ_KEY_MAX bytes each), in the order given
+ * by the builders. */
+typedef int rq_key_fn(char *buf, size_t size, unsigned shard);
+
+static void rq_keys(char (*k)[RQ_KEY_MAX], unsigned shard, size_t n, rq_key_fn *const *fns)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		fns[i](k[i], RQ_KEY_MAX, shard);
+}
+
+/* rep:{s}:st:<user>; caller frees. NULL on allocation failure. */
+static char *rq_key_state_new(const char *user)
+{
+	size_t size = strlen(user) + RQ_KEY_MAX;
+	char *k = malloc(size);
+
+	if (k != NULL && rk_key_state(k, size, user) < 0) {
+		free(k);
+		k = NULL;
+	}
+	return k;
+}
+
+/* ---- claim ---- */
+
+struct rq_vec {
+	struct rq_item *items;
+	size_t n, cap;
+};
+
+/* Appends one claimed item (storage: one block holding member, user, folder
+ * and owner). 0 or -1. */
+static int rq_vec_add(struct rq_vec *v, const redisReply *m, const redisReply *owner,
+                      int64_t due_ms, uint64_t token, unsigned shard, int64_t now_ms)
+{
+	const char *user, *folder;
+	size_t ulen, flen;
+	struct rq_item *it;
+	char *p;
+
+	if (rk_member_split(m->str, m->len, &user, &ulen, &folder, &flen) < 0)
+		return -1;
+	if (v->n == v->cap) {
+		size_t cap = v->cap != 0 ? v->cap * 2 : 16;
+		struct rq_item *n = realloc(v->items, cap * sizeof(*n));
+
+		if (n == NULL)
+			return -1;
+		v->items = n;
+		v->cap = cap;
+	}
+	p = malloc(m->len + 1 + ulen + 1 + flen + 1 + owner->len + 1);
+	if (p == NULL)
+		return -1;
+	it = &v->items[v->n];
+	memset(it, 0, sizeof(*it));
+	it->member = p;
+	it->member_len = m->len;
+	memcpy(p, m->str, m->len);
+	p += m->len;
+	*p++ = '\0';
+	it->user = p;
+	memcpy(p, user, ulen);
+	p += ulen;
+	*p++ = '\0';
+	it->folder = p;
+	memcpy(p, folder, flen);
+	p += flen;
+	*p++ = '\0';
+	it->owner = p;
+	memcpy(p, owner->str, owner->len);
+	p[owner->len] = '\0';
+	it->shard = shard;
+	it->token = token;
+	it->due_ms = due_ms;
+	it->claimed_ms = now_ms;
+	v->n++;
+	return 0;
+}
+
+/* One shard's claim, appended to v. Returns the number claimed, or -1. */
+static int rq_claim_vec(struct rq *q, unsigned shard, const char *worker, unsigned max,
+                        unsigned lease_ms, struct rq_vec *v)
+{
+	static rq_key_fn *const fns[] = {rk_key_due, rk_key_inflight, rk_key_owner, rk_key_fence};
+	char k[4][RQ_KEY_MAX], smax[RQ_NUM_MAX], slease[RQ_NUM_MAX], spush[RQ_NUM_MAX],
+	        sbudget[RQ_NUM_MAX];
+	const char *args[9];
+	redisReply *r;
+	int64_t now;
+	size_t i;
+	int got = 0;
+
+	if (rq_check_shard(q, shard) < 0 || rq_check_worker(q, worker) < 0)
+		return -1;
+	if (max == 0 || max > RQ_CLAIM_MAX || lease_ms == 0) {
+		rq_set_error(q, "redis: claim of %u items (1..%u) with a lease of %u ms", max,
+		             RQ_CLAIM_MAX, lease_ms);
+		return -1;
+	}
+	rq_keys(k, shard, 4, fns);
+	snprintf(smax, sizeof(smax), "%u", max);
+	snprintf(slease, sizeof(slease), "%u", lease_ms);
+	snprintf(spush, sizeof(spush), "%u", RQ_PUSHBACK_MS);
+	snprintf(sbudget, sizeof(sbudget), "%u", max + RQ_SCAN_MORE);
+	args[0] = k[0];
+	args[1] = k[1];
+	args[2] = k[2];
+	args[3] = k[3];
+	args[4] = smax;
+	args[5] = slease;
+	args[6] = worker;
+	args[7] = spush;
+	args[8] = sbudget;
+	/* Sent again after an I/O error: what a lost reply claimed is reaped. */
+	r = rq_eval(q, RQ_S_CLAIM, 4, 9, args, NULL, 1);
+	if (r == NULL)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_INTEGER || (r->elements - 1) % 4 != 0)
+		return rq_bad_reply(q, r, "claim");
+	now = r->element[0]->integer;
+	for (i = 1; i < r->elements; i += 4) {
+		const redisReply *m = r->element[i], *owner = r->element[i + 1],
+		                 *score = r->element[i + 2], *tok = r->element[i + 3];
+
+		if (m->type != REDIS_REPLY_STRING || owner->type != REDIS_REPLY_STRING ||
+		    score->type != REDIS_REPLY_STRING || tok->type != REDIS_REPLY_INTEGER)
+			return rq_bad_reply(q, r, "claim");
+		if (rq_vec_add(v, m, owner, rq_parse_i64(score->str, score->len),
+		               (uint64_t)tok->integer, shard, now) < 0) {
+			/* Out of memory: the rest stays claimed until reaped. */
+			rq_set_error(q, "redis: out of memory (or a bad member) while claiming");
+			freeReplyObject(r);
+			return -1;
+		}
+		got++;
+	}
+	freeReplyObject(r);
+	return got;
+}
+
+int rq_claim(struct rq *q, unsigned shard, const char *worker, unsigned max, unsigned lease_ms,
+             struct rq_item **items_r, size_t *n_r)
+{
+	struct rq_vec v = {NULL, 0, 0};
+	int rc = rq_claim_vec(q, shard, worker, max, lease_ms, &v);
+
+	*items_r = v.items;
+	*n_r = v.n;
+	return rc < 0 ? -1 : 0;
+}
+
+int rq_claim_any(struct rq *q, const char *worker, unsigned max, unsigned lease_ms,
+                 struct rq_item **items_r, size_t *n_r)
+{
+	struct rq_vec v = {NULL, 0, 0};
+	unsigned i, start;
+	int rc = 0;
+
+	*items_r = NULL;
+	*n_r = 0;
+	if (rq_check_worker(q, worker) < 0)
+		return -1;
+	if (!q->rr_set) {
+		q->rr = rk_crc16(worker, strlen(worker)) % RK_SHARDS;
+		q->rr_set = 1;
+	}
+	start = q->rr;
+	for (i = 0; i < RK_SHARDS && v.n < max; i++) {
+		unsigned shard = (start + i) % RK_SHARDS;
+		int got = rq_claim_vec(q, shard, worker, max - (unsigned)v.n, lease_ms, &v);
+
+		if (got < 0) {
+			rc = -1;
+			break;
+		}
+		if (got > 0)
+			q->rr = (shard + 1) % RK_SHARDS;
+	}
+	*items_r = v.items;
+	*n_r = v.n;
+	return rc;
+}
+
+void rq_items_free(struct rq_item **items, size_t n)
+{
+	size_t i;
+
+	if (items == NULL || *items == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free((char *)(*items)[i].member); /* the start of the item's block */
+	free(*items);
+	*items = NULL;
+}
+
+/* ---- renew, finish, retry, reap ---- */
+
+int rq_renew(struct rq *q, const struct rq_item *item, unsigned lease_ms)
+{
+	static rq_key_fn *const fns[] = {rk_key_inflight, rk_key_owner};
+	char k[2][RQ_KEY_MAX], slease[RQ_NUM_MAX];
+	const char *args[5];
+	size_t lens[5];
+	redisReply *r;
+	long long v;
+
+	if (rq_check_item(q, item) < 0)
+		return -1;
+	if (lease_ms == 0) {
+		rq_set_error(q, "redis: lease of 0 ms");
+		return -1;
+	}
+	rq_keys(k, item->shard, 2, fns);
+	snprintf(slease, sizeof(slease), "%u", lease_ms);
+	args[0] = k[0];
+	args[1] = k[1];
+	args[2] = item->member;
+	args[3] = item->owner;
+	args[4] = slease;
+	lens[0] = strlen(k[0]);
+	lens[1] = strlen(k[1]);
+	lens[2] = item->member_len;
+	lens[3] = strlen(item->owner);
+	lens[4] = strlen(slease);
+	r = rq_eval(q, RQ_S_RENEW, 2, 5, args, lens, 1);
+	if (r == NULL || rq_reply_int(q, r, "renew", &v) < 0)
+		return -1;
+	return v == 1;
+}
+
+int rq_finish(struct rq *q, const struct rq_item *item, const char *state_field,
+              const char *state_value)
+{
+	static rq_key_fn *const fns[] = {rk_key_inflight, rk_key_owner};
+	char k[2][RQ_KEY_MAX];
+	const char *args[8];
+	size_t lens[8];
+	redisReply *r;
+	char *kst;
+	long long v;
+	int i;
+
+	if (rq_check_item(q, item) < 0)
+		return -1;
+	kst = rq_key_state_new(item->user);
+	if (kst == NULL) {
+		rq_set_error(q, "redis: out of memory");
+		return -1;
+	}
+	rq_keys(k, item->shard, 2, fns);
+	args[0] = k[0];
+	args[1] = k[1];
+	args[2] = kst;
+	args[3] = item->member;
+	args[4] = item->owner;
+	args[5] = state_field == NULL ? "" : state_value != NULL ? "s" : "d";
+	args[6] = state_field != NULL ? state_field : "";
+	args[7] = state_value != NULL && state_field != NULL ? state_value : "";
+	for (i = 0; i < 8; i++)
+		lens[i] = strlen(args[i]);
+	lens[3] = item->member_len;
+	r = rq_eval(q, RQ_S_FINISH, 3, 8, args, lens, 1);
+	free(kst);
+	if (r == NULL || rq_reply_int(q, r, "finish", &v) < 0)
+		return -1;
+	return v == 1;
+}
+
+int rq_retry(struct rq *q, const struct rq_item *item, unsigned delay_ms)
+{
+	static rq_key_fn *const fns[] = {rk_key_due, rk_key_inflight, rk_key_owner};
+	char k[3][RQ_KEY_MAX], sdelay[RQ_NUM_MAX];
+	const char *args[6];
+	size_t lens[6];
+	redisReply *r;
+	long long v;
+	int i;
+
+	if (rq_check_item(q, item) < 0)
+		return -1;
+	rq_keys(k, item->shard, 3, fns);
+	snprintf(sdelay, sizeof(sdelay), "%u", delay_ms);
+	args[0] = k[0];
+	args[1] = k[1];
+	args[2] = k[2];
+	args[3] = item->member;
+	args[4] = item->owner;
+	args[5] = sdelay;
+	for (i = 0; i < 6; i++)
+		lens[i] = strlen(args[i]);
+	lens[3] = item->member_len;
+	r = rq_eval(q, RQ_S_RETRY, 3, 6, args, lens, 1);
+	if (r == NULL || rq_reply_int(q, r, "retry", &v) < 0)
+		return -1;
+	return v == 1;
+}
+
+int rq_reap(struct rq *q, unsigned shard, unsigned *returned_r)
+{
+	static rq_key_fn *const fns[] = {rk_key_due, rk_key_inflight, rk_key_owner};
+	char k[3][RQ_KEY_MAX], sbatch[RQ_NUM_MAX];
+	const char *args[4];
+	unsigned total = 0;
+	long long v;
+
+	if (returned_r != NULL)
+		*returned_r = 0;
+	if (rq_check_shard(q, shard) < 0)
+		return -1;
+	rq_keys(k, shard, 3, fns);
+	snprintf(sbatch, sizeof(sbatch), "%u", RQ_REAP_BATCH);
+	args[0] = k[0];
+	args[1] = k[1];
+	args[2] = k[2];
+	args[3] = sbatch;
+	do {
+		redisReply *r = rq_eval(q, RQ_S_REAP, 3, 4, args, NULL, 1);
+
+		if (r == NULL || rq_reply_int(q, r, "reap", &v) < 0)
+			return -1;
+		total += (unsigned)v;
+		if (returned_r != NULL)
+			*returned_r = total;
+	} while (v >= (long long)RQ_REAP_BATCH);
+	return 0;
+}
+
+/* ---- marks, polls, sweep flag ---- */
+
+/* rk_member() into a new buffer; caller frees. NULL with the error set. */
+static char *rq_member_new(struct rq *q, const char *user, const char *folder, int *len_r)
+{
+	size_t size;
+	char *m;
+
+	if (user == NULL || folder == NULL) {
+		rq_set_error(q, "redis: no user or folder");
+		return NULL;
+	}
+	size = strlen(user) + strlen(folder) + 2;
+	m = malloc(size);
+	if (m == NULL) {
+		rq_set_error(q, "redis: out of memory");
+		return NULL;
+	}
+	*len_r = rk_member(m, size, user, folder);
+	if (*len_r < 0) {
+		rq_set_error(q, "redis: invalid user or folder (empty, or a tab in the user)");
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+int rq_mark(struct rq *q, const char *user, const char *folder, unsigned delay_ms)
+{
+	char k[RQ_KEY_MAX], sdelay[RQ_NUM_MAX];
+	const char *args[3];
+	size_t lens[3];
+	redisReply *r;
+	long long now;
+	int mlen;
+	char *m = rq_member_new(q, user, folder, &mlen);
+
+	if (m == NULL)
+		return -1;
+	rk_key_due(k, sizeof(k), rk_shard(user));
+	snprintf(sdelay, sizeof(sdelay), "%u", delay_ms);
+	args[0] = k;
+	args[1] = m;
+	args[2] = sdelay;
+	lens[0] = strlen(k);
+	lens[1] = (size_t)mlen;
+	lens[2] = strlen(sdelay);
+	r = rq_eval(q, RQ_S_MARK, 1, 3, args, lens, 1);
+	free(m);
+	if (r == NULL || rq_reply_int(q, r, "mark", &now) < 0)
+		return -1;
+	return 0;
+}
+
+int rq_poll_due(struct rq *q, unsigned shard, unsigned max, unsigned lease_ms, char ***users_r,
+                size_t *n_r)
+{
+	char k[RQ_KEY_MAX], smax[RQ_NUM_MAX], slease[RQ_NUM_MAX];
+	const char *args[3];
+	redisReply *r;
+	char **users;
+	size_t i;
+
+	*users_r = NULL;
+	*n_r = 0;
+	if (rq_check_shard(q, shard) < 0)
+		return -1;
+	if (max == 0 || max > RQ_CLAIM_MAX) {
+		rq_set_error(q, "redis: poll of %u users (1..%u)", max, RQ_CLAIM_MAX);
+		return -1;
+	}
+	rk_key_poll(k, sizeof(k), shard);
+	snprintf(smax, sizeof(smax), "%u", max);
+	snprintf(slease, sizeof(slease), "%u", lease_ms);
+	args[0] = k;
+	args[1] = smax;
+	args[2] = slease;
+	r = rq_eval(q, RQ_S_POLL, 1, 3, args, NULL, 1);
+	if (r == NULL)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY)
+		return rq_bad_reply(q, r, "poll");
+	if (r->elements == 0) {
+		freeReplyObject(r);
+		return 0;
+	}
+	users = calloc(r->elements, sizeof(*users));
+	if (users == NULL) {
+		freeReplyObject(r);
+		rq_set_error(q, "redis: out of memory");
+		return -1;
+	}
+	for (i = 0; i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+
+		if (e->type != REDIS_REPLY_STRING || (users[i] = strndup(e->str, e->len)) == NULL) {
+			rq_users_free(&users, i);
+			return rq_bad_reply(q, r, "poll");
+		}
+	}
+	*users_r = users;
+	*n_r = r->elements;
+	freeReplyObject(r);
+	return 0;
+}
+
+void rq_users_free(char ***users, size_t n)
+{
+	size_t i;
+
+	if (users == NULL || *users == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free((*users)[i]);
+	free(*users);
+	*users = NULL;
+}
+
+/* A plain command on user's poll key: ZADD key score user / ZREM key user. */
+static int rq_poll_cmd(struct rq *q, const char *cmd, const char *user, const char *score)
+{
+	char k[RQ_KEY_MAX];
+	const char *argv[4];
+	size_t lens[4];
+	redisReply *r;
+	int argc = 0, i;
+
+	if (user == NULL || user[0] == '\0') {
+		rq_set_error(q, "redis: empty user");
+		return -1;
+	}
+	rk_key_poll(k, sizeof(k), rk_shard(user));
+	argv[argc++] = cmd;
+	argv[argc++] = k;
+	if (score != NULL)
+		argv[argc++] = score;
+	argv[argc++] = user;
+	for (i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	r = rq_cmd(q, argc, argv, lens, 1);
+	if (r == NULL || rq_reply_check(q, r, cmd) < 0)
+		return -1;
+	freeReplyObject(r);
+	return 0;
+}
+
+int rq_poll_set(struct rq *q, const char *user, int64_t next_ms)
+{
+	char score[RQ_NUM_MAX];
+
+	snprintf(score, sizeof(score), "%" PRId64, next_ms);
+	return rq_poll_cmd(q, "ZADD", user, score);
+}
+
+int rq_poll_remove(struct rq *q, const char *user)
+{
+	return rq_poll_cmd(q, "ZREM", user, NULL);
+}
+
+int rq_sweep_all_take(struct rq *q, int64_t *value_r)
+{
+	const char *argv[2] = {"GETDEL", RK_KEY_SWEEP_ALL};
+	size_t lens[2] = {6, strlen(RK_KEY_SWEEP_ALL)};
+	redisReply *r;
+
+	*value_r = 0;
+	/* Never resent: the first send may have deleted the flag. */
+	r = rq_cmd(q, 2, argv, lens, 0);
+	if (r == NULL || rq_reply_check(q, r, "GETDEL") < 0)
+		return -1;
+	if (r->type == REDIS_REPLY_NIL) {
+		freeReplyObject(r);
+		return 0;
+	}
+	if (r->type != REDIS_REPLY_STRING)
+		return rq_bad_reply(q, r, "GETDEL");
+	*value_r = rq_parse_i64(r->str, r->len);
+	freeReplyObject(r);
+	return 1;
+}
+
+int rq_now(struct rq *q, int64_t *now_ms_r)
+{
+	const char *argv[1] = {"TIME"};
+	size_t lens[1] = {4};
+	redisReply *r = rq_cmd(q, 1, argv, lens, 1);
+
+	*now_ms_r = 0;
+	if (r == NULL || rq_reply_check(q, r, "TIME") < 0)
+		return -1;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+		return rq_bad_reply(q, r, "TIME");
+	*now_ms_r = rq_parse_i64(r->element[0]->str, r->element[0]->len) * 1000 +
+	            rq_parse_i64(r->element[1]->str, r->element[1]->len) / 1000;
+	freeReplyObject(r);
+	return 0;
+}
+
+/* ---- stats ---- */
+
+#define RQ_STATS_PER_SHARD 3
+#define RQ_STATS_CMDS      (1 + RQ_STATS_PER_SHARD * RK_SHARDS)
+
+/* Sends the stats pipeline and reads every reply into r[]. 0, or -1 (no
+ * replies kept) with the error set. */
+static int rq_stats_pipeline(struct rq *q, redisReply **r)
+{
+	static rq_key_fn *const fns[RQ_STATS_PER_SHARD] = {rk_key_due, rk_key_due, rk_key_inflight};
+	static const char *const cmds[RQ_STATS_PER_SHARD][4] = {
+	        {"ZCARD", NULL}, {"ZRANGE", NULL, "0", "0"}, {"ZCARD", NULL}};
+	static const int argcs[RQ_STATS_PER_SHARD] = {2, 5, 2};
+	const char *time_argv[1] = {"TIME"};
+	size_t time_len[1] = {4};
+	char k[RQ_KEY_MAX];
+	unsigned s, i;
+
+	if (rq_ensure(q) < 0)
+		return -1;
+	if (redisAppendCommandArgv(q->c, 1, time_argv, time_len) != REDIS_OK)
+		goto io;
+	for (s = 0; s < RK_SHARDS; s++) {
+		for (i = 0; i < RQ_STATS_PER_SHARD; i++) {
+			const char *argv[5];
+			size_t lens[5];
+			int j;
+
+			fns[i](k, sizeof(k), s);
+			argv[0] = cmds[i][0];
+			argv[1] = k;
+			argv[2] = cmds[i][2];
+			argv[3] = cmds[i][3];
+			argv[4] = "WITHSCORES";
+			for (j = 0; j < argcs[i]; j++)
+				lens[j] = strlen(argv[j]);
+			if (redisAppendCommandArgv(q->c, argcs[i], argv, lens) != REDIS_OK)
+				goto io;
+		}
+	}
+	for (i = 0; i < RQ_STATS_CMDS; i++) {
+		void *reply = NULL;
+
+		if (redisGetReply(q->c, &reply) != REDIS_OK || reply == NULL) {
+			while (i > 0)
+				freeReplyObject(r[--i]);
+			goto io;
+		}
+		r[i] = reply;
+	}
+	return 0;
+io:
+	rq_set_error(q, "redis: %s while reading stats",
+	             q->c->err != 0 ? q->c->errstr : "no reply");
+	rq_drop(q);
+	return -1;
+}
+
+int rq_stats(struct rq *q, struct rq_stats *stats_r)
+{
+	redisReply *r[RQ_STATS_CMDS];
+	unsigned s, i;
+	int rc = 0;
+
+	memset(stats_r, 0, sizeof(*stats_r));
+	stats_r->oldest_due_ms = -1;
+	/* Read-only: sent again once after an I/O error. */
+	if (rq_stats_pipeline(q, r) < 0 && rq_stats_pipeline(q, r) < 0)
+		return -1;
+	for (i = 0; i < RQ_STATS_CMDS; i++) {
+		if (r[i]->type == REDIS_REPLY_ERROR) {
+			rq_set_error(q, "redis: stats: %.*s",
+			             (int)(r[i]->len < 200 ? r[i]->len : 200), r[i]->str);
+			rc = -1;
+		}
+	}
+	if (rc == 0 && (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 2 ||
+	                r[0]->element[0]->type != REDIS_REPLY_STRING ||
+	                r[0]->element[1]->type != REDIS_REPLY_STRING)) {
+		rq_set_error(q, "redis: unexpected reply to TIME");
+		rc = -1;
+	}
+	if (rc == 0) {
+		stats_r->now_ms =
+		        rq_parse_i64(r[0]->element[0]->str, r[0]->element[0]->len) * 1000 +
+		        rq_parse_i64(r[0]->element[1]->str, r[0]->element[1]->len) / 1000;
+		for (s = 0; s < RK_SHARDS; s++) {
+			const redisReply *due = r[1 + s * RQ_STATS_PER_SHARD],
+			                 *first = r[2 + s * RQ_STATS_PER_SHARD],
+			                 *infl = r[3 + s * RQ_STATS_PER_SHARD];
+
+			if (due->type == REDIS_REPLY_INTEGER)
+				stats_r->due += (uint64_t)due->integer;
+			if (infl->type == REDIS_REPLY_INTEGER)
+				stats_r->inflight += (uint64_t)infl->integer;
+			if (first->type == REDIS_REPLY_ARRAY && first->elements == 2 &&
+			    first->element[1]->type == REDIS_REPLY_STRING) {
+				int64_t score = rq_parse_i64(first->element[1]->str,
+				                             first->element[1]->len);
+
+				if (stats_r->oldest_due_ms < 0 || score < stats_r->oldest_due_ms)
+					stats_r->oldest_due_ms = score;
+			}
+		}
+		if (stats_r->oldest_due_ms >= 0 && stats_r->oldest_due_ms < stats_r->now_ms)
+			stats_r->oldest_due_age_ms =
+			        (uint64_t)(stats_r->now_ms - stats_r->oldest_due_ms);
+	}
+	for (i = 0; i < RQ_STATS_CMDS; i++)
+		freeReplyObject(r[i]);
+	return rc;
+}
