@@ -21,6 +21,8 @@
 #include "hdrkey.h"
 #include "regex.h"
 #include "imapferry/log.h"
+#include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
 #include "sync.h"
 
 #define EXIT_BY_SIGNAL 6
@@ -350,6 +352,54 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
 	sy_state_record(st, &plan->f[k], now, counts);
 }
 
+/*
+ * --quickcheck (the daemon's whole-user item): the folder tree is synced by
+ * the plan (missing folders created, renames followed), both sides were
+ * STATUSed in one pipelined round trip each; every folder the state does
+ * not show as unchanged is marked in Redis for a one-folder sync, which any
+ * worker then claims. Nothing else is read or copied here.
+ */
+static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
+                      struct sy_fstatus (*before)[2])
+{
+	char host[256], name[2048];
+	const char *unix_path, *error;
+	int port;
+	size_t marked = 0;
+	struct rq *q;
+
+	if (r->o->redis == NULL ||
+	    sy_redis_spec(r->o->redis, host, sizeof(host), &port, &unix_path) < 0) {
+		sy_out(r, "--quickcheck needs --redis HOST:PORT");
+		return SY_EX_USAGE;
+	}
+	q = rq_open(unix_path != NULL ? NULL : host, port, unix_path, 2000, &error);
+	if (q == NULL) {
+		sy_error(r, SY_ERR_UNCLASSIFIED, "Redis %s: %s", r->o->redis, error);
+		return sy_report(r);
+	}
+	for (size_t k = 0; k < plan->n; k++) {
+		uint64_t counts[3];
+
+		if (plan->f[k].skip || !plan->f[k].exists2 ||
+		    (st != NULL && sy_state_unchanged(st, &plan->f[k], before[k], counts)))
+			continue;
+		if (rk_folder_canon(name, sizeof(name), plan->f[k].name1, strlen(plan->f[k].name1),
+		                    0, r->side[0].sep) < 0 ||
+		    rq_mark(q, r->o->acc[0].user, name, 0) < 0) {
+			sy_error(r, SY_ERR_UNCLASSIFIED, "Folder %s: cannot mark it in Redis: %s",
+			         plan->f[k].name1, rq_error(q));
+			continue;
+		}
+		sy_out(r, "Folder [%s] changed since the last sync: marked for a sync",
+		       plan->f[k].name1);
+		marked++;
+	}
+	sy_out(r, "Quick check: %zu of %zu folders changed", marked, plan->n);
+	rq_close(&q);
+	return r->nerrors > 0 ? sy_report(r) : 0;
+}
+
 static int run(struct sy_run *r, int argc, char **argv)
 {
 	struct sy_options *o = r->o;
@@ -467,6 +517,16 @@ static int run(struct sy_run *r, int argc, char **argv)
 			abort();
 		sy_status_batch(r, &plan, (size_t)-1, before);
 	}
+	if (o->quickcheck) {
+		if (st != NULL)
+			sy_state_save(r, st); /* renames moved entries */
+		code = quickcheck(r, st, &plan, before);
+		r->st = NULL;
+		sy_state_free(&st);
+		free(before);
+		sy_plan_free(&plan);
+		return finish(r, code);
+	}
 	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
 	for (size_t k = 0; k < plan.n && !r->stop; k++) {
 		if (plan.f[k].skip || (!plan.f[k].exists2 && !o->dry))
@@ -528,6 +588,11 @@ int main(int argc, char **argv)
 		const char *e;
 
 		log_set_debug(o.debug ? "all" : "imap", &e);
+	}
+	if (o.daemon) {
+		code = sy_daemon_main(&o, argc, argv);
+		sy_options_free(&o);
+		return code;
 	}
 	memset(&r, 0, sizeof(r));
 	r.o = &o;

@@ -352,6 +352,13 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_STATE] = {"state", NULL, T_NEG(state), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: remember each folder's state in tmpdir and skip unchanged folders (--nostate: imapsync's stateless runs)"},
 	[SY_OPT_DELTA] = {"delta", NULL, T_NEG(delta), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: with --state, read only what changed in a changed folder (QRESYNC/CONDSTORE + the UID map; --nodelta: a full pass)"},
 	[SY_OPT_REDIS] = {"redis", NULL, T_STR(redis), NULL, NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: keep the state in Redis (HOST:PORT or a socket path) instead of tmpdir, under the key schema the proxy and daemon share"},
+	[SY_OPT_DAEMON] = {"daemon", NULL, T_BOOL(daemon), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry: live replication: consume the proxy's marks from --redis and sync what changed (README: the daemon)"},
+	[SY_OPT_WORKERS] = {"workers", NULL, T_INT(workers), "4", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: folder syncs run at once"},
+	[SY_OPT_USERS] = {"users", NULL, T_STR(users), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: file of users (one per line, \"user1 user2\" when the names differ) to sync and keep polling"},
+	[SY_OPT_POLL] = {"poll", NULL, T_INT(poll), "300", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of each user (changes that bypassed the proxy)"},
+	[SY_OPT_LEASE] = {"lease", NULL, T_INT(lease), "120", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds a claimed item is held before another worker may take it (renewed while it runs)"},
+	[SY_OPT_HTTP] = {"http", NULL, T_STR(http), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: ADDR:PORT for /metrics and /healthz"},
+	[SY_OPT_QUICKCHECK] = {"quickcheck", NULL, T_BOOL(quickcheck), NULL, NULL, NOW, SY_G_INTERNAL, NULL, "imapferry daemon's own: create missing folders, STATUS both sides, mark changed folders in --redis, sync nothing"},
 };
 /* clang-format on */
 _Static_assert(sizeof(opts) / sizeof(opts[0]) == SY_OPT_COUNT, "one descriptor per option id");

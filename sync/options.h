@@ -342,6 +342,13 @@ enum sy_opt {
 	SY_OPT_STATE,
 	SY_OPT_DELTA,
 	SY_OPT_REDIS,
+	SY_OPT_DAEMON,
+	SY_OPT_WORKERS,
+	SY_OPT_USERS,
+	SY_OPT_POLL,
+	SY_OPT_LEASE,
+	SY_OPT_HTTP,
+	SY_OPT_QUICKCHECK,
 	SY_OPT_COUNT
 };
 
@@ -430,6 +437,14 @@ struct sy_options {
 	int state;   /* --state (default on): per-folder state, skip unchanged folders */
 	int delta;   /* --delta (default on): incremental passes of changed folders */
 	char *redis; /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
+	/* the daemon (sync/daemon.c, issue 6) */
+	int daemon;           /* --daemon */
+	long long workers;    /* --workers: syncs at once */
+	char *users;          /* --users FILE: users to enqueue at start */
+	long long poll;       /* --poll SECS: quick check of every known user */
+	long long lease;      /* --lease SECS */
+	char *http;           /* --http ADDR:PORT: /metrics, /healthz */
+	int quickcheck;       /* --quickcheck: tree + STATUS, mark changed folders */
 	double simulong;
 	long long buffersize;
 	struct sy_strlist testsunit, var;

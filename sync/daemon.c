@@ -1,0 +1,774 @@
+/*
+ * daemon.c - imapferry-sync --daemon: live replication (issue 6).
+ *
+ * The daemon consumes the dirty marks the proxy writes to Redis
+ * (include/imapferry/rkeys.h) through the work queue (lib/rqueue.c) and
+ * runs one sync per claimed item:
+ *
+ *   - "user<TAB>folder": a one-folder run of this same program
+ *     (--folder F --redis R: the incremental engine, state in Redis);
+ *   - "user<TAB>*" (the whole user: a bulk start, a poll, a proxy that lost
+ *     marks): a --quickcheck run, which syncs the folder tree (creates,
+ *     renames) and STATUSes every folder on both sides, and marks each one
+ *     the state does not show as unchanged; those are claimed next, by any
+ *     worker of any daemon, in parallel.
+ *
+ * Each sync is a child process: a crash or a leak in one sync cannot take
+ * the daemon down, memory is returned when it ends, and --workers children
+ * run at once. While a child runs, the daemon renews its lease every third
+ * of --lease; a lease lost (the item was reaped and perhaps claimed by
+ * another worker) kills the child before it writes more. A child that
+ * succeeds finishes its item (a mark made during its sync is still due and
+ * runs next: no lost change); one that fails is retried with a backoff.
+ *
+ * Every --poll seconds each known user gets a whole-user mark, which is how
+ * changes that bypassed the proxy (LMTP delivery, Sieve, expiry) are found;
+ * "rep:sweep_all" (set by a proxy that lost marks) marks every known user
+ * at once. Expired leases of dead workers are reaped every few seconds.
+ *
+ * Credentials never go to Redis: the children log in with the daemon's own
+ * options (an admin or master user: --authuser1/2, or Dovecot's
+ * "user*master"), passwords handed down in IMAPSYNC_PASSWORD1/2, not argv.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "imapferry/log.h"
+#include "imapferry/mutf7.h"
+#include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
+#include "options.h"
+#include "sync.h"
+
+#define DM_TICK_MS      100    /* the loop's period */
+#define DM_REAP_MS      2000   /* reaper and sweep-all period */
+#define DM_RETRY_MIN_MS 2000   /* backoff of a failed sync: 2 s, doubling */
+#define DM_RETRY_MAX_MS 300000 /* ... up to 5 min */
+#define DM_USERS_MAX    100000 /* users kept in memory (the poll set lives in Redis) */
+#define DM_STOP_GRACE_S 30     /* children get this long after SIGTERM */
+
+struct dm_job {
+	pid_t pid;
+	struct rq_item *item; /* array of one, from rq_claim_any() */
+	struct timespec started, renewed;
+	char *user, *folder;
+	char logpath[512];
+};
+
+struct dm_user {
+	char *user1, *user2;
+};
+
+struct daemon {
+	struct sy_options *o;
+	int argc;
+	char **argv;
+	pid_t pid;
+	struct rq *q;
+	char worker[RQ_WORKER_MAX];
+	struct event_base *base;
+	struct event *tick, *sigs[3];
+	struct evhttp *http;
+	struct dm_job *jobs; /* [workers] */
+	unsigned njobs;
+	struct dm_user *users;
+	size_t nusers;
+	struct timespec last_reap;
+	int stopping;
+	struct timespec stop_at;
+	/* metrics */
+	unsigned long long started, ok, failed, lost, polled, marks;
+};
+
+static double since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+int sy_redis_spec(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r)
+{
+	const char *colon;
+	size_t hl;
+
+	*unix_r = NULL;
+	*port_r = 6379;
+	if (spec == NULL || spec[0] == '\0')
+		return -1;
+	if (spec[0] == '/') {
+		*unix_r = spec;
+		host[0] = '\0';
+		return 0;
+	}
+	colon = strrchr(spec, ':');
+	hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
+	if (hl == 0 || hl >= hostsize)
+		return -1;
+	memcpy(host, spec, hl);
+	host[hl] = '\0';
+	if (colon != NULL) {
+		char *end;
+		long p = strtol(colon + 1, &end, 10);
+
+		if (*end != '\0' || p <= 0 || p > 65535)
+			return -1;
+		*port_r = (int)p;
+	}
+	return 0;
+}
+
+/* --- users: who the daemon polls, and each one's host2 name --- */
+
+static const char *user2_of(const struct daemon *d, const char *user1)
+{
+	for (size_t i = 0; i < d->nusers; i++) {
+		if (strcmp(d->users[i].user1, user1) == 0)
+			return d->users[i].user2;
+	}
+	return user1;
+}
+
+static int user_known(const struct daemon *d, const char *user1)
+{
+	for (size_t i = 0; i < d->nusers; i++) {
+		if (strcmp(d->users[i].user1, user1) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void user_add(struct daemon *d, const char *u1, const char *u2)
+{
+	if (user_known(d, u1) || d->nusers >= DM_USERS_MAX)
+		return;
+	d->users = realloc(d->users, (d->nusers + 1) * sizeof(*d->users));
+	if (d->users == NULL)
+		abort();
+	d->users[d->nusers].user1 = strdup(u1);
+	d->users[d->nusers].user2 = strdup(u2 != NULL ? u2 : u1);
+	if (d->users[d->nusers].user1 == NULL || d->users[d->nusers].user2 == NULL)
+		abort();
+	d->nusers++;
+}
+
+/* --users FILE: "user1" or "user1 user2" per line; # comments. Every user
+ * gets a whole-user mark now (the bulk start) and a place in the poll set. */
+static int load_users(struct daemon *d)
+{
+	FILE *fp = fopen(d->o->users, "r");
+	char *line = NULL;
+	size_t cap = 0;
+	int64_t now;
+	unsigned n = 0, lineno = 0;
+
+	if (fp == NULL) {
+		log_msg(LOG_LVL_ERROR, "daemon", "cannot read --users %s: %s", d->o->users,
+		        strerror(errno));
+		return -1;
+	}
+	if (rq_now(d->q, &now) < 0)
+		now = 0;
+	while (getline(&line, &cap, fp) > 0) {
+		char u1[512], u2[512];
+		int k;
+
+		lineno++;
+		if (line[0] == '#' || (k = sscanf(line, "%511s %511s", u1, u2)) < 1)
+			continue;
+		user_add(d, u1, k == 2 ? u2 : NULL);
+		if (rq_mark(d->q, u1, RK_FOLDER_ALL, 0) < 0 ||
+		    rq_poll_set(d->q, u1, now + d->o->poll * 1000) < 0)
+			log_msg(LOG_LVL_WARN, "daemon", "%s:%u: cannot enqueue %s: %s", d->o->users,
+			        lineno, u1, rq_error(d->q));
+		else
+			n++;
+	}
+	free(line);
+	fclose(fp);
+	log_msg(LOG_LVL_NOTICE, "daemon", "%u users from %s enqueued for a full check", n,
+	        d->o->users);
+	return 0;
+}
+
+/* --- children --- */
+
+/* Options the daemon does not pass down (and whether they take a value). */
+static int dropped_option(const char *arg, int *takes_value_r)
+{
+	static const struct {
+		const char *name;
+		int value;
+	} drop[] = {
+	        {"daemon", 0},    {"workers", 1},   {"users", 1},      {"poll", 1},
+	        {"lease", 1},     {"http", 1},      {"user1", 1},      {"user2", 1},
+	        {"password1", 1}, {"password2", 1}, {"folder", 1},     {"folderrec", 1},
+	        {"pidfile", 1},   {"logfile", 1},   {"quickcheck", 0},
+	};
+	const char *name = arg, *eq;
+	size_t len;
+
+	if (name[0] != '-')
+		return 0;
+	while (*name == '-')
+		name++;
+	eq = strchr(name, '=');
+	len = eq != NULL ? (size_t)(eq - name) : strlen(name);
+	for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++) {
+		if (strlen(drop[i].name) == len && strncmp(drop[i].name, name, len) == 0) {
+			*takes_value_r = drop[i].value && eq == NULL;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static char **child_argv(const struct daemon *d, const char *user, const char *folder)
+{
+	char **av = calloc((size_t)d->argc + 16, sizeof(*av));
+	int n = 0;
+
+	if (av == NULL)
+		abort();
+	av[n++] = d->argv[0];
+	for (int i = 1; i < d->argc; i++) {
+		int takes;
+
+		if (dropped_option(d->argv[i], &takes)) {
+			i += takes;
+			continue;
+		}
+		av[n++] = d->argv[i];
+	}
+	av[n++] = "--user1";
+	av[n++] = (char *)user;
+	av[n++] = "--user2";
+	av[n++] = (char *)user2_of(d, user);
+	av[n++] = "--pidfile";
+	av[n++] = ""; /* none: the syncs run side by side */
+	av[n++] = "--nolog";
+	av[n++] = "--nofoldersizes";
+	/* a replica mirrors: in-folder duplicates are copied too (imapsync
+	 * skips them by default; --nosyncduplicates keeps that) */
+	if (!sy_options_given(d->o, SY_OPT_SYNCDUPLICATES))
+		av[n++] = "--syncduplicates";
+	if (strcmp(folder, RK_FOLDER_ALL) == 0) {
+		av[n++] = "--quickcheck";
+	} else {
+		av[n++] = "--folder";
+		av[n++] = (char *)folder; /* host1's name, mUTF-7 (job_start) */
+	}
+	av[n] = NULL;
+	return av;
+}
+
+/* A job's item is its own copy (fill_workers()). */
+static void item_free(struct rq_item *one)
+{
+	if (one == NULL)
+		return;
+	free((char *)one->user);
+	free((char *)one->folder);
+	free((char *)one->member);
+	free((char *)one->owner);
+	free(one);
+}
+
+static void job_clear(struct dm_job *j)
+{
+	if (j->logpath[0] != '\0')
+		unlink(j->logpath);
+	item_free(j->item);
+	free(j->user);
+	free(j->folder);
+	memset(j, 0, sizeof(*j));
+}
+
+/* The last line of a child's output that says what went wrong. */
+static void job_last_error(const struct dm_job *j, char *buf, size_t size)
+{
+	FILE *fp = fopen(j->logpath, "r");
+	char line[1024];
+
+	buf[0] = '\0';
+	if (fp == NULL)
+		return;
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		line[strcspn(line, "\r\n")] = '\0';
+		/* the last error line, else the last line */
+		if (line[0] != '\0' &&
+		    (strstr(line, "rror") != NULL || strstr(buf, "rror") == NULL))
+			snprintf(buf, size, "%s", line);
+	}
+	fclose(fp);
+}
+
+static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
+{
+	const char *folder = item->folder;
+	char *raw = NULL, **av;
+	const char *err;
+	pid_t pid;
+	int fd;
+
+	memset(j, 0, sizeof(*j));
+	j->item = item;
+	j->user = strdup(item->user);
+	if (strcmp(folder, RK_FOLDER_ALL) == 0)
+		j->folder = strdup(folder);
+	else if (mutf7_from_utf8(folder, strlen(folder), &raw, NULL, &err) == 0)
+		j->folder = raw; /* marks carry UTF-8; --folder wants host1's mUTF-7 */
+	else
+		j->folder = strdup(folder);
+	if (j->user == NULL || j->folder == NULL)
+		abort();
+	snprintf(j->logpath, sizeof(j->logpath), "%s/imapferry-daemon-%d-%llu.log",
+	         d->o->tmpdir != NULL ? d->o->tmpdir : "/tmp", (int)getpid(),
+	         (unsigned long long)item->token);
+	av = child_argv(d, j->user, j->folder);
+	pid = fork();
+	if (pid == 0) {
+		fd = open(j->logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd >= 0) {
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+		/* a sync never outlives its daemon: a second daemon's worker
+		 * may claim the item once the lease ends */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != d->pid)
+			_exit(126);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the daemon, which decides */
+		execv("/proc/self/exe", av);
+		execvp(av[0], av);
+		_exit(127);
+	}
+	free(av);
+	if (pid < 0) {
+		log_msg(LOG_LVL_ERROR, "daemon", "fork: %s", strerror(errno));
+		return -1;
+	}
+	j->pid = pid;
+	clock_gettime(CLOCK_MONOTONIC, &j->started);
+	j->renewed = j->started;
+	d->started++;
+	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] started (pid %d, token %llu)", j->user,
+	        item->folder, (int)pid, (unsigned long long)item->token);
+	return 0;
+}
+
+static unsigned backoff_ms(const struct rq_item *item)
+{
+	/* the claim's lateness tells how long the item has been failing */
+	int64_t late = item->claimed_ms - item->due_ms;
+	int64_t ms = late > DM_RETRY_MIN_MS ? late * 2 : DM_RETRY_MIN_MS;
+
+	return (unsigned)(ms > DM_RETRY_MAX_MS ? DM_RETRY_MAX_MS : ms);
+}
+
+static void job_done(struct daemon *d, struct dm_job *j, int status)
+{
+	double secs = since(&j->started);
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	char why[1024];
+	int64_t now;
+
+	if (code == 0) {
+		if (rq_finish(d->q, j->item, NULL, NULL) == 1) {
+			d->ok++;
+			log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] done in %.2f s", j->user,
+			        j->item->folder, secs);
+		} else {
+			d->lost++;
+			log_msg(LOG_LVL_WARN, "daemon",
+			        "sync %s [%s] done in %.2f s but its lease was lost meanwhile "
+			        "(another worker took it): it runs again",
+			        j->user, j->item->folder, secs);
+		}
+		if (strcmp(j->item->folder, RK_FOLDER_ALL) == 0 || !user_known(d, j->user)) {
+			user_add(d, j->user, NULL);
+			if (rq_now(d->q, &now) == 0)
+				rq_poll_set(d->q, j->user, now + d->o->poll * 1000);
+		}
+	} else {
+		d->failed++;
+		job_last_error(j, why, sizeof(why));
+		log_msg(LOG_LVL_WARN, "daemon",
+		        "sync %s [%s] failed (exit %d) after %.2f s: %s; retrying", j->user,
+		        j->item->folder, code, secs, why[0] != '\0' ? why : "no output");
+		rq_retry(d->q, j->item, backoff_ms(j->item));
+	}
+	job_clear(j);
+	d->njobs--;
+}
+
+static void reap_children(struct daemon *d)
+{
+	int status;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (unsigned i = 0; i < (unsigned)d->o->workers; i++) {
+			if (d->jobs[i].pid == pid) {
+				job_done(d, &d->jobs[i], status);
+				break;
+			}
+		}
+	}
+}
+
+static void renew_leases(struct daemon *d)
+{
+	unsigned lease = (unsigned)d->o->lease * 1000u;
+
+	for (unsigned i = 0; i < (unsigned)d->o->workers; i++) {
+		struct dm_job *j = &d->jobs[i];
+		int rc;
+
+		if (j->pid <= 0 || since(&j->renewed) < d->o->lease / 3.0)
+			continue;
+		rc = rq_renew(d->q, j->item, lease);
+		if (rc == 1) {
+			clock_gettime(CLOCK_MONOTONIC, &j->renewed);
+		} else if (rc == 0 || since(&j->renewed) > d->o->lease * 0.9) {
+			/* lost, or unknown for too long: stop before it writes more */
+			log_msg(LOG_LVL_WARN, "daemon", "sync %s [%s]: lease lost, stopping it",
+			        j->user, j->item->folder);
+			kill(j->pid, SIGKILL);
+		}
+	}
+}
+
+/* --- the loop --- */
+
+static void poll_users(struct daemon *d)
+{
+	int64_t now;
+
+	if (rq_now(d->q, &now) < 0)
+		return;
+	for (unsigned s = 0; s < RK_SHARDS; s++) {
+		char **users = NULL;
+		size_t n = 0;
+
+		if (rq_poll_due(d->q, s, 100, (unsigned)d->o->lease * 1000u, &users, &n) < 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			if (rq_mark(d->q, users[i], RK_FOLDER_ALL, 0) == 0) {
+				d->polled++;
+				rq_poll_set(d->q, users[i], now + d->o->poll * 1000);
+			}
+		}
+		rq_users_free(&users, n);
+	}
+}
+
+static void housekeeping(struct daemon *d)
+{
+	int64_t flag;
+	int rc;
+
+	if (since(&d->last_reap) * 1000 < DM_REAP_MS)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &d->last_reap);
+	for (unsigned s = 0; s < RK_SHARDS; s++) {
+		unsigned back = 0;
+
+		if (rq_reap(d->q, s, &back) == 0 && back > 0)
+			log_msg(LOG_LVL_NOTICE, "daemon",
+			        "shard %u: %u expired leases returned to the queue", s, back);
+	}
+	rc = rq_sweep_all_take(d->q, &flag);
+	if (rc != 0) {
+		/* a proxy lost marks it could not remember per user (or the flag's
+		 * state is unknown): quick-check everyone we know */
+		log_msg(LOG_LVL_NOTICE, "daemon",
+		        "rep:sweep_all: quick check of all %zu known users", d->nusers);
+		for (size_t i = 0; i < d->nusers; i++)
+			rq_mark(d->q, d->users[i].user1, RK_FOLDER_ALL, 0);
+	}
+	poll_users(d);
+}
+
+static void fill_workers(struct daemon *d)
+{
+	unsigned free_slots = (unsigned)d->o->workers - d->njobs;
+	struct rq_item *items = NULL;
+	size_t n = 0;
+
+	if (d->stopping || free_slots == 0)
+		return;
+	if (rq_claim_any(d->q, d->worker, free_slots, (unsigned)d->o->lease * 1000u, &items, &n) <
+	    0) {
+		static time_t last;
+
+		if (time(NULL) != last)
+			log_msg(LOG_LVL_WARN, "daemon", "Redis: %s", rq_error(d->q));
+		last = time(NULL);
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct rq_item *one = malloc(sizeof(*one));
+		unsigned slot;
+
+		/* each job owns a copy of its item (the array is freed at once) */
+		if (one == NULL)
+			abort();
+		*one = items[k];
+		one->user = strdup(items[k].user);
+		one->folder = strdup(items[k].folder);
+		one->member = strndup(items[k].member, items[k].member_len);
+		one->owner = strdup(items[k].owner);
+		if (one->user == NULL || one->folder == NULL || one->member == NULL ||
+		    one->owner == NULL)
+			abort();
+		for (slot = 0; slot < (unsigned)d->o->workers && d->jobs[slot].pid > 0; slot++)
+			;
+		if (slot == (unsigned)d->o->workers || job_start(d, &d->jobs[slot], one) < 0) {
+			rq_retry(d->q, one, DM_RETRY_MIN_MS);
+			item_free(one);
+			continue;
+		}
+		d->njobs++;
+	}
+	rq_items_free(&items, n);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *aux)
+{
+	struct daemon *d = aux;
+
+	(void)fd;
+	(void)what;
+	reap_children(d);
+	renew_leases(d);
+	if (d->stopping) {
+		if (d->njobs == 0) {
+			event_base_loopbreak(d->base);
+			return;
+		}
+		if (since(&d->stop_at) > DM_STOP_GRACE_S) {
+			for (unsigned i = 0; i < (unsigned)d->o->workers; i++) {
+				if (d->jobs[i].pid > 0)
+					kill(d->jobs[i].pid, SIGTERM);
+			}
+		}
+		return;
+	}
+	housekeeping(d);
+	fill_workers(d);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *aux)
+{
+	struct daemon *d = aux;
+
+	(void)what;
+	if (sig == SIGCHLD) {
+		reap_children(d);
+		fill_workers(d);
+		return;
+	}
+	if (!d->stopping) {
+		log_msg(LOG_LVL_NOTICE, "daemon",
+		        "signal %d: no new syncs; waiting for %u running ones", (int)sig, d->njobs);
+		d->stopping = 1;
+		clock_gettime(CLOCK_MONOTONIC, &d->stop_at);
+	}
+}
+
+/* --- /metrics and /healthz --- */
+
+static void metric(struct evbuffer *b, const char *name, const char *type, const char *help,
+                   unsigned long long v)
+{
+	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
+	                    name, v);
+}
+
+static void http_metrics(struct evhttp_request *req, void *aux)
+{
+	struct daemon *d = aux;
+	struct evbuffer *b = evbuffer_new();
+	struct rq_stats qs;
+	int qok;
+
+	if (b == NULL) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	qok = rq_stats(d->q, &qs) == 0;
+	metric(b, "imapferry_sync_jobs_running", "gauge", "Syncs running now.", d->njobs);
+	metric(b, "imapferry_sync_jobs_started_total", "counter", "Syncs started.", d->started);
+	metric(b, "imapferry_sync_jobs_ok_total", "counter", "Syncs that succeeded.", d->ok);
+	metric(b, "imapferry_sync_jobs_failed_total", "counter", "Syncs that failed (retried).",
+	       d->failed);
+	metric(b, "imapferry_sync_jobs_lost_total", "counter",
+	       "Syncs whose lease was lost before they finished.", d->lost);
+	metric(b, "imapferry_sync_users_polled_total", "counter",
+	       "Whole-user quick checks started by the poll schedule.", d->polled);
+	metric(b, "imapferry_sync_users_known", "gauge", "Users this daemon polls.", d->nusers);
+	metric(b, "imapferry_sync_redis_up", "gauge", "1 when Redis answered this scrape.", qok);
+	if (qok) {
+		metric(b, "imapferry_sync_queue_due", "gauge",
+		       "(user, folder) items waiting, debouncing ones included.", qs.due);
+		metric(b, "imapferry_sync_queue_inflight", "gauge", "Items being synced.",
+		       qs.inflight);
+		metric(b, "imapferry_sync_queue_oldest_due_age_seconds", "gauge",
+		       "Age of the oldest due item: the replication lag's upper bound.",
+		       qs.oldest_due_age_ms / 1000);
+	}
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, HTTP_OK, "OK", b);
+	evbuffer_free(b);
+}
+
+static void http_healthz(struct evhttp_request *req, void *aux)
+{
+	struct daemon *d = aux;
+	struct evbuffer *b = evbuffer_new();
+	int64_t now;
+	int ok = rq_now(d->q, &now) == 0;
+
+	if (b == NULL) {
+		evhttp_send_error(req, HTTP_INTERNAL, NULL);
+		return;
+	}
+	evbuffer_add_printf(b, "%s\n", ok ? "ok" : "redis unavailable");
+	evhttp_send_reply(req, ok ? HTTP_OK : 503, ok ? "OK" : "Service Unavailable", b);
+	evbuffer_free(b);
+}
+
+static int http_start(struct daemon *d)
+{
+	char host[256];
+	int port;
+	const char *unix_path;
+
+	if (d->o->http == NULL)
+		return 0;
+	if (sy_redis_spec(d->o->http, host, sizeof(host), &port, &unix_path) < 0 ||
+	    unix_path != NULL) {
+		log_msg(LOG_LVL_ERROR, "daemon", "--http %s: want ADDR:PORT", d->o->http);
+		return -1;
+	}
+	d->http = evhttp_new(d->base);
+	if (d->http == NULL || evhttp_bind_socket(d->http, host, (ev_uint16_t)port) < 0) {
+		log_msg(LOG_LVL_ERROR, "daemon", "--http %s: cannot listen", d->o->http);
+		return -1;
+	}
+	evhttp_set_cb(d->http, "/metrics", http_metrics, d);
+	evhttp_set_cb(d->http, "/healthz", http_healthz, d);
+	return 0;
+}
+
+int sy_daemon_main(struct sy_options *o, int argc, char **argv)
+{
+	struct daemon d;
+	char host[256], err[4096];
+	const char *unix_path, *error;
+	int port, code = 0;
+	static const int sigs[3] = {SIGTERM, SIGINT, SIGCHLD};
+
+	memset(&d, 0, sizeof(d));
+	log_set_level(LOG_LVL_INFO);
+	d.o = o;
+	d.pid = getpid();
+	d.argc = argc;
+	d.argv = argv;
+	if (o->redis == NULL ||
+	    sy_redis_spec(o->redis, host, sizeof(host), &port, &unix_path) < 0) {
+		fprintf(stderr, "--daemon needs --redis HOST:PORT (or a socket path)\n");
+		return SY_EX_USAGE;
+	}
+	if (o->workers < 1 || o->workers > 256 || o->poll < 1 || o->lease < 3) {
+		fprintf(stderr, "--workers 1..256, --poll >= 1 and --lease >= 3 please\n");
+		return SY_EX_USAGE;
+	}
+	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		return SY_EX_NOINPUT;
+	}
+	/* the children get the passwords from the environment, never argv */
+	for (int i = 0; i < 2; i++) {
+		char name[32];
+
+		snprintf(name, sizeof(name), "IMAPSYNC_PASSWORD%d", i + 1);
+		if (o->acc[i].password != NULL)
+			setenv(name, o->acc[i].password, 1);
+	}
+	d.q = rq_open(unix_path != NULL ? NULL : host, port, unix_path, 2000, &error);
+	if (d.q == NULL) {
+		fprintf(stderr, "Redis %s: %s\n", o->redis, error);
+		return 1;
+	}
+	snprintf(d.worker, sizeof(d.worker), "%.64s:%d",
+	         getenv("HOSTNAME") != NULL ? getenv("HOSTNAME") : "imapferry", (int)getpid());
+	d.jobs = calloc((size_t)o->workers, sizeof(*d.jobs));
+	d.base = event_base_new();
+	if (d.jobs == NULL || d.base == NULL)
+		abort();
+	if (o->users != NULL && load_users(&d) < 0) {
+		code = SY_EX_NOINPUT;
+		goto out;
+	}
+	if (http_start(&d) < 0) {
+		code = 1;
+		goto out;
+	}
+	for (int i = 0; i < 3; i++) {
+		d.sigs[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
+		event_add(d.sigs[i], NULL);
+	}
+	d.tick = event_new(d.base, -1, EV_PERSIST, on_tick, &d);
+	{
+		struct timeval tv = {0, DM_TICK_MS * 1000};
+
+		event_add(d.tick, &tv);
+	}
+	log_msg(LOG_LVL_NOTICE, "daemon",
+	        "imapferry-sync %s daemon %s: Redis %s, %lld workers, poll every %lld s, "
+	        "lease %lld s%s%s",
+	        IMAPFERRY_VERSION, d.worker, o->redis, o->workers, o->poll, o->lease,
+	        o->http != NULL ? ", /metrics on " : "", o->http != NULL ? o->http : "");
+	event_base_dispatch(d.base);
+	log_msg(LOG_LVL_NOTICE, "daemon", "stopped: %llu syncs, %llu ok, %llu failed", d.started,
+	        d.ok, d.failed);
+out:
+	for (int i = 0; i < 3; i++) {
+		if (d.sigs[i] != NULL)
+			event_free(d.sigs[i]);
+	}
+	if (d.tick != NULL)
+		event_free(d.tick);
+	if (d.http != NULL)
+		evhttp_free(d.http);
+	for (unsigned i = 0; i < (unsigned)o->workers; i++) {
+		if (d.jobs[i].pid > 0)
+			job_clear(&d.jobs[i]);
+	}
+	free(d.jobs);
+	for (size_t i = 0; i < d.nusers; i++) {
+		free(d.users[i].user1);
+		free(d.users[i].user2);
+	}
+	free(d.users);
+	event_base_free(d.base);
+	rq_close(&d.q);
+	return code;
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Live replication (issue 6): imapferry-proxy in front of the source Dovecot,
+imapferry-sync --daemon consuming its marks, both on a Redis of this test's
+own (so no other test's marks are consumed).
+
+Covers: the bulk start of a --users list copies the account (master-user
+logins, no user password anywhere); a change made through the proxy reaches
+the destination within seconds; an LMTP delivery that bypasses the proxy is
+found by the poll; a daemon killed (with its children) in the middle of a
+burst and started again converges with no duplicate; /metrics answers;
+SIGTERM stops it cleanly.
+
+Uses user frank on both sides. Needs FERRY_ENV_DIR, FERRY_SYNC, FERRY_PROXY.
+"""
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+import ferry_harness as fh
+
+USER = "frank"
+ENV = fh.Env.load()
+SYNC = os.environ["FERRY_SYNC"]
+PROXY = os.environ["FERRY_PROXY"]
+WORKDIR = tempfile.mkdtemp(prefix="ferry-daemon-test-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((fh.HOST, 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", fh.HOST, "--save", "",
+             "--appendonly", "no", "--dir", WORKDIR],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while self.cli("PING") != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def cli(self, *args):
+        p = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                           text=True)
+        return p.stdout.strip()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def message(n, tag):
+    return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
+            f"Message-Id: <{tag}-{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
+
+
+class Daemon(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        fh.wipe(ENV, "src", USER)
+        fh.wipe(ENV, "dst", USER)
+        fh.populate(ENV, "src", USER, "small", seed=31)
+        cls.redis = Redis()
+        cls.proxy = fh.start_proxy(ENV, PROXY, redis_port=cls.redis.port, log_dir=WORKDIR)
+        cls.users = os.path.join(WORKDIR, "users")
+        with open(cls.users, "w") as f:
+            f.write(f"# users to migrate\n{USER}\n")
+        cls.http = free_port()
+        cls.daemon = None
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_daemon()
+        cls.proxy.stop()
+        cls.redis.stop()
+
+    @classmethod
+    def start_daemon(cls):
+        cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{cls.redis.port}",
+               "--users", cls.users, "--workers", "3", "--poll", "2", "--lease", "6",
+               "--http", f"{fh.HOST}:{cls.http}", "--tmpdir", WORKDIR,
+               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
+               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
+               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
+               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
+               "--sslargs1", "SSL_ca_file=" + str(ENV.ca_file),
+               "--sslargs2", "SSL_ca_file=" + str(ENV.ca_file)]
+        cls.daemon_log = open(os.path.join(WORKDIR, "daemon.log"), "ab")
+        cls.daemon = subprocess.Popen(cmd, stdout=cls.daemon_log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @classmethod
+    def stop_daemon(cls, sig=signal.SIGTERM):
+        if cls.daemon is None:
+            return None
+        if sig == signal.SIGKILL:
+            os.killpg(cls.daemon.pid, signal.SIGKILL)  # the daemon and its syncs: a crash
+        else:
+            cls.daemon.send_signal(sig)
+        try:
+            rc = cls.daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(cls.daemon.pid, signal.SIGKILL)
+            rc = cls.daemon.wait()
+        cls.daemon_log.close()
+        cls.daemon = None
+        return rc
+
+    def log(self):
+        with open(os.path.join(WORKDIR, "daemon.log"), errors="replace") as f:
+            return f.read()[-4000:]
+
+    def wait_identical(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            diffs = fh.compare(ENV, USER, "src", USER, "dst")
+            if not diffs:
+                return
+            if time.monotonic() > deadline:
+                self.fail("not replicated in time: " + "; ".join(map(str, diffs[:5]))
+                          + "\n" + self.log())
+            time.sleep(0.3)
+
+    def wait_for(self, what, check, timeout):
+        t0 = time.monotonic()
+        while not check():
+            if time.monotonic() - t0 > timeout:
+                self.fail(f"{what}: not within {timeout} s\n" + self.log())
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def dst_has(self, folder, msgid):
+        imap = ENV.imap("dst", USER)
+        try:
+            typ, data = imap.select(fh.mailbox_arg(folder), readonly=True)
+            typ, data = imap.search(None, "HEADER", "Message-Id", msgid)
+            return typ == "OK" and bool(data[0].split())
+        finally:
+            imap.logout()
+
+    def proxy_imap(self):
+        import imaplib
+        imap = imaplib.IMAP4(fh.HOST, self.proxy.port)
+        imap.starttls(ssl_context=ENV.ssl_context())
+        imap.login(USER, ENV.password(USER))
+        return imap
+
+    def test_1_bulk_start_copies_the_account(self):
+        self.start_daemon()
+        self.wait_identical(90)
+        with urllib.request.urlopen(f"http://{fh.HOST}:{self.http}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        self.assertIn("imapferry_sync_jobs_ok_total", text)
+        self.assertIn("imapferry_sync_redis_up 1", text)
+
+    def test_2_change_through_the_proxy(self):
+        imap = self.proxy_imap()
+        try:
+            fh.imap_check(imap.append("Sent", "(\\Seen)", None, message(1, "live")), "APPEND")
+            appended = time.monotonic()
+            imap.select("INBOX")
+            imap.store("1:2", "+FLAGS", "(\\Flagged)")
+        finally:
+            imap.logout()
+        lag = self.wait_for("APPEND through the proxy on host2",
+                            lambda: self.dst_has("Sent", "<live-1@example.org>"), 10)
+        self.assertLess(time.monotonic() - appended, 10)
+        self.wait_identical(10)
+        print(f"replication lag of an APPEND through the proxy: {lag:.2f} s")
+
+    def test_3_delivery_that_bypasses_the_proxy(self):
+        fh.deliver(ENV, USER, message(2, "lmtp"))
+        self.wait_for("LMTP delivery found by the poll",
+                      lambda: self.dst_has("INBOX", "<lmtp-2@example.org>"), 20)
+        self.wait_identical(10)
+
+    def test_4_killed_mid_burst_then_restarted(self):
+        imap = self.proxy_imap()
+        try:
+            for n in range(150):
+                imap.append("INBOX", None, None, message(n, "burst"))
+        finally:
+            imap.logout()
+        time.sleep(0.5)  # syncs are running
+        self.stop_daemon(signal.SIGKILL)
+        self.start_daemon()
+        self.wait_identical(90)  # compare() reports duplicates as extra messages
+
+    def test_5_sigterm(self):
+        self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
