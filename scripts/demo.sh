@@ -5,10 +5,12 @@
 # alice with a realistic corpus. Ctrl-C stops everything and removes the
 # temporary directory.
 #
-# Then it copies alice to the destination with imapferry-sync, compares the
-# two accounts byte for byte, runs the sync again (nothing to do), and keeps
-# the servers running for you to try. The proxy and live replication join
-# the demo as they are built (issues 5-6).
+# Then it copies alice to the destination with imapferry-sync (the imapsync
+# drop-in), compares the two accounts byte for byte and runs the sync again
+# (nothing to do). Then live replication: imapferry-proxy in front of the
+# source, imapferry-sync --daemon consuming its marks; a message appended
+# through the proxy shows up on the destination, and everything keeps
+# running for you to try with a real mail client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
@@ -42,23 +44,78 @@ echo
 echo "==== a second run: nothing changed, so no folder is even opened"
 "${sync[@]}" | grep -E '^(Messages transferred|Transfer time|The sync|Exiting)' || true
 
+echo
+echo "==== live replication: imapferry-proxy in front of the source, imapferry-sync --daemon behind it"
+proxy_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+build/proxy/imapferry-proxy --listen 127.0.0.1:"$proxy_port" \
+  --cert "$dir/tls/server.pem" --key "$dir/tls/server.key" \
+  --upstream 127.0.0.1:"$FERRY_SRC_IMAP_PORT" --upstream-tls --upstream-ca "$FERRY_CA_FILE" \
+  --redis 127.0.0.1:"$FERRY_REDIS_PORT" --log-file "$dir/proxy.log" &
+echo alice > "$dir/users"
+build/sync/imapferry-sync --daemon --redis 127.0.0.1:"$FERRY_REDIS_PORT" --users "$dir/users" \
+  --poll 30 --http 127.0.0.1:"$http_port" --tmpdir "$dir" \
+  --host1 127.0.0.1 --port1 "$FERRY_SRC_IMAP_PORT" --authuser1 "$FERRY_MASTER_USER" \
+  --password1 "$FERRY_MASTER_PASS" --sslargs1 SSL_ca_file="$FERRY_CA_FILE" \
+  --host2 127.0.0.1 --port2 "$FERRY_DST_IMAP_PORT" --authuser2 "$FERRY_MASTER_USER" \
+  --password2 "$FERRY_MASTER_PASS" --sslargs2 SSL_ca_file="$FERRY_CA_FILE" \
+  >"$dir/daemon.log" 2>&1 &
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  python3 "$harness" stop "$dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+sleep 2
+FERRY_PROXY_PORT=$proxy_port FERRY_CA_FILE=$FERRY_CA_FILE FERRY_DST_IMAP_PORT=$FERRY_DST_IMAP_PORT \
+python3 - <<'PY'
+import imaplib, os, ssl, time
+ctx = ssl.create_default_context(cafile=os.environ["FERRY_CA_FILE"])
+msg = (b"From: demo@example.org\r\nTo: alice@example.org\r\nSubject: sent through the proxy\r\n"
+       b"Message-Id: <demo-%d@example.org>\r\n\r\nHello from the demo.\r\n" % int(time.time()))
+p = imaplib.IMAP4("127.0.0.1", int(os.environ["FERRY_PROXY_PORT"]))
+p.starttls(ssl_context=ctx)
+p.login("alice", "alice-pw")
+p.append("INBOX", None, None, msg)
+t0 = time.monotonic()
+p.logout()
+print("appended one message to alice's INBOX through the proxy")
+mid = msg.split(b"Message-Id: ")[1].split(b"\r\n")[0].decode()
+while time.monotonic() - t0 < 30:
+    d = imaplib.IMAP4("127.0.0.1", int(os.environ["FERRY_DST_IMAP_PORT"]))
+    d.starttls(ssl_context=ctx)
+    d.login("alice", "alice-pw")
+    d.select("INBOX", readonly=True)
+    found = d.search(None, "HEADER", "Message-Id", mid)[1][0].split()
+    d.logout()
+    if found:
+        print(f"... and it is on the destination {time.monotonic() - t0:.2f} s later")
+        break
+    time.sleep(0.1)
+else:
+    print("not replicated within 30 s: see the daemon log")
+PY
+
 cat <<TXT
 
-The source and the destination keep running (alice / alice-pw on both):
+Everything keeps running (alice / alice-pw everywhere):
+  the proxy:   imap 127.0.0.1:$proxy_port (STARTTLS, CA file below): point a mail client here;
+               every change it makes is replicated to the destination within a second
   source:      imap 127.0.0.1:$FERRY_SRC_IMAP_PORT (STARTTLS)   imaps 127.0.0.1:$FERRY_SRC_IMAPS_PORT   lmtp 127.0.0.1:$FERRY_SRC_LMTP_PORT
   destination: imap 127.0.0.1:$FERRY_DST_IMAP_PORT (STARTTLS)   imaps 127.0.0.1:$FERRY_DST_IMAPS_PORT
-  redis:       127.0.0.1:$FERRY_REDIS_PORT
+  redis:       127.0.0.1:$FERRY_REDIS_PORT      daemon metrics: http://127.0.0.1:$http_port/metrics
   CA file:     $FERRY_CA_FILE      master user: $FERRY_MASTER_USER / $FERRY_MASTER_PASS
+  logs:        $dir/proxy.log  $dir/daemon.log
 
-Change something on the source, then sync again and compare:
-  openssl s_client -quiet -CAfile $FERRY_CA_FILE -connect 127.0.0.1:$FERRY_SRC_IMAPS_PORT
+Try it:
+  openssl s_client -quiet -starttls imap -CAfile $FERRY_CA_FILE -connect 127.0.0.1:$proxy_port
     a LOGIN alice alice-pw
     b SELECT INBOX
     c STORE 1 +FLAGS (\\Flagged)
-  python3 $harness deliver $dir --user alice --file some-message.eml    (LMTP delivery)
-  ${sync[*]}
+  python3 $harness deliver $dir --user alice --file some-message.eml    (LMTP, bypassing the proxy:
+                                                                          found by the daemon's poll, 30 s)
   python3 $harness compare $dir --user1 alice --side1 src --user2 alice --side2 dst
 
-Press Ctrl-C to stop the servers.
+Press Ctrl-C to stop everything.
 TXT
 while :; do sleep 3600; done
