@@ -4,6 +4,7 @@
  * statistics, and imapsync's exit codes.
  */
 #include <errno.h>
+#include <ini.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -552,7 +553,122 @@ static int run(struct sy_run *r, int argc, char **argv)
 	return finish(r, code);
 }
 
+/* --- --config FILE: the command line's options as "key = value" lines (INI,
+ * libinih; sections are ignored). "key = yes" or a bare "key =" is --key,
+ * "key = no" is --nokey; a key may repeat (list options). The file's
+ * options go first, so the command line overrides them. --- */
+
+struct cfg_argv {
+	char **v;
+	int n, cap;
+};
+
+static void cfg_push(struct cfg_argv *a, const char *s)
+{
+	if (a->n + 2 > a->cap) {
+		a->cap = a->cap ? a->cap * 2 : 32;
+		a->v = realloc(a->v, (size_t)a->cap * sizeof(*a->v));
+		if (a->v == NULL)
+			abort();
+	}
+	a->v[a->n] = strdup(s);
+	if (a->v[a->n] == NULL)
+		abort();
+	a->v[++a->n] = NULL;
+}
+
+static int cfg_line(void *aux, const char *section, const char *key, const char *value)
+{
+	struct cfg_argv *a = aux;
+	char opt[300];
+
+	(void)section;
+	if (strcasecmp(value, "no") == 0 || strcasecmp(value, "false") == 0) {
+		snprintf(opt, sizeof(opt), "--no%s", key);
+		cfg_push(a, opt);
+		return 1;
+	}
+	snprintf(opt, sizeof(opt), "--%s", key);
+	cfg_push(a, opt);
+	if (value[0] != '\0' && strcasecmp(value, "yes") != 0 && strcasecmp(value, "true") != 0)
+		cfg_push(a, value);
+	return 1;
+}
+
+/* argv with the options of --config FILE expanded in front; NULL on an
+ * error (said); argv itself (not a copy) when there is no --config. */
+static char **config_argv(int argc, char **argv, int *argc_r)
+{
+	struct cfg_argv a = {NULL, 0, 0};
+	const char *file = NULL;
+	int rc;
+
+	*argc_r = argc;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+			file = argv[i + 1];
+		else if (strncmp(argv[i], "--config=", 9) == 0)
+			file = argv[i] + 9;
+	}
+	if (file == NULL)
+		return argv;
+	cfg_push(&a, argv[0]);
+	rc = ini_parse(file, cfg_line, &a);
+	if (rc != 0) {
+		if (rc < 0)
+			fprintf(stderr, "%s: cannot read: %s\n", file, strerror(errno));
+		else
+			fprintf(stderr, "%s:%d: not a \"key = value\" line\n", file, rc);
+		for (int i = 0; i < a.n; i++)
+			free(a.v[i]);
+		free(a.v);
+		return NULL;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--config") == 0) {
+			i++;
+			continue;
+		}
+		if (strncmp(argv[i], "--config=", 9) == 0)
+			continue;
+		cfg_push(&a, argv[i]);
+	}
+	*argc_r = a.n;
+	return a.v;
+}
+
+static void config_argv_free(char **v, char **argv, int argc)
+{
+	if (v == NULL || v == argv)
+		return;
+	for (int i = 0; i < argc; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int main_args(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+	int code;
+
+	signal(SIGPIPE, SIG_IGN);
+	{
+		int n;
+		char **v = config_argv(argc, argv, &n);
+
+		if (v == NULL)
+			return SY_EX_USAGE;
+		if (v != argv) {
+			code = main_args(n, v);
+			config_argv_free(v, argv, n);
+			return code;
+		}
+	}
+	return main_args(argc, argv);
+}
+
+static int main_args(int argc, char **argv)
 {
 	struct sy_options o;
 	struct sy_run r;
@@ -560,7 +676,6 @@ int main(int argc, char **argv)
 	struct sigaction sa;
 	int code;
 
-	signal(SIGPIPE, SIG_IGN);
 	sy_options_init(&o);
 	o.extra_file = "options_extra.txt";
 	if (sy_options_parse(&o, argc, argv, err, sizeof(err)) < 0) {

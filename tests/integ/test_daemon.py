@@ -91,15 +91,27 @@ class Daemon(unittest.TestCase):
 
     @classmethod
     def start_daemon(cls):
-        cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{cls.redis.port}",
-               "--users", cls.users, "--workers", "3", "--poll", "2", "--lease", "6",
-               "--http", f"{fh.HOST}:{cls.http}", "--tmpdir", WORKDIR,
-               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
-               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
-               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
-               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
-               "--sslargs1", "SSL_ca_file=" + str(ENV.ca_file),
-               "--sslargs2", "SSL_ca_file=" + str(ENV.ca_file)]
+        # the connection options in a --config file, the rest on the command line
+        config = os.path.join(WORKDIR, "daemon.conf")
+        with open(config, "w") as f:
+            f.write(f"""# imapferry-sync --daemon
+[sync]
+host1 = {fh.HOST}
+port1 = {ENV.port("src", "imap")}
+authuser1 = {fh.MASTER_USER}
+password1 = {fh.MASTER_PASS}
+sslargs1 = SSL_ca_file={ENV.ca_file}
+host2 = {fh.HOST}
+port2 = {ENV.port("dst", "imap")}
+authuser2 = {fh.MASTER_USER}
+password2 = {fh.MASTER_PASS}
+sslargs2 = SSL_ca_file={ENV.ca_file}
+workers = 3
+poll = 600
+""")
+        cmd = [SYNC, "--config", config, "--daemon", "--redis", f"{fh.HOST}:{cls.redis.port}",
+               "--users", cls.users, "--poll", "2", "--lease", "6",
+               "--http", f"{fh.HOST}:{cls.http}", "--tmpdir", WORKDIR]
         cls.daemon_log = open(os.path.join(WORKDIR, "daemon.log"), "ab")
         cls.daemon = subprocess.Popen(cmd, stdout=cls.daemon_log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
