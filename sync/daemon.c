@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,6 +70,7 @@ struct dm_job {
 
 struct dm_user {
 	char *user1, *user2;
+	char *pw1, *pw2; /* imapsync's batch form "user1;password1;user2;password2", or NULL */
 };
 
 struct daemon {
@@ -151,6 +153,15 @@ static int user_known(const struct daemon *d, const char *user1)
 	return 0;
 }
 
+static const struct dm_user *user_of(const struct daemon *d, const char *user1)
+{
+	for (size_t i = 0; i < d->nusers; i++) {
+		if (strcmp(d->users[i].user1, user1) == 0)
+			return &d->users[i];
+	}
+	return NULL;
+}
+
 static void user_add(struct daemon *d, const char *u1, const char *u2)
 {
 	if (user_known(d, u1) || d->nusers >= DM_USERS_MAX)
@@ -158,6 +169,7 @@ static void user_add(struct daemon *d, const char *u1, const char *u2)
 	d->users = realloc(d->users, (d->nusers + 1) * sizeof(*d->users));
 	if (d->users == NULL)
 		abort();
+	memset(&d->users[d->nusers], 0, sizeof(d->users[0]));
 	d->users[d->nusers].user1 = strdup(u1);
 	d->users[d->nusers].user2 = strdup(u2 != NULL ? u2 : u1);
 	if (d->users[d->nusers].user1 == NULL || d->users[d->nusers].user2 == NULL)
@@ -182,14 +194,52 @@ static int load_users(struct daemon *d)
 	}
 	if (rq_now(d->q, &now) < 0)
 		now = 0;
+	{
+		struct stat sb;
+
+		if (fstat(fileno(fp), &sb) == 0 && (sb.st_mode & 077) != 0)
+			log_msg(LOG_LVL_WARN, "daemon",
+			        "%s is readable by others: if it holds passwords "
+			        "(user1;password1;user2;password2), chmod 600 it",
+			        d->o->users);
+	}
 	while (getline(&line, &cap, fp) > 0) {
 		char u1[512], u2[512];
 		int k;
 
 		lineno++;
-		if (line[0] == '#' || (k = sscanf(line, "%511s %511s", u1, u2)) < 1)
+		if (line[0] == '#')
 			continue;
-		user_add(d, u1, k == 2 ? u2 : NULL);
+		if (strchr(line, ';') != NULL) {
+			/* imapsync's batch form: user1;password1;user2;password2 */
+			char *f[4], *save = NULL;
+			int nf = 0;
+
+			line[strcspn(line, "\r\n")] = '\0';
+			for (char *t = strtok_r(line, ";", &save); t != NULL && nf < 4;
+			     t = strtok_r(NULL, ";", &save))
+				f[nf++] = t;
+			if (nf != 4) {
+				log_msg(LOG_LVL_WARN, "daemon",
+				        "%s:%u: want user1;password1;user2;password2, line ignored",
+				        d->o->users, lineno);
+				continue;
+			}
+			snprintf(u1, sizeof(u1), "%s", f[0]);
+			user_add(d, f[0], f[2]);
+			if (user_known(d, f[0])) {
+				struct dm_user *u = (struct dm_user *)user_of(d, f[0]);
+
+				free(u->pw1);
+				free(u->pw2);
+				u->pw1 = strdup(f[1]);
+				u->pw2 = strdup(f[3]);
+			}
+		} else if ((k = sscanf(line, "%511s %511s", u1, u2)) >= 1) {
+			user_add(d, u1, k == 2 ? u2 : NULL);
+		} else {
+			continue;
+		}
 		if (rq_mark(d->q, u1, RK_FOLDER_ALL, 0) < 0 ||
 		    rq_poll_set(d->q, u1, now + d->o->poll * 1000) < 0)
 			log_msg(LOG_LVL_WARN, "daemon", "%s:%u: cannot enqueue %s: %s", d->o->users,
@@ -207,7 +257,7 @@ static int load_users(struct daemon *d)
 /* --- children --- */
 
 /* Options the daemon does not pass down (and whether they take a value). */
-static int dropped_option(const char *arg, int *takes_value_r)
+static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 {
 	static const struct {
 		const char *name;
@@ -233,6 +283,13 @@ static int dropped_option(const char *arg, int *takes_value_r)
 			return 1;
 		}
 	}
+	/* a user with its own passwords logs in as itself, not as the admin */
+	if (own_creds && len == 9 &&
+	    (strncmp(name, "authuser1", 9) == 0 || strncmp(name, "authuser2", 9) == 0 ||
+	     strncmp(name, "passfile1", 9) == 0 || strncmp(name, "passfile2", 9) == 0)) {
+		*takes_value_r = eq == NULL;
+		return 1;
+	}
 	return 0;
 }
 
@@ -243,11 +300,14 @@ static char **child_argv(const struct daemon *d, const char *user, const char *f
 
 	if (av == NULL)
 		abort();
+	const struct dm_user *u = user_of(d, user);
+	int own = u != NULL && u->pw1 != NULL;
+
 	av[n++] = d->argv[0];
 	for (int i = 1; i < d->argc; i++) {
 		int takes;
 
-		if (dropped_option(d->argv[i], &takes)) {
+		if (dropped_option(d->argv[i], own, &takes)) {
 			i += takes;
 			continue;
 		}
@@ -352,6 +412,14 @@ static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != d->pid)
 			_exit(126);
+		{
+			const struct dm_user *u = user_of(d, j->user);
+
+			if (u != NULL && u->pw1 != NULL) {
+				setenv("IMAPSYNC_PASSWORD1", u->pw1, 1);
+				setenv("IMAPSYNC_PASSWORD2", u->pw2, 1);
+			}
+		}
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the daemon, which decides */
 		execv("/proc/self/exe", av);
@@ -766,6 +834,8 @@ out:
 	for (size_t i = 0; i < d.nusers; i++) {
 		free(d.users[i].user1);
 		free(d.users[i].user2);
+		free(d.users[i].pw1);
+		free(d.users[i].pw2);
 	}
 	free(d.users);
 	event_base_free(d.base);

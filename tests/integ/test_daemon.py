@@ -216,6 +216,29 @@ poll = 600
     def test_5_sigterm(self):
         self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
 
+    def test_6_users_file_with_passwords(self):
+        """imapsync's batch form (user1;password1;user2;password2) for servers
+        without an admin login: the syncs log in as the user, the file's
+        passwords go to them in the environment."""
+        with open(self.users, "w") as f:
+            pw = ENV.password(USER)
+            f.write(f"{USER};{pw};{USER};{pw}\n")
+        os.chmod(self.users, 0o600)
+        cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{self.redis.port}",
+               "--users", self.users, "--poll", "1", "--lease", "6", "--tmpdir", WORKDIR,
+               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
+               "--sslargs1", "SSL_ca_file=" + str(ENV.ca_file),
+               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
+               "--sslargs2", "SSL_ca_file=" + str(ENV.ca_file)]
+        type(self).daemon_log = open(os.path.join(WORKDIR, "daemon.log"), "ab")
+        type(self).daemon = subprocess.Popen(cmd, stdout=self.daemon_log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+        fh.deliver(ENV, USER, message(3, "batchform"))
+        self.wait_for("LMTP delivery synced with the user's own login",
+                      lambda: self.dst_has("INBOX", "<batchform-3@example.org>"), 20)
+        self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
+        self.assertNotIn(ENV.password(USER), self.log())
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
