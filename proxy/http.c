@@ -11,15 +11,9 @@
 #include <event2/keyvalq_struct.h>
 #include <event2/util.h>
 
+#include "imapferry/prom.h"
 #include "marks.h"
 #include "proxy.h"
-
-static void metric(struct evbuffer *b, const char *name, const char *type, const char *help,
-                   unsigned long long value)
-{
-	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
-	                    name, value);
-}
 
 static void http_metrics(struct evhttp_request *req, void *aux)
 {
@@ -35,48 +29,49 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 	memset(&ms, 0, sizeof(ms));
 	if (srv->marks != NULL)
 		px_marks_get_stats(srv->marks, &ms);
-	metric(b, "imapferry_proxy_connections", "gauge", "Client connections open now.",
-	       m->conns_current);
-	metric(b, "imapferry_proxy_connections_total", "counter", "Client connections accepted.",
-	       m->conns_total);
-	metric(b, "imapferry_proxy_sessions_authenticated", "gauge",
-	       "Sessions logged in and relaying now.", m->sessions_authed);
-	metric(b, "imapferry_proxy_logins_total", "counter", "Successful upstream logins.",
-	       m->logins_ok);
-	metric(b, "imapferry_proxy_login_failures_total", "counter", "Logins the upstream refused.",
-	       m->logins_failed);
-	metric(b, "imapferry_proxy_upstream_errors_total", "counter",
-	       "Upstream connections that failed before login.", m->upstream_errors);
+	prom_metric(b, "imapferry_proxy_connections", "gauge", "Client connections open now.",
+	            m->conns_current);
+	prom_metric(b, "imapferry_proxy_connections_total", "counter",
+	            "Client connections accepted.", m->conns_total);
+	prom_metric(b, "imapferry_proxy_sessions_authenticated", "gauge",
+	            "Sessions logged in and relaying now.", m->sessions_authed);
+	prom_metric(b, "imapferry_proxy_logins_total", "counter", "Successful upstream logins.",
+	            m->logins_ok);
+	prom_metric(b, "imapferry_proxy_login_failures_total", "counter",
+	            "Logins the upstream refused.", m->logins_failed);
+	prom_metric(b, "imapferry_proxy_upstream_errors_total", "counter",
+	            "Upstream connections that failed before login.", m->upstream_errors);
 	evbuffer_add_printf(b,
 	                    "# HELP imapferry_proxy_bytes_total Payload bytes relayed.\n"
 	                    "# TYPE imapferry_proxy_bytes_total counter\n"
 	                    "imapferry_proxy_bytes_total{direction=\"client_to_upstream\"} %llu\n"
 	                    "imapferry_proxy_bytes_total{direction=\"upstream_to_client\"} %llu\n",
 	                    (unsigned long long)m->bytes_c2u, (unsigned long long)m->bytes_u2c);
-	metric(b, "imapferry_proxy_commands_total", "counter", "Client commands seen after login.",
-	       m->commands);
-	metric(b, "imapferry_proxy_preauth_commands_total", "counter",
-	       "Client commands answered before login.", m->preauth_commands);
-	metric(b, "imapferry_proxy_rejected_total", "counter",
-	       "Sessions closed for a protocol error or a limit.", m->rejected);
-	metric(b, "imapferry_proxy_compress_refused_total", "counter",
-	       "COMPRESS commands refused with NO [CANNOT].", m->compress_refused);
-	metric(b, "imapferry_proxy_starttls_discarded_bytes_total", "counter",
-	       "Plaintext bytes discarded behind STARTTLS.", m->starttls_injection_bytes);
-	metric(b, "imapferry_proxy_marks_total", "counter", "Dirty marks made.", ms.marks);
-	metric(b, "imapferry_proxy_redis_sent_total", "counter", "Redis commands answered OK.",
-	       ms.sent);
-	metric(b, "imapferry_proxy_redis_errors_total", "counter",
-	       "Redis errors, timeouts and lost connections.", ms.errors);
-	metric(b, "imapferry_proxy_marks_dropped_total", "counter",
-	       "Marks dropped from the full ring (users get a whole-user mark).", ms.dropped);
-	metric(b, "imapferry_proxy_redis_reconnects_total", "counter",
-	       "Successful Redis (re)connections.", ms.reconnects);
-	metric(b, "imapferry_proxy_redis_backlog", "gauge", "Marks waiting for Redis.", ms.backlog);
-	metric(b, "imapferry_proxy_redis_connected", "gauge", "1 while Redis is connected.",
-	       (unsigned long long)(ms.connected != 0));
-	metric(b, "imapferry_proxy_redis_last_latency_microseconds", "gauge",
-	       "Round trip of the last mark.", ms.last_latency_us);
+	prom_metric(b, "imapferry_proxy_commands_total", "counter",
+	            "Client commands seen after login.", m->commands);
+	prom_metric(b, "imapferry_proxy_preauth_commands_total", "counter",
+	            "Client commands answered before login.", m->preauth_commands);
+	prom_metric(b, "imapferry_proxy_rejected_total", "counter",
+	            "Sessions closed for a protocol error or a limit.", m->rejected);
+	prom_metric(b, "imapferry_proxy_compress_refused_total", "counter",
+	            "COMPRESS commands refused with NO [CANNOT].", m->compress_refused);
+	prom_metric(b, "imapferry_proxy_starttls_discarded_bytes_total", "counter",
+	            "Plaintext bytes discarded behind STARTTLS.", m->starttls_injection_bytes);
+	prom_metric(b, "imapferry_proxy_marks_total", "counter", "Dirty marks made.", ms.marks);
+	prom_metric(b, "imapferry_proxy_redis_sent_total", "counter", "Redis commands answered OK.",
+	            ms.sent);
+	prom_metric(b, "imapferry_proxy_redis_errors_total", "counter",
+	            "Redis errors, timeouts and lost connections.", ms.errors);
+	prom_metric(b, "imapferry_proxy_marks_dropped_total", "counter",
+	            "Marks dropped from the full ring (users get a whole-user mark).", ms.dropped);
+	prom_metric(b, "imapferry_proxy_redis_reconnects_total", "counter",
+	            "Successful Redis (re)connections.", ms.reconnects);
+	prom_metric(b, "imapferry_proxy_redis_backlog", "gauge", "Marks waiting for Redis.",
+	            ms.backlog);
+	prom_metric(b, "imapferry_proxy_redis_connected", "gauge", "1 while Redis is connected.",
+	            (unsigned long long)(ms.connected != 0));
+	prom_metric(b, "imapferry_proxy_redis_last_latency_microseconds", "gauge",
+	            "Round trip of the last mark.", ms.last_latency_us);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(req, HTTP_OK, "OK", b);

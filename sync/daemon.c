@@ -47,6 +47,7 @@
 #include <event2/http.h>
 
 #include "imapferry/log.h"
+#include "imapferry/prom.h"
 #include "imapferry/mutf7.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
@@ -661,13 +662,6 @@ static void on_signal(evutil_socket_t sig, short what, void *aux)
 
 /* --- /metrics and /healthz --- */
 
-static void metric(struct evbuffer *b, const char *name, const char *type, const char *help,
-                   unsigned long long v)
-{
-	evbuffer_add_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type,
-	                    name, v);
-}
-
 static void http_metrics(struct evhttp_request *req, void *aux)
 {
 	struct daemon *d = aux;
@@ -680,25 +674,28 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 		return;
 	}
 	qok = rq_stats(d->q, &qs) == 0;
-	metric(b, "imapferry_sync_jobs_running", "gauge", "Syncs running now.", d->njobs);
-	metric(b, "imapferry_sync_jobs_started_total", "counter", "Syncs started.", d->started);
-	metric(b, "imapferry_sync_jobs_ok_total", "counter", "Syncs that succeeded.", d->ok);
-	metric(b, "imapferry_sync_jobs_failed_total", "counter", "Syncs that failed (retried).",
-	       d->failed);
-	metric(b, "imapferry_sync_jobs_lost_total", "counter",
-	       "Syncs whose lease was lost before they finished.", d->lost);
-	metric(b, "imapferry_sync_users_polled_total", "counter",
-	       "Whole-user quick checks started by the poll schedule.", d->polled);
-	metric(b, "imapferry_sync_users_known", "gauge", "Users this daemon polls.", d->nusers);
-	metric(b, "imapferry_sync_redis_up", "gauge", "1 when Redis answered this scrape.", qok);
+	prom_metric(b, "imapferry_sync_jobs_running", "gauge", "Syncs running now.", d->njobs);
+	prom_metric(b, "imapferry_sync_jobs_started_total", "counter", "Syncs started.",
+	            d->started);
+	prom_metric(b, "imapferry_sync_jobs_ok_total", "counter", "Syncs that succeeded.", d->ok);
+	prom_metric(b, "imapferry_sync_jobs_failed_total", "counter",
+	            "Syncs that failed (retried).", d->failed);
+	prom_metric(b, "imapferry_sync_jobs_lost_total", "counter",
+	            "Syncs whose lease was lost before they finished.", d->lost);
+	prom_metric(b, "imapferry_sync_users_polled_total", "counter",
+	            "Whole-user quick checks started by the poll schedule.", d->polled);
+	prom_metric(b, "imapferry_sync_users_known", "gauge", "Users this daemon polls.",
+	            d->nusers);
+	prom_metric(b, "imapferry_sync_redis_up", "gauge", "1 when Redis answered this scrape.",
+	            qok);
 	if (qok) {
-		metric(b, "imapferry_sync_queue_due", "gauge",
-		       "(user, folder) items waiting, debouncing ones included.", qs.due);
-		metric(b, "imapferry_sync_queue_inflight", "gauge", "Items being synced.",
-		       qs.inflight);
-		metric(b, "imapferry_sync_queue_oldest_due_age_seconds", "gauge",
-		       "Age of the oldest due item: the replication lag's upper bound.",
-		       qs.oldest_due_age_ms / 1000);
+		prom_metric(b, "imapferry_sync_queue_due", "gauge",
+		            "(user, folder) items waiting, debouncing ones included.", qs.due);
+		prom_metric(b, "imapferry_sync_queue_inflight", "gauge", "Items being synced.",
+		            qs.inflight);
+		prom_metric(b, "imapferry_sync_queue_oldest_due_age_seconds", "gauge",
+		            "Age of the oldest due item: the replication lag's upper bound.",
+		            qs.oldest_due_age_ms / 1000);
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
