@@ -21,11 +21,14 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "delete.h"
 #include "flags.h"
 #include "hdrkey.h"
 #include "imapferry/log.h"
 #include "imapferry/resp.h"
 #include "msgs.h"
+#include "msgsel.h"
+#include "xform.h"
 #include "sync.h"
 
 #define WINDOW_MSGS  16           /* transfers in flight */
@@ -471,7 +474,9 @@ struct xfer_ctx {
 	size_t held;
 	struct timespec t0;
 	uint64_t copied_here;
-	uint64_t to_copy; /* messages this folder needs, for the progress line */
+	uint64_t to_copy;  /* messages this folder needs, for the progress line */
+	int del1;          /* --delete1 with --expungeaftereach: delete each copy at once */
+	unsigned pending1; /* host1 STOREs/EXPUNGEs of del1 in flight */
 };
 
 /* One UID FETCH of up to FETCH_BATCH small bodies (a big one goes alone,
@@ -536,6 +541,60 @@ static void xfer_done(struct xfer *t)
 	t->x->held -= t->m->size < STREAM_MIN ? t->m->size : 0;
 }
 
+struct del1 {
+	struct xfer_ctx *x;
+	struct sy_msg *m;
+	int expunge; /* 0: the STORE, 1: the UID EXPUNGE */
+};
+
+static void on_del1(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct del1 *d = aux;
+	struct sy_run *r = d->x->r;
+
+	(void)cl;
+	d->x->pending1--;
+	if (res->status != IMAP_STATUS_OK) {
+		sy_error(r, d->expunge ? SY_ERR_UNCLASSIFIED : SY_ERR_FLAGS,
+		         "Host1: msg %s/%u could not be %s: %s", d->x->f->name1, d->m->uid,
+		         d->expunge ? "expunged" : "marked \\Deleted",
+		         res->text != NULL ? res->text : "");
+	} else if (!d->expunge) {
+		d->m->del = 1;
+		r->deleted1++;
+		sy_msgline(r, "Host1: msg %s/%u marked \\Deleted on host1", d->x->f->name1,
+		           d->m->uid);
+	}
+	free(d);
+}
+
+/* --delete1 --expungeaftereach: the copy is confirmed (APPENDUID), so the
+ * host1 message goes now: UID STORE then UID EXPUNGE of that UID only,
+ * pipelined behind host1's FETCHes. */
+static void delete1_now(struct xfer_ctx *x, struct sy_msg *m)
+{
+	struct imap_client *h1 = x->r->side[0].cl;
+	const char *error;
+
+	for (int k = 0; k < 2; k++) {
+		struct del1 *d = calloc(1, sizeof(*d));
+
+		if (d == NULL)
+			abort();
+		d->x = x;
+		d->m = m;
+		d->expunge = k;
+		if ((k == 0 ? imap_client_cmdf(h1, on_del1, NULL, NULL, d, &error,
+		                               "UID STORE %u +FLAGS.SILENT (\\Deleted)", m->uid)
+		            : imap_client_cmdf(h1, on_del1, NULL, NULL, d, &error, "UID EXPUNGE %u",
+		                               m->uid)) < 0) {
+			free(d);
+			return;
+		}
+		x->pending1++;
+	}
+}
+
 static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux)
 {
 	struct xfer *t = aux;
@@ -553,6 +612,8 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		if (res->code != NULL && strcmp(res->code, "APPENDUID") == 0)
 			imap_arg_get_u32(imap_arg_nth(res->msg->code_args, 1), &uid2);
 		t->m->uid2 = uid2;
+		if (x->del1 && uid2 != 0)
+			delete1_now(x, t->m);
 		r->transferred++;
 		r->bytes_transferred += t->m->size;
 		if (t->m->size > r->biggest)
@@ -650,7 +711,8 @@ static void stream_start(struct xfer *t, uint64_t size)
 	const char *error;
 	int rc;
 
-	if (size < STREAM_MIN || r->o->dry || t->m->addhdr)
+	if (size < STREAM_MIN || r->o->dry || t->m->addhdr || sy_select_needs_body(r->o) ||
+	    sy_xform_active(r->o))
 		return;
 	flags = host2_flags(r, t->m->flags, t->x->m2);
 	if (flags == NULL)
@@ -714,6 +776,18 @@ static void fetched(struct xfer *t, const char *fail)
 		sy_error(r, SY_ERR_FETCH, "- msg %s/%u {%u} could not be fetched: %s", x->f->name1,
 		         t->m->uid, t->m->size, fail != NULL ? fail : "empty message");
 		t->m->match = 0;
+		xfer_done(t);
+		xfer_put(t);
+		return;
+	}
+	if (sy_select_body(r, x->f, t->m, t->body)) {
+		t->m->match = 0; /* skipped (--skipmess, --maxlinelength...) */
+		xfer_done(t);
+		xfer_put(t);
+		return;
+	}
+	if (sy_xform_apply(r, x->f, t->m, t->body) < 0) {
+		t->m->match = 0; /* a transform failed for this message (recorded) */
 		xfer_done(t);
 		xfer_put(t);
 		return;
@@ -805,9 +879,13 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 	x.f = f;
 	x.m2 = m2;
 	for (size_t i = 0; i < m1->n; i++) {
-		if (m1->v[i].haskey && !m1->v[i].dup && !m1->v[i].match)
+		if (m1->v[i].haskey && !m1->v[i].dup && !m1->v[i].match && !m1->v[i].skip)
 			x.to_copy++;
 	}
+	/* per-message --delete1 only on a full, complete list of a folder
+	 * SELECTed read-write, with UIDPLUS (else sy_delete_after_pass()) */
+	x.del1 = r->o->delete1 && r->o->expungeaftereach && !r->o->dry && m1->n >= m1->exists &&
+	         m2->n >= m2->exists && sy_delete1_expunge(r) == SY_XP_UIDS && m1->rw;
 	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
 	for (;;) {
 		while (k < m1->n && x.inflight < WINDOW_MSGS &&
@@ -826,7 +904,7 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 			while (k < m1->n && fc->n < FETCH_BATCH && x.inflight < WINDOW_MSGS) {
 				struct sy_msg *e = &m1->v[k];
 
-				if (!e->haskey || e->dup || e->match) {
+				if (!e->haskey || e->dup || e->match || e->skip) {
 					k++;
 					continue;
 				}
@@ -865,7 +943,7 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 				free(fc);
 			}
 		}
-		if (x.inflight == 0)
+		if (x.inflight == 0 && x.pending1 == 0)
 			break;
 		if (event_base_loop(r->base, EVLOOP_ONCE) != 0)
 			break;
@@ -1042,7 +1120,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	char pos[32], n1[300], n2[300];
 	struct sy_uidpair *map = NULL;
 	size_t nmap = 0;
-	int byuid;
+	int byuid, complete;
 
 	memset(&m1, 0, sizeof(m1));
 	memset(&m2, 0, sizeof(m2));
@@ -1052,10 +1130,24 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	snprintf(n1, sizeof(n1), "[%s]", f->name1);
 	snprintf(n2, sizeof(n2), "[%s]", f->name2);
 	sy_out(r, "Folder %7s %-35s -> %-35s", pos, n1, n2);
-	if (sy_cmd(r, 0, &res, sy_on_select, NULL, &m1, "EXAMINE %m", f->name1) != IMAP_STATUS_OK) {
+	/* host1 is only written to for --delete1 and --expunge1 */
+	m1.rw = (r->o->delete1 || r->o->expunge1) && !r->o->dry;
+	if (sy_cmd(r, 0, &res, sy_on_select, NULL, &m1, m1.rw ? "SELECT %m" : "EXAMINE %m",
+	           f->name1) != IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,
 		         res.text);
 		return;
+	}
+	if (m1.rw && sy_options_given(r->o, SY_OPT_EXPUNGE1) && r->o->expunge1) {
+		/* --expunge1 asked for by name: imapsync expunges before the sync */
+		m1.exists = 0;
+		if (sy_cmd(r, 0, &res, NULL, NULL, NULL, "EXPUNGE") != IMAP_STATUS_OK ||
+		    sy_cmd(r, 0, &res, sy_on_select, NULL, &m1, "SELECT %m", f->name1) !=
+		            IMAP_STATUS_OK) {
+			sy_error(r, SY_ERR_SELECT, "Host1 folder %s: could not EXPUNGE: %s",
+			         f->name1, res.text);
+			return;
+		}
 	}
 	if (!f->exists2 && r->o->dry) {
 		/* --dry: host2 folder not created, everything would be copied */
@@ -1081,6 +1173,11 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		       f->name1, m1.uidvalidity, m2.uidvalidity);
 	byuid = r->o->useuid && map != NULL;
 	if (sy_read_side(r, 0, &m1, !byuid, 1) < 0 || sy_read_side(r, 1, &m2, !byuid, 1) < 0)
+		goto out;
+	/* every message answered on both sides (deletions rely on it) */
+	complete = m1.n >= m1.exists && m2.n >= m2.exists;
+	/* --maxage/--minage/--search: only the window, on both sides */
+	if (sy_select_window(r, 0, f, &m1) < 0 || sy_select_window(r, 1, f, &m2) < 0)
 		goto out;
 	if (byuid) {
 		match_by_uid(r, &m1, &m2, map, nmap);
@@ -1121,13 +1218,17 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 			r->in2_not_in1++;
 	}
 copy:
+	for (size_t k = 0; k < m1.n; k++)
+		complete = complete && m1.v[k].haskey; /* a host1 key missing: not complete */
+	sy_select_sizes(r, f, &m1);
 	sy_copy_messages(r, f, &m1, &m2);
 	if (r->o->resyncflags)
 		sy_resync_flags(r, f, &m1, &m2);
+	sy_delete_after_pass(r, f, &m1, &m2, byuid ? NULL : &ix1, complete);
 	for (size_t k = 0; k < m1.n; k++) {
 		const struct sy_msg *e = &m1.v[k];
 
-		if (e->haskey && !e->dup && e->match == 0)
+		if (e->haskey && !e->dup && e->match == 0 && !e->skip)
 			r->in1_not_in2++;
 	}
 	if (r->st != NULL && !r->o->dry) /* every pass: issue 4 builds on it */

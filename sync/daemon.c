@@ -264,10 +264,11 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 		const char *name;
 		int value;
 	} drop[] = {
-	        {"daemon", 0},    {"workers", 1},   {"users", 1},      {"poll", 1},
-	        {"lease", 1},     {"http", 1},      {"user1", 1},      {"user2", 1},
-	        {"password1", 1}, {"password2", 1}, {"folder", 1},     {"folderrec", 1},
-	        {"pidfile", 1},   {"logfile", 1},   {"quickcheck", 0},
+	        {"daemon", 0},     {"workers", 1},     {"users", 1},     {"poll", 1},
+	        {"pollactive", 1}, {"poll-active", 1}, {"lease", 1},     {"http", 1},
+	        {"user1", 1},      {"user2", 1},       {"password1", 1}, {"password2", 1},
+	        {"folder", 1},     {"folderrec", 1},   {"pidfile", 1},   {"logfile", 1},
+	        {"quickcheck", 0},
 	};
 	const char *name = arg, *eq;
 	size_t len;
@@ -469,6 +470,11 @@ static void job_done(struct daemon *d, struct dm_job *j, int status)
 			        "(another worker took it): it runs again",
 			        j->user, j->item->folder, secs);
 		}
+		/* a folder mark means the user is active (through the proxy):
+		 * look for what bypassed it sooner than for idle users */
+		if (strcmp(j->item->folder, RK_FOLDER_ALL) != 0 && rq_now(d->q, &now) == 0 &&
+		    d->o->pollactive < d->o->poll)
+			rq_poll_sooner(d->q, j->user, now + d->o->pollactive * 1000);
 		if (strcmp(j->item->folder, RK_FOLDER_ALL) == 0 || !user_known(d, j->user)) {
 			user_add(d, j->user, NULL);
 			if (rq_now(d->q, &now) == 0)

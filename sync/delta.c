@@ -25,16 +25,21 @@
  *
  * Host2 must offer UIDPLUS so every copy extends the map (APPENDUID);
  * without it, or when host2's UIDVALIDITY is not the map's, the full pass
- * runs instead. Nothing is ever deleted on the strength of the state: a
- * vanished host1 message leaves the map and is counted as "on host2, not
- * on host1", as the full pass would count it.
+ * runs instead. Without --delete2 nothing is deleted on the strength of the
+ * state: a vanished host1 message leaves the map and is counted as "on
+ * host2, not on host1", as the full pass would count it. With --delete2
+ * its host2 copy, found through the map, is marked \Deleted and expunged
+ * by UID (exactly those UIDs), under the --maxdelete2 cap; with CONDSTORE
+ * only, the UID list must agree with the message count first.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "delete.h"
 #include "imapferry/resp.h"
 #include "msgs.h"
+#include "msgsel.h"
 #include "sync.h"
 
 struct changed {
@@ -363,6 +368,45 @@ static void update_map(struct delta *d, const struct sy_folder *f, const struct 
 	free(out);
 }
 
+/* --delete2 in an incremental pass: the host2 copies of the vanished host1
+ * messages, through the map. Returns how many were deleted. */
+static uint64_t delete_vanished(struct delta *d, const struct sy_folder *f, struct sy_msgs *m2,
+                                const struct sy_uidpair *map, size_t nmap, const uint8_t *gone,
+                                uint64_t nvanished, int qresync, int listed)
+{
+	struct sy_run *r = d->r;
+	uint32_t *uids;
+	size_t n = 0, marked;
+
+	if (!qresync && listed && d->npresent != (size_t)(d->m1.exists - (uint32_t)d->m1.n)) {
+		/* the UID list and the count disagree (a change meanwhile) */
+		sy_out(r,
+		       "Folder %s: host1's UID list (%zu) and message count (%u) disagree: nothing "
+		       "deleted on host2 this time",
+		       f->name1, d->npresent, d->m1.exists - (uint32_t)d->m1.n);
+		return 0;
+	}
+	if (!sy_delete2_allowed(r, f->name2, (size_t)nvanished, m2->exists))
+		return 0;
+	uids = malloc((nmap + 1) * sizeof(*uids));
+	if (uids == NULL)
+		abort();
+	for (size_t i = 0; i < nmap; i++) {
+		if (!gone[i])
+			continue;
+		uids[n++] = map[i].uid2;
+		sy_msgline(r, "Host2: msg %s/%u marked \\Deleted on host2 [host1 UID %u vanished]",
+		           f->name2, map[i].uid2, map[i].uid1);
+	}
+	marked = sy_delete_uids(r, 1, f->name2, uids, n,
+	                        r->o->expunge2      ? SY_XP_FOLDER
+	                        : r->o->uidexpunge2 ? SY_XP_UIDS
+	                                            : SY_XP_NONE);
+	r->deleted2 += marked;
+	free(uids);
+	return marked == n ? marked : 0;
+}
+
 int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy_delta_base *b,
                     unsigned idx, unsigned total)
 {
@@ -372,7 +416,7 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	struct sy_uidpair *map = NULL;
 	size_t nmap = 0;
 	uint8_t *gone = NULL;
-	uint64_t nnew = 0, nvanished = 0, nflags = 0;
+	uint64_t nnew = 0, nvanished = 0, nflags = 0, ndeleted = 0;
 	const struct imap_caps *c1, *c2;
 	char pos[32], n1[300], n2[300];
 	struct sy_res res2;
@@ -381,6 +425,11 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 
 	if (r->st == NULL || r->o->dry || r->o->justfolders || !f->exists2 ||
 	    r->side[0].cl == NULL || r->side[1].cl == NULL)
+		return 0;
+	/* --delete1 needs every host1 message's identity, --delete2 the
+	 * host2-only messages the state only counts: a full pass */
+	if (r->o->delete1 || r->o->expunge1 || sy_select_window_active(r->o) ||
+	    ((r->o->delete2 || r->o->delete2duplicates) && b->counts[2] > 0))
 		return 0;
 	c1 = imap_client_caps(r->side[0].cl);
 	c2 = imap_client_caps(r->side[1].cl);
@@ -469,11 +518,14 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 		r->ident1++;
 		nnew++;
 	}
+	sy_select_sizes(r, f, &d.m1);
 	sy_copy_messages(r, f, &d.m1, &m2);
+	if (r->o->delete2 && nvanished > 0 && !r->stop)
+		ndeleted = delete_vanished(&d, f, &m2, map, nmap, gone, nvanished, qresync, listed);
 	for (size_t k = 0; k < d.m1.n; k++) {
 		const struct sy_msg *e = &d.m1.v[k];
 
-		if (e->haskey && !e->dup && e->match == 0)
+		if (e->haskey && !e->dup && e->match == 0 && !e->skip)
 			r->in1_not_in2++;
 	}
 
@@ -493,13 +545,13 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 
 	/* the counts the verdicts need: the stored ones, moved by the changes */
 	r->ident1 += b->counts[0] - (nvanished < b->counts[0] ? nvanished : b->counts[0]);
-	r->ident2 += b->counts[1];
-	r->in2_not_in1 += b->counts[2] + nvanished;
+	r->ident2 += b->counts[1] - (ndeleted < b->counts[1] ? ndeleted : b->counts[1]);
+	r->in2_not_in1 += b->counts[2] + nvanished - ndeleted;
 	sy_msgline(r,
-	           "Folder %s: %llu new, %llu vanished on host1 (kept on host2), %llu flag "
-	           "changes looked at",
+	           "Folder %s: %llu new, %llu vanished on host1 (%llu deleted on host2), %llu "
+	           "flag changes looked at",
 	           f->name1, (unsigned long long)nnew, (unsigned long long)nvanished,
-	           (unsigned long long)nflags);
+	           (unsigned long long)ndeleted, (unsigned long long)nflags);
 	update_map(&d, f, &m2, map, nmap, gone);
 	r->folders_synced++;
 out:

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "delete.h"
 #include "imapferry/mutf7.h"
 #include "imapferry/resp.h"
 #include "regex.h"
@@ -1138,6 +1139,92 @@ static void create_and_subscribe(struct pctx *c, struct sy_plan *plan)
 	free(slots);
 }
 
+/*
+ * --delete2folders (issue 8): host2 folders that no host1 folder maps to
+ * are deleted, children first. Kept: INBOX (any case), parents of a mapped
+ * name, folders outside --subfolder2's tree, what --delete2foldersonly
+ * does not match and what --delete2foldersbutnot matches. The mapping is
+ * that of every host1 folder, not only the synced ones, so --folder never
+ * makes the rest of host2 look extra; a host1 listing without INBOX, or a
+ * name that cannot be mapped, deletes nothing.
+ */
+static void delete2_folders(struct pctx *c)
+{
+	struct sy_run *r = c->r;
+	const struct sy_options *o = c->o;
+	struct sy_regex *only = NULL, *butnot = NULL;
+	char **mapped = calloc(c->l[0].n + 1, sizeof(*mapped)), *top = NULL;
+	size_t nm = 0;
+	const char *error;
+	char sep2 = r->side[1].sep;
+
+	if (mapped == NULL)
+		abort();
+	if (!o->delete2folders)
+		goto out;
+	if (flist_find(&c->l[0], "INBOX") < 0) {
+		sy_out(r, "Host1 listed no INBOX: --delete2folders deletes nothing this time");
+		goto out;
+	}
+	if ((o->delete2foldersonly != NULL &&
+	     sy_delete_folder_regex(&only, "--delete2foldersonly", o->delete2foldersonly, &error) <
+	             0) ||
+	    (o->delete2foldersbutnot != NULL &&
+	     sy_delete_folder_regex(&butnot, "--delete2foldersbutnot", o->delete2foldersbutnot,
+	                            &error) < 0))
+		goto out; /* refused at start-up already */
+	for (size_t k = 0; k < c->l[0].n; k++) {
+		if (sy_fname_map(&c->map, c->l[0].v[k].name, &mapped[nm], &error) < 0) {
+			sy_out(r, "--delete2folders: %s (folder [%s]): deletes nothing this time",
+			       error, c->l[0].v[k].name);
+			goto out;
+		}
+		nm++;
+	}
+	if (c->subfolder2 != NULL) {
+		size_t len = strlen(r->side[1].prefix) + strlen(c->subfolder2) + 1;
+
+		top = malloc(len);
+		if (top == NULL)
+			abort();
+		snprintf(top, len, "%s%s", r->side[1].prefix, c->subfolder2);
+	}
+	for (size_t k = c->l[1].n; k-- > 0 && !r->stop;) { /* children first */
+		const char *name2 = c->l[1].v[k].name;
+		size_t len = strlen(name2);
+		int keep = strcasecmp(name2, "INBOX") == 0;
+		struct sy_res res;
+
+		for (size_t j = 0; j < nm && !keep; j++) {
+			keep = strcmp(mapped[j], name2) == 0 ||
+			       (strncmp(mapped[j], name2, len) == 0 && mapped[j][len] == sep2);
+		}
+		if (!keep && top != NULL)
+			keep = !(strcmp(name2, top) != 0 && strncmp(name2, top, strlen(top)) == 0 &&
+			         name2[strlen(top)] == sep2);
+		if (!keep && only != NULL)
+			keep = sy_regex_match(only, name2) != 1;
+		if (!keep && butnot != NULL)
+			keep = sy_regex_match(butnot, name2) == 1;
+		if (keep)
+			continue;
+		sy_out(r, "Deleting folder [%s] in host2 because it is not in host1%s", name2,
+		       sy_dry_suffix(r));
+		if (o->dry)
+			continue;
+		if (sy_cmd(r, 1, &res, NULL, NULL, NULL, "DELETE %m", name2) != IMAP_STATUS_OK)
+			sy_error(r, SY_ERR_UNCLASSIFIED, "Host2: could not delete folder [%s]: %s",
+			         name2, res.text);
+	}
+out:
+	for (size_t k = 0; k < nm; k++)
+		free(mapped[k]);
+	free(mapped);
+	free(top);
+	sy_regex_free(&only);
+	sy_regex_free(&butnot);
+}
+
 static void pctx_free(struct pctx *c)
 {
 	for (int i = 0; i < 2; i++) {
@@ -1231,8 +1318,10 @@ int sy_folders_plan(struct sy_run *r, struct sy_plan *plan)
 		mark_empty(&c, plan);
 	/* imapsync's --justfoldersizes exits before the folder loop, where
 	 * folders are created */
-	if (!r->o->justfoldersizes)
+	if (!r->o->justfoldersizes) {
 		create_and_subscribe(&c, plan);
+		delete2_folders(&c);
+	}
 	rc = 0;
 out:
 	free(want);

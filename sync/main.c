@@ -21,6 +21,7 @@
 #include "flags.h"
 #include "hdrkey.h"
 #include "regex.h"
+#include "delete.h"
 #include "imapferry/log.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
@@ -303,6 +304,8 @@ static int state_skip(struct sy_run *r, struct sy_state *st, const struct sy_pla
 
 	if (!sy_state_unchanged(st, &plan->f[k], now, counts))
 		return 0;
+	if ((r->o->delete2 && counts[2] > 0) || (r->o->delete1 && counts[0] > 0))
+		return 0; /* issue 8: something to delete that only a pass can find */
 	snprintf(pos, sizeof(pos), "%u/%u", (unsigned)(k + 1), (unsigned)plan->n);
 	snprintf(n1, sizeof(n1), "[%s]", plan->f[k].name1);
 	snprintf(n2, sizeof(n2), "[%s]", plan->f[k].name2);
@@ -468,7 +471,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 			return finish(r, SY_EX_USAGE);
 		}
 	}
-	if (sy_folders_check_regexes(o, err, sizeof(err)) < 0) {
+	if (sy_folders_check_regexes(o, err, sizeof(err)) < 0 ||
+	    sy_issue8_check(r, err, sizeof(err)) < 0) {
 		sy_out(r, "%s", err);
 		return finish(r, SY_EX_USAGE);
 	}
@@ -541,6 +545,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 	r->st = NULL;
 	sy_state_free(&st);
 	free(before);
+	sy_delete1_empty_folders(r, &plan); /* issue 8 */
 	sy_out(r, "++++ End looping on each folder");
 	if (o->foldersizes && o->foldersizesatend && !r->stop && !o->justfolders)
 		sy_folder_sizes(r, &plan, 1);

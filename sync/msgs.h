@@ -24,6 +24,8 @@ struct sy_msg {
 	int match;     /* index in the other side + 1, 0 = none */
 	int addhdr;    /* --addheader: prepend a Message-Id when copying */
 	uint32_t uid2; /* host2 UID once known (match or APPENDUID), for the UID map */
+	int del;       /* issue 8: marked \Deleted on its side by this pass */
+	int skip;      /* issue 8: not copied (--maxsize, --minsize, ...), still identified */
 };
 
 struct sy_msgs {
@@ -36,6 +38,7 @@ struct sy_msgs {
 	struct sy_run *r;
 	int side;
 	uint32_t from_uid; /* sy_read_side(): UIDs below are not this pass's */
+	int rw;            /* issue 8: SELECTed read-write (--delete1, --expunge1) */
 };
 
 struct sy_kindex {

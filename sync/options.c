@@ -236,18 +236,18 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_ABLETOSEARCH2] = {"abletosearch2", NULL, T_NEG(acc[1].abletosearch), "1", "--abletosearch", NOW, SY_G_SELECTION, NULL, "use SEARCH on host2"},
 	[SY_OPT_CHECKNOABLETOSEARCH] = {"checknoabletosearch", NULL, T_NEG(checknoabletosearch), "1", "unless --justfolders", NOW, SY_G_SELECTION, NULL, "test SEARCH on INBOX"},
 	[SY_OPT_FETCH_HASH_SET] = {"fetch_hash_set", NULL, T_STR(fetch_hash_set), NULL, "1:*", LATER, SY_G_SELECTION, NULL, "UID set fetched without SEARCH"},
-	[SY_OPT_MAXLINELENGTH] = {"maxlinelength", NULL, T_INT(maxlinelength), NULL, NULL, LATER, SY_G_SELECTION, NULL, "skip messages with a longer line"},
+	[SY_OPT_MAXLINELENGTH] = {"maxlinelength", NULL, T_INT(maxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages with a longer line"},
 	[SY_OPT_MAXLINELENGTHCMD] = {"maxlinelengthcmd", NULL, T_STR(maxlinelengthcmd), NULL, NULL, LATER, SY_G_SELECTION, "cmd", "filter messages with too long lines"},
-	[SY_OPT_MINMAXLINELENGTH] = {"minmaxlinelength", NULL, T_INT(minmaxlinelength), NULL, NULL, LATER, SY_G_SELECTION, NULL, "skip messages whose lines are all short"},
+	[SY_OPT_MINMAXLINELENGTH] = {"minmaxlinelength", NULL, T_INT(minmaxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages whose lines are all short"},
 
 	/* message transforms */
-	[SY_OPT_SKIPMESS] = {"skipmess", NULL, T_LIST(skipmess), NULL, NULL, LATER, SY_G_TRANSFORMS, "reg", "skip messages matching reg"},
-	[SY_OPT_REGEXMESS] = {"regexmess", NULL, T_LIST(regexmess), NULL, NULL, LATER, SY_G_TRANSFORMS, "reg", "Perl s/// applied to each message"},
-	[SY_OPT_NOREGEXMESS] = {"noregexmess", NULL, T_BOOL(noregexmess), "0", NULL, LATER, SY_G_TRANSFORMS, NULL, "drop the --regexmess of a preset"},
-	[SY_OPT_PIPEMESS] = {"pipemess", NULL, T_LIST(pipemess), NULL, NULL, LATER, SY_G_TRANSFORMS, "cmd", "pipe each message through cmd (chained)"},
-	[SY_OPT_PIPEMESSCHECK] = {"pipemesscheck", NULL, T_NEG(pipemesscheck), "1", NULL, LATER, SY_G_TRANSFORMS, NULL, "try the --pipemess commands at start"},
-	[SY_OPT_TRUNCMESS] = {"truncmess", NULL, T_INT(truncmess), NULL, NULL, LATER, SY_G_TRANSFORMS, NULL, "cut messages to int bytes"},
-	[SY_OPT_DISARMREADRECEIPTS] = {"disarmreadreceipts", NULL, T_NEG(disarmreadreceipts), "0", NULL, LATER, SY_G_TRANSFORMS, NULL, "rename Disposition-Notification-To"},
+	[SY_OPT_SKIPMESS] = {"skipmess", NULL, T_LIST(skipmess), NULL, NULL, NOW, SY_G_TRANSFORMS, "reg", "skip messages matching reg"},
+	[SY_OPT_REGEXMESS] = {"regexmess", NULL, T_LIST(regexmess), NULL, NULL, NOW, SY_G_TRANSFORMS, "reg", "Perl s/// applied to each message"},
+	[SY_OPT_NOREGEXMESS] = {"noregexmess", NULL, T_BOOL(noregexmess), "0", NULL, NOW, SY_G_TRANSFORMS, NULL, "drop the --regexmess of a preset"},
+	[SY_OPT_PIPEMESS] = {"pipemess", NULL, T_LIST(pipemess), NULL, NULL, NOW, SY_G_TRANSFORMS, "cmd", "pipe each message through cmd (chained)"},
+	[SY_OPT_PIPEMESSCHECK] = {"pipemesscheck", NULL, T_NEG(pipemesscheck), "1", NULL, NOW, SY_G_TRANSFORMS, NULL, "try the --pipemess commands at start"},
+	[SY_OPT_TRUNCMESS] = {"truncmess", NULL, T_INT(truncmess), NULL, NULL, NOW, SY_G_TRANSFORMS, NULL, "cut messages to int bytes"},
+	[SY_OPT_DISARMREADRECEIPTS] = {"disarmreadreceipts", NULL, T_NEG(disarmreadreceipts), "0", NULL, NOW, SY_G_TRANSFORMS, NULL, "rename Disposition-Notification-To"},
 
 	/* deletion */
 	[SY_OPT_DELETE1] = {"delete1", "delete", T_NEG(delete1), "0", NULL, NOW, SY_G_DELETION, NULL, "delete host1 messages once copied"},
@@ -355,10 +355,13 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_DAEMON] = {"daemon", NULL, T_BOOL(daemon), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry: live replication: consume the proxy's marks from --redis and sync what changed (README: the daemon)"},
 	[SY_OPT_WORKERS] = {"workers", NULL, T_INT(workers), "4", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: folder syncs run at once"},
 	[SY_OPT_USERS] = {"users", NULL, T_STR(users), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: file of users (one per line, \"user1 user2\" when the names differ) to sync and keep polling"},
-	[SY_OPT_POLL] = {"poll", NULL, T_INT(poll), "300", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of each user (changes that bypassed the proxy)"},
+	[SY_OPT_POLL] = {"poll", NULL, T_INT(poll), "3600", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of each user (changes that bypassed the proxy)"},
+	[SY_OPT_POLLACTIVE] = {"pollactive", "poll-active", T_INT(pollactive), "60", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of a user the proxy saw active (a change of theirs was synced)"},
 	[SY_OPT_LEASE] = {"lease", NULL, T_INT(lease), "120", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds a claimed item is held before another worker may take it (renewed while it runs)"},
 	[SY_OPT_HTTP] = {"http", NULL, T_STR(http), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: ADDR:PORT for /metrics and /healthz"},
 	[SY_OPT_QUICKCHECK] = {"quickcheck", NULL, T_BOOL(quickcheck), NULL, NULL, NOW, SY_G_INTERNAL, NULL, "imapferry daemon's own: create missing folders, STATUS both sides, mark changed folders in --redis, sync nothing"},
+	[SY_OPT_MAXDELETE2] = {"maxdelete2", NULL, T_FLO(maxdelete2), "50", NULL, NOW, SY_G_DELETION, "pct", "imapferry: --delete2 refuses to delete more than pct percent of a host2 folder's messages"},
+	[SY_OPT_FORCEDELETE2] = {"forcedelete2", "force-delete2", T_NEG(forcedelete2), "0", NULL, NOW, SY_G_DELETION, NULL, "imapferry: let --delete2 go beyond --maxdelete2"},
 };
 /* clang-format on */
 _Static_assert(sizeof(opts) / sizeof(opts[0]) == SY_OPT_COUNT, "one descriptor per option id");
@@ -1249,6 +1252,9 @@ int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 		            "bad idea. You should probably launch two runs, the first with "
 		            "--delete2 for a strict sync, then the second with --delete1 to "
 		            "remove messages from the source account. Exiting imapsync.");
+	if (o->maxdelete2 < 0 || o->maxdelete2 > 100)
+		err_add(&e, "Error: --maxdelete2 %g: give a percentage from 0 to 100",
+		        o->maxdelete2);
 	for (side = 0; side < 2; side++) {
 		if (o->acc[side].proxyauth && empty(o->acc[side].authuser))
 			err_add(&e,

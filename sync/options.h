@@ -346,9 +346,12 @@ enum sy_opt {
 	SY_OPT_WORKERS,
 	SY_OPT_USERS,
 	SY_OPT_POLL,
+	SY_OPT_POLLACTIVE,
 	SY_OPT_LEASE,
 	SY_OPT_HTTP,
 	SY_OPT_QUICKCHECK,
+	SY_OPT_MAXDELETE2,
+	SY_OPT_FORCEDELETE2,
 	SY_OPT_COUNT
 };
 
@@ -405,6 +408,8 @@ struct sy_options {
 	int delete1, delete2, delete2duplicates, delete2folders, delete1emptyfolders;
 	char *delete2foldersonly, *delete2foldersbutnot;
 	int expunge1, expunge2, uidexpunge2, expungeaftereach;
+	double maxdelete2; /* imapferry: --delete2 deletes at most this percent of a folder */
+	int forcedelete2;  /* imapferry: --forcedelete2 lifts that cap */
 
 	/* run modes and limits */
 	int dry, dry1, justconnect, justlogin, justfolders, justfoldersizes;
@@ -442,6 +447,7 @@ struct sy_options {
 	long long workers;    /* --workers: syncs at once */
 	char *users;          /* --users FILE: users to enqueue at start */
 	long long poll;       /* --poll SECS: quick check of every known user */
+	long long pollactive; /* --poll-active SECS: ... of users active through the proxy */
 	long long lease;      /* --lease SECS */
 	char *http;           /* --http ADDR:PORT: /metrics, /healthz */
 	int quickcheck;       /* --quickcheck: tree + STATUS, mark changed folders */

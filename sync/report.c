@@ -244,8 +244,8 @@ int sy_report(struct sy_run *r)
 	          (unsigned long long)r->in1_not_in2);
 	stat_line(r, "Messages found in host2 not in host1", "%llu messages",
 	          (unsigned long long)r->in2_not_in1);
-	stat_line(r, "Messages deleted on host1", "%d", 0);
-	stat_line(r, "Messages deleted on host2", "%d", 0);
+	stat_line(r, "Messages deleted on host1", "%llu", (unsigned long long)r->deleted1);
+	stat_line(r, "Messages deleted on host2", "%llu", (unsigned long long)r->deleted2);
 	stat_line(r, "Total bytes transferred", "%llu (%s)",
 	          (unsigned long long)r->bytes_transferred,
 	          sy_bytes(b1, sizeof(b1), r->bytes_transferred));

@@ -74,6 +74,7 @@ struct sy_run {
 	long long progress_ms;
 	int sizes_done;                        /* bit 0: at start, bit 1: at end */
 	long long diff_msgs[2], diff_bytes[2]; /* host2 - host1, start and end */
+	uint64_t deleted1, deleted2;           /* issue 8: marked \Deleted by --delete1/2 */
 
 	/* errors */
 	unsigned nerrors;
