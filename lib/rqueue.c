@@ -888,11 +888,11 @@ void rq_users_free(char ***users, size_t n)
 }
 
 /* A plain command on user's poll key: ZADD key score user / ZREM key user. */
-static int rq_poll_cmd(struct rq *q, const char *cmd, const char *user, const char *score)
+static int rq_poll_cmd(struct rq *q, const char *cmd, const char *user, const char *score, int lt)
 {
 	char k[RQ_KEY_MAX];
-	const char *argv[4];
-	size_t lens[4];
+	const char *argv[5];
+	size_t lens[5];
 	redisReply *r;
 	int argc = 0, i;
 
@@ -903,6 +903,8 @@ static int rq_poll_cmd(struct rq *q, const char *cmd, const char *user, const ch
 	rk_key_poll(k, sizeof(k), rk_shard(user));
 	argv[argc++] = cmd;
 	argv[argc++] = k;
+	if (lt)
+		argv[argc++] = "LT";
 	if (score != NULL)
 		argv[argc++] = score;
 	argv[argc++] = user;
@@ -920,12 +922,20 @@ int rq_poll_set(struct rq *q, const char *user, int64_t next_ms)
 	char score[RQ_NUM_MAX];
 
 	snprintf(score, sizeof(score), "%" PRId64, next_ms);
-	return rq_poll_cmd(q, "ZADD", user, score);
+	return rq_poll_cmd(q, "ZADD", user, score, 0);
+}
+
+int rq_poll_sooner(struct rq *q, const char *user, int64_t next_ms)
+{
+	char score[RQ_NUM_MAX];
+
+	snprintf(score, sizeof(score), "%" PRId64, next_ms);
+	return rq_poll_cmd(q, "ZADD", user, score, 1);
 }
 
 int rq_poll_remove(struct rq *q, const char *user)
 {
-	return rq_poll_cmd(q, "ZREM", user, NULL);
+	return rq_poll_cmd(q, "ZREM", user, NULL, 0);
 }
 
 int rq_sweep_all_take(struct rq *q, int64_t *value_r)

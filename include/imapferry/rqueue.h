@@ -197,6 +197,9 @@ int rq_poll_due(struct rq *q, unsigned shard, unsigned max, unsigned lease_ms, c
 /* Sets user's next poll time to next_ms (Redis clock, rq_now()), later or
  * earlier. 0 or -1. */
 int rq_poll_set(struct rq *q, const char *user, int64_t next_ms);
+/* Like rq_poll_set(), but only ever earlier (ZADD LT; adds an unknown user):
+ * a user active through the proxy is polled sooner than an idle one. */
+int rq_poll_sooner(struct rq *q, const char *user, int64_t next_ms);
 /* Removes user from the poll schedule (the user was cut over). 0 or -1. */
 int rq_poll_remove(struct rq *q, const char *user);
 /* Frees an array of n strings from rq_poll_due(); accepts NULL; sets *users

@@ -1009,6 +1009,16 @@ static void test_poll(void **state)
 	assert_int_equal(rq_poll_due(q2, 5, 10, 0, &users, &n), 0);
 	assert_int_equal(n, 0);
 	assert_int_equal(rq_poll_due(q2, RK_SHARDS, 10, 0, &users, &n), -1);
+	/* sooner only moves earlier: u[2] (due in 60 s) is not postponed to 120 s,
+	 * then brought forward to now */
+	assert_int_equal(rq_poll_sooner(q, u[2], now + 120000), 0);
+	assert_int_equal(rq_poll_due(q2, 5, 10, 0, &users, &n), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(rq_poll_sooner(q, u[2], now - 1), 0);
+	assert_int_equal(rq_poll_due(q2, 5, 10, 0, &users, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(users[0], u[2]);
+	rq_users_free(&users, n);
 	assert_int_equal(rq_poll_set(q, "", 0), -1);
 	rq_close(&q);
 	rq_close(&q2);
