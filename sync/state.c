@@ -277,6 +277,8 @@ static int load_line(struct sy_state *s, char *line)
 	if (n1 == NULL || n2 == NULL)
 		abort();
 	memset(&f, 0, sizeof(f));
+	/* n1 and n2 are as long as the whole line: no width needed */
+	/* cppcheck-suppress invalidscanf */
 	if (sscanf(line, "F %s %s %u %u %u %llu %u %u %u %llu %llu %llu %llu", n1, n2,
 	           &f.st[0].uidvalidity, &f.st[0].uidnext, &f.st[0].messages, &h1,
 	           &f.st[1].uidvalidity, &f.st[1].uidnext, &f.st[1].messages, &h2, &a, &b,

@@ -34,9 +34,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RK_SHARDS 16u
-#define RK_FOLDER_ALL "*"
-#define RK_PREFIX "rep:"
+#define RK_SHARDS      16u
+#define RK_FOLDER_ALL  "*"
+#define RK_PREFIX      "rep:"
 #define RK_CTL_CHANNEL "rep:ctl"
 /* STRING: set by a proxy to its clock (ms) when it lost marks it could not
  * even remember per user: the daemon then checks every user (and DELs it). */
@@ -46,7 +46,7 @@
  * MOVE, EXISTS), low = flags, expunges, tree changes. ZADD ... LT keeps the
  * earliest due time, so a burst coalesces and cannot be postponed forever. */
 #define RK_DEBOUNCE_HIGH_MS 200u
-#define RK_DEBOUNCE_LOW_MS 3000u
+#define RK_DEBOUNCE_LOW_MS  3000u
 
 enum rk_prio { RK_PRIO_HIGH, RK_PRIO_LOW, RK_PRIO_COUNT };
 
@@ -92,7 +92,7 @@ int rk_folder_canon(char *buf, size_t size, const char *name, size_t len, int ut
 /* Hints pushed to rep:{s}:hint:<user>, tab-separated, one line each:
  *   "move\t<from>\t<to>\t<uidvalidity>\t<src-uid-set>\t<dst-uid-set>"  (COPYUID of MOVE)
  *   "rename\t<from>\t<to>" */
-#define RK_HINT_MAX 64 /* LTRIM length */
+#define RK_HINT_MAX   64 /* LTRIM length */
 #define RK_HINT_TTL_S 86400
 
 /* Route states stored in rep:route:<user> field "state". */
