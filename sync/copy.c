@@ -868,6 +868,20 @@ static struct xfer *xfer_new(struct xfer_ctx *x, struct sy_msg *e)
 	return t;
 }
 
+int sy_count_host1(struct sy_run *r, const struct sy_msg *e)
+{
+	if (!e->haskey) {
+		r->noheader1++;
+		return 0;
+	}
+	if (e->dup) {
+		r->skipped++;
+		return 0;
+	}
+	r->ident1++;
+	return 1;
+}
+
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                       struct sy_msgs *m2)
 {
@@ -979,13 +993,6 @@ struct store_group {
 	size_t n;
 };
 
-static int uid_cmp(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Messages whose flags differ get one UID STORE per distinct flag set
  * ("UID STORE 3:7,12 FLAGS.SILENT (\\Seen)"), pipelined, not one per
  * message as imapsync sends them. */
@@ -1036,7 +1043,7 @@ void sy_resync_flags(struct sy_run *r, const struct sy_folder *f, struct sy_msgs
 	for (size_t i = 0; i < ng; i++) {
 		size_t pos = 0;
 
-		qsort(g[i].uids, g[i].n, sizeof(*g[i].uids), uid_cmp);
+		qsort(g[i].uids, g[i].n, sizeof(*g[i].uids), sy_u32_cmp);
 		while (!r->o->dry && pos < g[i].n) {
 			char set[8192];
 			const char *error;
@@ -1188,15 +1195,8 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	for (size_t k = 0; k < m1.n; k++) {
 		struct sy_msg *e = &m1.v[k], *o;
 
-		if (!e->haskey) {
-			r->noheader1++;
+		if (!sy_count_host1(r, e))
 			continue;
-		}
-		if (e->dup) {
-			r->skipped++;
-			continue;
-		}
-		r->ident1++;
 		o = sy_kindex_get(&ix2, &m2, e->key);
 		if (o != NULL) {
 			e->match = (int)(o - m2.v) + 1;

@@ -17,13 +17,6 @@ const char *sy_dry_suffix(const struct sy_run *r)
 	return r->o->dry ? "\t(not really since --dry mode)" : "";
 }
 
-static int u32_cmp(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 static int side_has(const struct sy_run *r, int i, enum imap_cap cap)
 {
 	return r->side[i].cl != NULL && imap_caps_has(imap_client_caps(r->side[i].cl), cap);
@@ -38,7 +31,7 @@ size_t sy_delete_uids(struct sy_run *r, int i, const char *folder, uint32_t *uid
 
 	if (set == NULL)
 		abort();
-	qsort(uids, n, sizeof(*uids), u32_cmp);
+	qsort(uids, n, sizeof(*uids), sy_u32_cmp);
 	while (pos < n && !r->stop) {
 		size_t k = sy_uid_set(set, SET_MAX, uids, n, &pos);
 

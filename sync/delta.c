@@ -54,8 +54,7 @@ struct delta {
 	struct changed *ch;
 	size_t nch, capch;
 	struct imap_seqset vanished; /* QRESYNC: VANISHED (EARLIER) sets, merged */
-	uint32_t *present;           /* CONDSTORE: UID SEARCH result */
-	size_t npresent, cappresent;
+	struct sy_uids present;      /* CONDSTORE: UID SEARCH result */
 };
 
 static void changed_add(struct delta *d, uint32_t uid, const char *flags)
@@ -135,28 +134,6 @@ static void on_examine(struct imap_client *cl, const struct imap_msg *msg, void 
 	}
 }
 
-static void on_search(struct imap_client *cl, const struct imap_msg *msg, void *aux)
-{
-	struct delta *d = aux;
-
-	(void)cl;
-	if (msg->name == NULL || strcmp(msg->name, "SEARCH") != 0)
-		return;
-	for (const struct imap_arg *a = msg->args; a != NULL; a = a->next) {
-		uint32_t uid;
-
-		if (imap_arg_get_u32(a, &uid) < 0)
-			continue;
-		if (d->npresent == d->cappresent) {
-			d->cappresent = d->cappresent ? d->cappresent * 2 : 256;
-			d->present = realloc(d->present, d->cappresent * sizeof(*d->present));
-			if (d->present == NULL)
-				abort();
-		}
-		d->present[d->npresent++] = uid;
-	}
-}
-
 static int in_seqset(const struct imap_seqset *s, uint32_t v)
 {
 	for (size_t i = 0; i < s->count; i++) {
@@ -164,18 +141,6 @@ static int in_seqset(const struct imap_seqset *s, uint32_t v)
 			return 1;
 	}
 	return 0;
-}
-
-static int u32_cmp(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static int u32_has(const uint32_t *v, size_t n, uint32_t x)
-{
-	return bsearch(&x, v, n, sizeof(*v), u32_cmp) != NULL;
 }
 
 static const struct sy_uidpair *map_find(const struct sy_uidpair *map, size_t n, uint32_t uid1)
@@ -199,7 +164,7 @@ static void delta_free(struct delta *d)
 		free(d->ch[i].flags);
 	free(d->ch);
 	free(d->vanished.r);
-	free(d->present);
+	sy_uids_free(&d->present);
 	sy_msgs_free(&d->m1);
 }
 
@@ -257,13 +222,13 @@ static int read_present(struct delta *d, const struct sy_folder *f, const struct
 
 	if (b->was[0].uidnext <= 1 || old_present == b->was[0].messages)
 		return 0;
-	if (sy_cmd(d->r, 0, &res, on_search, NULL, d, "UID SEARCH UID 1:%u",
+	if (sy_cmd(d->r, 0, &res, sy_on_search, NULL, &d->present, "UID SEARCH UID 1:%u",
 	           b->was[0].uidnext - 1) != IMAP_STATUS_OK) {
 		sy_error(d->r, SY_ERR_FETCH, "Host1 folder %s: could not list UIDs: %s", f->name1,
 		         res.text);
 		return -1;
 	}
-	qsort(d->present, d->npresent, sizeof(*d->present), u32_cmp);
+	sy_uids_sort(&d->present);
 	return 1;
 }
 
@@ -305,7 +270,7 @@ static void apply_flags(struct delta *d, const struct sy_folder *f, struct sy_ms
 		if (p != NULL)
 			uids2[n2++] = p->uid2;
 	}
-	qsort(uids2, n2, sizeof(*uids2), u32_cmp);
+	qsort(uids2, n2, sizeof(*uids2), sy_u32_cmp);
 	while (pos < n2 && !r->stop) {
 		struct sy_res res;
 
@@ -378,12 +343,12 @@ static uint64_t delete_vanished(struct delta *d, const struct sy_folder *f, stru
 	uint32_t *uids;
 	size_t n = 0, marked;
 
-	if (!qresync && listed && d->npresent != (size_t)(d->m1.exists - (uint32_t)d->m1.n)) {
+	if (!qresync && listed && d->present.n != (size_t)(d->m1.exists - (uint32_t)d->m1.n)) {
 		/* the UID list and the count disagree (a change meanwhile) */
 		sy_out(r,
 		       "Folder %s: host1's UID list (%zu) and message count (%u) disagree: nothing "
 		       "deleted on host2 this time",
-		       f->name1, d->npresent, d->m1.exists - (uint32_t)d->m1.n);
+		       f->name1, d->present.n, d->m1.exists - (uint32_t)d->m1.n);
 		return 0;
 	}
 	if (!sy_delete2_allowed(r, f->name2, (size_t)nvanished, m2->exists))
@@ -492,7 +457,7 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 		else if (qresync)
 			gone[i] = (uint8_t)in_seqset(&d.vanished, u);
 		else if (listed)
-			gone[i] = !u32_has(d.present, d.npresent, u);
+			gone[i] = !sy_uids_has(&d.present, u);
 		nvanished += gone[i];
 	}
 
@@ -505,18 +470,8 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	for (size_t k = 0; k < d.m1.n; k++) {
 		struct sy_msg *e = &d.m1.v[k];
 
-		if (e->match == -3)
-			continue;
-		if (!e->haskey) {
-			r->noheader1++;
-			continue;
-		}
-		if (e->dup) {
-			r->skipped++;
-			continue;
-		}
-		r->ident1++;
-		nnew++;
+		if (e->match != -3 && sy_count_host1(r, e))
+			nnew++;
 	}
 	sy_select_sizes(r, f, &d.m1);
 	sy_copy_messages(r, f, &d.m1, &m2);

@@ -965,20 +965,11 @@ static void mark_empty(struct pctx *c, struct sy_plan *plan)
 
 static void on_full_status(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct sy_fstatus *st = aux;
-	struct imap_status_info si;
-	const char *err;
+	const char *name;
+	size_t len;
 
 	(void)cl;
-	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0 ||
-	    imap_status_parse(msg, &si, &err) < 0)
-		return;
-	st->uidvalidity = si.uidvalidity;
-	st->uidnext = si.uidnext;
-	st->messages = si.messages;
-	st->highestmodseq = si.highestmodseq;
-	st->has_modseq = (si.have & IMAP_STATUS_HIGHESTMODSEQ) != 0;
-	st->valid = (si.have & IMAP_STATUS_UIDVALIDITY) != 0;
+	sy_fstatus_parse(msg, aux, &name, &len);
 }
 
 static int full_status(struct sy_run *r, int i, const char *name, struct sy_fstatus *st)

@@ -66,6 +66,9 @@ int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t 
 /* Marks later duplicates of a key within one side (counted in dup1/dup2). */
 void sy_kindex_build(struct sy_kindex *ix, struct sy_msgs *m, struct sy_run *r, int side);
 struct sy_msg *sy_kindex_get(const struct sy_kindex *ix, struct sy_msgs *m, const char *key);
+/* Counts a host1 message as imapsync does: without a header key
+ * (noheader1), a later duplicate (skipped), else identified (ident1): 1. */
+int sy_count_host1(struct sy_run *r, const struct sy_msg *e);
 /* Copies m1's keyed, non-duplicate, unmatched messages to host2 (pipelined
  * fetch + APPEND); APPENDUIDs land in sy_msg.uid2. */
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
@@ -76,5 +79,21 @@ void sy_resync_flags(struct sy_run *r, const struct sy_folder *f, struct sy_msgs
 /* Records the folder's UID map from m1's matches and APPENDUIDs. */
 void sy_record_map(struct sy_run *r, const struct sy_folder *f, const struct sy_msgs *m1,
                    const struct sy_msgs *m2);
+
+/* --- uids.c: UID lists --- */
+
+struct sy_uids {
+	uint32_t *v;
+	size_t n, cap;
+};
+/* qsort/bsearch comparator of uint32_t. */
+int sy_u32_cmp(const void *a, const void *b);
+void sy_uids_add(struct sy_uids *u, uint32_t uid);
+/* Untagged handler: the UIDs of "* SEARCH ..." into the struct sy_uids aux. */
+void sy_on_search(struct imap_client *cl, const struct imap_msg *msg, void *aux);
+void sy_uids_sort(struct sy_uids *u);
+/* 1 when uid is in u (sorted). */
+int sy_uids_has(const struct sy_uids *u, uint32_t uid);
+void sy_uids_free(struct sy_uids *u);
 
 #endif

@@ -67,40 +67,6 @@ static char *criteria(const struct sy_options *o, int i)
 	return out;
 }
 
-struct uids {
-	uint32_t *v;
-	size_t n, cap;
-};
-
-static void on_search(struct imap_client *cl, const struct imap_msg *msg, void *aux)
-{
-	struct uids *u = aux;
-
-	(void)cl;
-	if (msg->name == NULL || strcmp(msg->name, "SEARCH") != 0)
-		return;
-	for (const struct imap_arg *a = msg->args; a != NULL; a = a->next) {
-		uint32_t uid;
-
-		if (imap_arg_get_u32(a, &uid) < 0)
-			continue;
-		if (u->n == u->cap) {
-			u->cap = u->cap ? u->cap * 2 : 256;
-			u->v = realloc(u->v, u->cap * sizeof(*u->v));
-			if (u->v == NULL)
-				abort();
-		}
-		u->v[u->n++] = uid;
-	}
-}
-
-static int u32_cmp(const void *a, const void *b)
-{
-	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
 /* Age of an INTERNALDATE in days, or -1 when unreadable. */
 static double idate_age(const char *idate, time_t now)
 {
@@ -145,7 +111,7 @@ int sy_select_window(struct sy_run *r, int i, const struct sy_folder *f, struct 
 	const struct sy_options *o = r->o;
 	char *crit;
 	uint8_t *keep;
-	struct uids u = {0};
+	struct sy_uids u = {0};
 	struct sy_res res;
 
 	if (!sy_select_window_active(o) || m->n == 0)
@@ -169,7 +135,7 @@ int sy_select_window(struct sy_run *r, int i, const struct sy_folder *f, struct 
 		free(keep);
 		return 0;
 	}
-	if (sy_cmd(r, i, &res, on_search, NULL, &u, "UID SEARCH %a", crit) != IMAP_STATUS_OK) {
+	if (sy_cmd(r, i, &res, sy_on_search, NULL, &u, "UID SEARCH %a", crit) != IMAP_STATUS_OK) {
 		sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 		         "Host%d folder %s: UID SEARCH %s failed: %s", i + 1,
 		         i == 0 ? f->name1 : f->name2, crit, res.text);
@@ -178,9 +144,9 @@ int sy_select_window(struct sy_run *r, int i, const struct sy_folder *f, struct 
 		free(u.v);
 		return -1;
 	}
-	qsort(u.v, u.n, sizeof(*u.v), u32_cmp);
+	sy_uids_sort(&u);
 	for (size_t k = 0; k < m->n; k++)
-		keep[k] = u.n > 0 && bsearch(&m->v[k].uid, u.v, u.n, sizeof(*u.v), u32_cmp) != NULL;
+		keep[k] = sy_uids_has(&u, m->v[k].uid);
 	drop(m, keep);
 	free(crit);
 	free(keep);

@@ -885,30 +885,42 @@ struct status_batch {
 	unsigned pending;
 };
 
+int sy_fstatus_parse(const struct imap_msg *msg, struct sy_fstatus *st, const char **name_r,
+                     size_t *name_len_r)
+{
+	struct imap_status_info si;
+	const char *err;
+	const unsigned need = IMAP_STATUS_UIDVALIDITY | IMAP_STATUS_UIDNEXT | IMAP_STATUS_MESSAGES;
+
+	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0 ||
+	    imap_status_parse(msg, &si, &err) < 0)
+		return -1;
+	st->uidvalidity = si.uidvalidity;
+	st->uidnext = si.uidnext;
+	st->messages = si.messages;
+	st->highestmodseq = si.highestmodseq;
+	st->has_modseq = (si.have & IMAP_STATUS_HIGHESTMODSEQ) != 0;
+	st->valid = (si.have & need) == need;
+	*name_r = si.name;
+	*name_len_r = si.name_len;
+	return 0;
+}
+
 static void on_status(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
 	struct status_batch *b = aux;
-	struct imap_status_info si;
-	const char *err;
+	struct sy_fstatus st;
+	const char *sname;
+	size_t slen;
 
 	(void)cl;
-	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0 ||
-	    imap_status_parse(msg, &si, &err) < 0)
+	if (sy_fstatus_parse(msg, &st, &sname, &slen) < 0)
 		return;
 	for (size_t k = 0; k < b->plan->n; k++) {
 		const char *name = b->side == 0 ? b->plan->f[k].name1 : b->plan->f[k].name2;
-		struct sy_fstatus *o = &b->out[k];
 
-		if (strlen(name) != si.name_len || memcmp(name, si.name, si.name_len) != 0)
-			continue;
-		o->uidvalidity = si.uidvalidity;
-		o->uidnext = si.uidnext;
-		o->messages = si.messages;
-		o->highestmodseq = si.highestmodseq;
-		o->has_modseq = (si.have & IMAP_STATUS_HIGHESTMODSEQ) != 0;
-		o->valid = (si.have & (IMAP_STATUS_UIDVALIDITY | IMAP_STATUS_UIDNEXT |
-		                       IMAP_STATUS_MESSAGES)) ==
-		           (IMAP_STATUS_UIDVALIDITY | IMAP_STATUS_UIDNEXT | IMAP_STATUS_MESSAGES);
+		if (strlen(name) == slen && memcmp(name, sname, slen) == 0)
+			b->out[k] = st;
 	}
 }
 

@@ -224,6 +224,11 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 int sy_state_save(struct sy_run *r, struct sy_state *s);
 const char *sy_state_file(const struct sy_state *s);
 void sy_state_free(struct sy_state **s);
+/* A "* STATUS name (...)" answer into *st (valid when UIDVALIDITY, UIDNEXT
+ * and MESSAGES were there) and the name it is for (a slice of msg). 0, or
+ * -1 when msg is not a STATUS answer. */
+int sy_fstatus_parse(const struct imap_msg *msg, struct sy_fstatus *st, const char **name_r,
+                     size_t *name_len_r);
 /* Pipelined STATUS of the plan's folders on both sides (host2: those that
  * exist), one round trip each; only = a plan index, or (size_t)-1 for all.
  * out has plan->n entries. */
