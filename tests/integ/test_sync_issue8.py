@@ -4,7 +4,7 @@
 --forcedelete2, nothing deleted when host1 fails, --delete1, --dry,
 --delete2folders, --delete1emptyfolders), message selection and transforms.
 
-Uses user erin on both sides (other tests use alice, bob, carol, dave). Needs
+Uses user heidi on both sides (other tests use alice, bob, carol, dave, erin, frank). Needs
 FERRY_ENV_DIR (the ctest fixture) and FERRY_SYNC (the binary).
 """
 
@@ -22,7 +22,7 @@ import unittest
 
 import ferry_harness as fh
 
-USER = "erin"
+USER = "heidi"
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
 WORKDIR = tempfile.mkdtemp(prefix="ferry-issue8-test-")
@@ -52,7 +52,7 @@ def stat(out, label):
 
 
 def message(tag, n, body="hello\r\n", extra_headers="", date="Mon, 02 Jan 2023 10:00:00 +0000"):
-    return (f"From: a@example.org\r\nTo: erin@example.org\r\nSubject: {tag} {n}\r\n"
+    return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
             f"Date: {date}\r\nMessage-ID: <{tag}-{n}@issue8.example>\r\n{extra_headers}\r\n"
             f"{body}").encode()
 
