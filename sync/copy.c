@@ -595,6 +595,44 @@ static void delete1_now(struct xfer_ctx *x, struct sy_msg *m)
 	}
 }
 
+void sy_throttle(struct sy_run *r)
+{
+	const struct sy_options *o = r->o;
+	struct timespec now;
+	double elapsed, by_msgs = 0, by_bytes = 0, pause;
+
+	if (o->exitwhenover > 0 && r->bytes_transferred >= (uint64_t)o->exitwhenover && !r->stop) {
+		sy_error(r, SY_ERR_EXCEEDED,
+		         "Maximum bytes transferred reached, %llu >= %lld, ending sync",
+		         (unsigned long long)r->bytes_transferred, o->exitwhenover);
+		r->stop = 1;
+		return;
+	}
+	if (o->maxmessagespersecond <= 0 && o->maxbytespersecond <= 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	elapsed = (double)(now.tv_sec - r->t0.tv_sec) + (now.tv_nsec - r->t0.tv_nsec) / 1e9;
+	/* the time the run should have taken so far at the allowed rates */
+	if (o->maxmessagespersecond > 0)
+		by_msgs = (double)r->transferred / o->maxmessagespersecond - elapsed;
+	if (o->maxbytespersecond > 0 && r->bytes_transferred > (uint64_t)o->maxbytesafter)
+		by_bytes = (double)(r->bytes_transferred - (uint64_t)o->maxbytesafter) /
+		                   (double)o->maxbytespersecond -
+		           elapsed;
+	pause = by_msgs > by_bytes ? by_msgs : by_bytes;
+	if (o->maxsleep >= 0 && pause > o->maxsleep)
+		pause = o->maxsleep;
+	if (pause <= 0.001)
+		return;
+	sy_msgline(r, "sleeping %.2f s", pause);
+	{
+		struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
+
+		while (nanosleep(&ts, &ts) != 0 && !r->stop)
+			;
+	}
+}
+
 static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux)
 {
 	struct xfer *t = aux;
@@ -619,6 +657,7 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		if (t->m->size > r->biggest)
 			r->biggest = t->m->size;
 		x->copied_here++;
+		sy_throttle(r);
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		secs = (double)(now.tv_sec - r->t0.tv_sec) + (now.tv_nsec - r->t0.tv_nsec) / 1e9;
 		snprintf(who, sizeof(who), "%u {%u}", t->m->uid, t->m->size);

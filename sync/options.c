@@ -279,7 +279,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_MAXBYTESAFTER] = {"maxbytesafter", NULL, T_INT(maxbytesafter), "0", NULL, NOW, SY_G_RUN, NULL, "cap the byte rate after int bytes"},
 	[SY_OPT_MAXMESSAGESPERSECOND] = {"maxmessagespersecond", NULL, T_FLO(maxmessagespersecond), "0", NULL, NOW, SY_G_RUN, NULL, "average message rate cap, 0 = none"},
 	[SY_OPT_MAXSLEEP] = {"maxsleep", NULL, T_FLO(maxsleep), "2", NULL, NOW, SY_G_RUN, NULL, "longest throttle pause, seconds"},
-	[SY_OPT_ABORT] = {"abort", NULL, T_BOOL(abort), "0", NULL, LATER, SY_G_RUN, NULL, "stop the run named in the pidfile"},
+	[SY_OPT_ABORT] = {"abort", NULL, T_BOOL(abort), "0", NULL, NOW, SY_G_RUN, NULL, "stop the run named in the pidfile"},
 	[SY_OPT_ABORTBYFILE] = {"abortbyfile", NULL, T_BOOL(abortbyfile), "0", NULL, LATER, SY_G_RUN, NULL, "--abort through an abort file"},
 	[SY_OPT_SIGEXIT] = {"sigexit", NULL, T_LIST(sigexit), NULL, "QUIT TERM", LATER, SY_G_RUN, "sig", "signal that ends the run with stats"},
 	[SY_OPT_SIGRECONNECT] = {"sigreconnect", NULL, T_LIST(sigreconnect), NULL, "INT", LATER, SY_G_RUN, "sig", "signal that reconnects both hosts"},

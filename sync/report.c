@@ -8,7 +8,8 @@
 
 #include "sync.h"
 
-static const int err_exit[SY_ERR_COUNT] = {111, 101, 102, 12, 161, 162, 114, 115, 116, 117, 120};
+static const int err_exit[SY_ERR_COUNT] = {111, 101, 102, 12,  161, 162,
+                                           114, 115, 116, 117, 120, 118};
 static const char *const err_names[SY_ERR_COUNT] = {"ERR_UNCLASSIFIED",
                                                     "ERR_CONNECTION_FAILURE_HOST1",
                                                     "ERR_CONNECTION_FAILURE_HOST2",
@@ -19,7 +20,8 @@ static const char *const err_names[SY_ERR_COUNT] = {"ERR_UNCLASSIFIED",
                                                     "ERR_Host1_FETCH",
                                                     "ERR_CREATE",
                                                     "ERR_SELECT",
-                                                    "ERR_FLAGS"};
+                                                    "ERR_FLAGS",
+                                                    "ERR_TRANSFER_EXCEEDED"};
 _Static_assert(sizeof(err_names) / sizeof(err_names[0]) == SY_ERR_COUNT, "error names");
 
 int sy_err_exit_code(enum sy_err cls)
@@ -56,6 +58,8 @@ const char *sy_exit_text(int code)
 		return "EXIT_ERR_CREATE";
 	case 117:
 		return "EXIT_ERR_SELECT";
+	case 118:
+		return "EXIT_TRANSFER_EXCEEDED";
 	case 120:
 		return "EXIT_ERR_FLAGS";
 	case 161:

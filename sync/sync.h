@@ -33,6 +33,7 @@ enum sy_err {
 	SY_ERR_CREATE,       /* 116 */
 	SY_ERR_SELECT,       /* 117 */
 	SY_ERR_FLAGS,        /* 120 */
+	SY_ERR_EXCEEDED,     /* 118: --exitwhenover reached */
 	SY_ERR_COUNT
 };
 
@@ -240,6 +241,13 @@ void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
 /* imapsync's folder-size tables for the plan's folder pairs, at the start
  * or at the end of the run. */
 void sy_folder_sizes(struct sy_run *r, const struct sy_plan *plan, int at_end);
+
+/* --- throttle (copy.c) --- */
+
+/* After each APPEND: imapsync's sleep_if_needed (--maxmessagespersecond,
+ * --maxbytespersecond after --maxbytesafter, at most --maxsleep) and
+ * --exitwhenover (error 118, the run stops). */
+void sy_throttle(struct sy_run *r);
 
 /* --- copy.c --- */
 

@@ -485,5 +485,62 @@ class Transforms(Base):
         self.assertIn("offset", out)
 
 
+
+class Throttles(Base):
+
+    def test_maxmessagespersecond_sleeps(self):
+        put("src", "INBOX", "t", 12)
+        t0 = time.monotonic()
+        rc, out = run_sync("--nostate", "--maxmessagespersecond", "8")
+        took = time.monotonic() - t0
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(12, stat(out, "Messages transferred"))
+        self.assertRegex(out, r"(?m)^sleeping \d+\.\d\d s$")
+        self.assertGreater(took, 12 / 8 - 0.5)  # paced: 12 messages at 8/s
+
+    def test_maxbytespersecond_after_maxbytesafter_and_maxsleep(self):
+        put("src", "INBOX", "b", 6, body="y" * 20000 + "\r\n")
+        rc, out = run_sync("--nostate", "--maxbytespersecond", "20000",
+                           "--maxbytesafter", "40000", "--maxsleep", "0.3")
+        self.assertEqual(0, rc, out[-3000:])
+        sleeps = [float(x) for x in re.findall(r"(?m)^sleeping (\d+\.\d+) s$", out)]
+        self.assertTrue(sleeps, out[-3000:])
+        self.assertLessEqual(max(sleeps), 0.3)
+
+    def test_exitwhenover_118(self):
+        put("src", "INBOX", "x", 20, body="w" * 3000 + "\r\n")
+        rc, out = run_sync("--nostate", "--exitwhenover", "10000")
+        self.assertEqual(118, rc, out[-3000:])
+        self.assertRegex(out, r"Maximum bytes transferred reached, \d+ >= 10000, ending sync")
+        self.assertLess(stat(out, "Messages transferred"), 20)
+        rc, out = run_sync("--nostate")  # the rest, no duplicate
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(ids("src", "INBOX"), ids("dst", "INBOX"))
+
+    def test_abort_stops_the_running_sync(self):
+        put("src", "INBOX", "s", 40)
+        p = subprocess.Popen(sync_cmd("--nostate", "--maxmessagespersecond", "5"),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             cwd=WORKDIR)
+        try:
+            deadline = time.monotonic() + 20
+            while not os.path.exists(os.path.join(WORKDIR, "sync.pid")):
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            time.sleep(1.0)  # copying, throttled
+            rc, out = run_sync("--abort")
+            self.assertEqual(0, rc, out)
+            self.assertRegex(out, r"--abort: sending QUIT to PID \d+")
+            self.assertRegex(out, r"--abort: PID \d+ ended")
+            first = p.communicate(timeout=30)[0]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(6, p.returncode, first[-3000:])
+        self.assertLess(stat(first, "Messages transferred"), 40)
+        rc, out = run_sync("--abort")  # nothing running any more
+        self.assertIn("no running process", out)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
