@@ -72,6 +72,10 @@ struct dm_job {
 struct dm_user {
 	char *user1, *user2;
 	char *pw1, *pw2; /* imapsync's batch form "user1;password1;user2;password2", or NULL */
+	/* progress, as this daemon saw it */
+	int checked;      /* a whole-user quick check has run */
+	unsigned pending; /* folders its last quick check marked, not yet synced */
+	unsigned folders; /* folders it counted */
 };
 
 struct daemon {
@@ -451,6 +455,50 @@ static unsigned backoff_ms(const struct rq_item *item)
 	return (unsigned)(ms > DM_RETRY_MAX_MS ? DM_RETRY_MAX_MS : ms);
 }
 
+/* "Quick check: N of M folders changed" in a --quickcheck child's output. */
+static int quickcheck_counts(const struct dm_job *j, unsigned *changed_r, unsigned *total_r)
+{
+	FILE *fp = fopen(j->logpath, "r");
+	char line[512];
+	int found = 0;
+
+	if (fp == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		if (sscanf(line, "Quick check: %u of %u folders changed", changed_r, total_r) == 2)
+			found = 1;
+	}
+	fclose(fp);
+	return found ? 0 : -1;
+}
+
+/* Per-user progress for the logs and /metrics: a user is in sync once its
+ * quick check found nothing to do, or every folder it marked was synced. */
+static void progress(struct daemon *d, const struct dm_job *j)
+{
+	struct dm_user *u = (struct dm_user *)user_of(d, j->user);
+	unsigned changed, total;
+
+	if (u == NULL)
+		return;
+	if (strcmp(j->item->folder, RK_FOLDER_ALL) == 0) {
+		if (quickcheck_counts(j, &changed, &total) < 0)
+			return;
+		u->checked = 1;
+		u->folders = total;
+		u->pending = changed;
+		if (changed == 0)
+			log_msg(LOG_LVL_INFO, "daemon", "user %s: in sync (%u folders)", u->user1,
+			        total);
+		else
+			log_msg(LOG_LVL_INFO, "daemon", "user %s: %u of %u folders to sync",
+			        u->user1, changed, total);
+	} else if (u->pending > 0 && --u->pending == 0) {
+		log_msg(LOG_LVL_NOTICE, "daemon", "user %s: in sync (%u folders)", u->user1,
+		        u->folders);
+	}
+}
+
 static void job_done(struct daemon *d, struct dm_job *j, int status)
 {
 	double secs = since(&j->started);
@@ -480,6 +528,7 @@ static void job_done(struct daemon *d, struct dm_job *j, int status)
 			if (rq_now(d->q, &now) == 0)
 				rq_poll_set(d->q, j->user, now + d->o->poll * 1000);
 		}
+		progress(d, j);
 	} else {
 		d->failed++;
 		job_last_error(j, why, sizeof(why));
@@ -690,8 +739,21 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 	            "Syncs whose lease was lost before they finished.", d->lost);
 	prom_metric(b, "imapferry_sync_users_polled_total", "counter",
 	            "Whole-user quick checks started by the poll schedule.", d->polled);
-	prom_metric(b, "imapferry_sync_users_known", "gauge", "Users this daemon polls.",
-	            d->nusers);
+	{
+		unsigned long long in_sync = 0, pending = 0;
+
+		for (size_t i = 0; i < d->nusers; i++) {
+			if (d->users[i].checked && d->users[i].pending == 0)
+				in_sync++;
+			pending += d->users[i].pending;
+		}
+		prom_metric(b, "imapferry_sync_users_known", "gauge", "Users this daemon polls.",
+		            d->nusers);
+		prom_metric(b, "imapferry_sync_users_in_sync", "gauge",
+		            "Users whose last quick check found nothing left to sync.", in_sync);
+		prom_metric(b, "imapferry_sync_folders_pending", "gauge",
+		            "Folders quick checks marked that are not synced yet.", pending);
+	}
 	prom_metric(b, "imapferry_sync_redis_up", "gauge", "1 when Redis answered this scrape.",
 	            qok);
 	if (qok) {

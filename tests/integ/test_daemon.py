@@ -180,6 +180,13 @@ poll = 600
         self.assertIn("imapferry_sync_jobs_ok_total", text)
         self.assertIn("imapferry_sync_redis_up 1", text)
 
+        def in_sync():
+            with urllib.request.urlopen(f"http://{fh.HOST}:{self.http}/metrics",
+                                        timeout=5) as r:
+                return "imapferry_sync_users_in_sync 1\n" in r.read().decode()
+        self.wait_for("the bulk start's progress: user in sync", in_sync, 15)
+        self.assertRegex(self.log(), rf"user {USER}: in sync \(\d+ folders\)")
+
     def test_2_change_through_the_proxy(self):
         imap = self.proxy_imap()
         try:
