@@ -938,6 +938,26 @@ int rq_poll_remove(struct rq *q, const char *user)
 	return rq_poll_cmd(q, "ZREM", user, NULL, 0);
 }
 
+int rq_state_forget(struct rq *q, const char *user)
+{
+	char k[RQ_KEY_MAX];
+	const char *argv[2] = {"DEL", k};
+	size_t lens[2];
+	redisReply *r;
+
+	if (user == NULL || user[0] == '\0' || rk_key_state(k, sizeof(k), user) < 0) {
+		rq_set_error(q, "redis: bad user");
+		return -1;
+	}
+	lens[0] = 3;
+	lens[1] = strlen(k);
+	r = rq_cmd(q, 2, argv, lens, 1);
+	if (r == NULL || rq_reply_check(q, r, "DEL") < 0)
+		return -1;
+	freeReplyObject(r);
+	return 0;
+}
+
 int rq_sweep_all_take(struct rq *q, int64_t *value_r)
 {
 	const char *argv[2] = {"GETDEL", RK_KEY_SWEEP_ALL};

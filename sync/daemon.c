@@ -66,6 +66,7 @@ struct dm_job {
 	struct rq_item *item; /* array of one, from rq_claim_any() */
 	struct timespec started, renewed;
 	char *user, *folder;
+	int full; /* a full check (--nostate), not a quick check */
 	char logpath[512];
 };
 
@@ -76,6 +77,7 @@ struct dm_user {
 	int checked;      /* a whole-user quick check has run */
 	unsigned pending; /* folders its last quick check marked, not yet synced */
 	unsigned folders; /* folders it counted */
+	time_t last_full; /* last full check (or when this daemon learnt of the user) */
 };
 
 struct daemon {
@@ -177,6 +179,7 @@ static void user_add(struct daemon *d, const char *u1, const char *u2)
 	memset(&d->users[d->nusers], 0, sizeof(d->users[0]));
 	d->users[d->nusers].user1 = strdup(u1);
 	d->users[d->nusers].user2 = strdup(u2 != NULL ? u2 : u1);
+	d->users[d->nusers].last_full = time(NULL);
 	if (d->users[d->nusers].user1 == NULL || d->users[d->nusers].user2 == NULL)
 		abort();
 	d->nusers++;
@@ -299,7 +302,7 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 	return 0;
 }
 
-static char **child_argv(const struct daemon *d, const char *user, const char *folder)
+static char **child_argv(const struct daemon *d, const char *user, const char *folder, int full)
 {
 	char **av = calloc((size_t)d->argc + 16, sizeof(*av));
 	int n = 0;
@@ -333,6 +336,11 @@ static char **child_argv(const struct daemon *d, const char *user, const char *f
 		av[n++] = "--syncduplicates";
 	if (strcmp(folder, RK_FOLDER_ALL) == 0) {
 		av[n++] = "--quickcheck";
+		/* the daily full check trusts no stored state: it forgets it and
+		 * marks every folder, whose syncs identify every message again by
+		 * headers (no body is read unless missing) */
+		if (full)
+			av[n++] = "--nostate";
 	} else {
 		av[n++] = "--folder";
 		av[n++] = (char *)folder; /* host1's name, mUTF-7 (job_start) */
@@ -404,7 +412,15 @@ static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
 	snprintf(j->logpath, sizeof(j->logpath), "%s/imapferry-daemon-%d-%llu.log",
 	         d->o->tmpdir != NULL ? d->o->tmpdir : "/tmp", (int)getpid(),
 	         (unsigned long long)item->token);
-	av = child_argv(d, j->user, j->folder);
+	{
+		struct dm_user *u = (struct dm_user *)user_of(d, j->user);
+
+		j->full = u != NULL && d->o->fullcheck > 0 && strcmp(folder, RK_FOLDER_ALL) == 0 &&
+		          time(NULL) - u->last_full >= d->o->fullcheck;
+		if (j->full)
+			u->last_full = time(NULL);
+	}
+	av = child_argv(d, j->user, j->folder, j->full);
 	pid = fork();
 	if (pid == 0) {
 		fd = open(j->logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -441,8 +457,9 @@ static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
 	clock_gettime(CLOCK_MONOTONIC, &j->started);
 	j->renewed = j->started;
 	d->started++;
-	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] started (pid %d, token %llu)", j->user,
-	        item->folder, (int)pid, (unsigned long long)item->token);
+	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s]%s started (pid %d, token %llu)", j->user,
+	        item->folder, j->full ? " (full check)" : "", (int)pid,
+	        (unsigned long long)item->token);
 	return 0;
 }
 

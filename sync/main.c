@@ -382,6 +382,16 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 		sy_error(r, SY_ERR_UNCLASSIFIED, "Redis %s: %s", r->o->redis, error);
 		return sy_report(r);
 	}
+	if (st == NULL) {
+		/* --nostate: the full check; the folder syncs it marks start from
+		 * nothing stored and identify every message again */
+		if (rq_state_forget(q, r->o->acc[0].user) < 0)
+			sy_error(r, SY_ERR_UNCLASSIFIED, "Redis: cannot forget the state: %s",
+			         rq_error(q));
+		else
+			sy_out(r, "Full check: the stored state of %s is forgotten",
+			       r->o->acc[0].user);
+	}
 	for (size_t k = 0; k < plan->n; k++) {
 		uint64_t counts[3];
 

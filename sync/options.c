@@ -357,6 +357,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_USERS] = {"users", NULL, T_STR(users), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: file of users (one per line, \"user1 user2\" when the names differ) to sync and keep polling"},
 	[SY_OPT_POLL] = {"poll", NULL, T_INT(poll), "3600", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of each user (changes that bypassed the proxy)"},
 	[SY_OPT_POLLACTIVE] = {"pollactive", "poll-active", T_INT(pollactive), "60", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of a user the proxy saw active (a change of theirs was synced)"},
+	[SY_OPT_FULLCHECK] = {"fullcheck", NULL, T_INT(fullcheck), "86400", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between full checks of a user (every folder identified again, no stored state trusted); 0 = never"},
 	[SY_OPT_LEASE] = {"lease", NULL, T_INT(lease), "120", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds a claimed item is held before another worker may take it (renewed while it runs)"},
 	[SY_OPT_HTTP] = {"http", NULL, T_STR(http), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: ADDR:PORT for /metrics and /healthz"},
 	[SY_OPT_QUICKCHECK] = {"quickcheck", NULL, T_BOOL(quickcheck), NULL, NULL, NOW, SY_G_INTERNAL, NULL, "imapferry daemon's own: create missing folders, STATUS both sides, mark changed folders in --redis, sync nothing"},

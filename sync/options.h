@@ -347,6 +347,7 @@ enum sy_opt {
 	SY_OPT_USERS,
 	SY_OPT_POLL,
 	SY_OPT_POLLACTIVE,
+	SY_OPT_FULLCHECK,
 	SY_OPT_LEASE,
 	SY_OPT_HTTP,
 	SY_OPT_QUICKCHECK,
@@ -448,6 +449,7 @@ struct sy_options {
 	char *users;          /* --users FILE: users to enqueue at start */
 	long long poll;       /* --poll SECS: quick check of every known user */
 	long long pollactive; /* --poll-active SECS: ... of users active through the proxy */
+	long long fullcheck;  /* --fullcheck SECS: a whole-user pass that trusts no state */
 	long long lease;      /* --lease SECS */
 	char *http;           /* --http ADDR:PORT: /metrics, /healthz */
 	int quickcheck;       /* --quickcheck: tree + STATUS, mark changed folders */

@@ -202,6 +202,10 @@ int rq_poll_set(struct rq *q, const char *user, int64_t next_ms);
 int rq_poll_sooner(struct rq *q, const char *user, int64_t next_ms);
 /* Removes user from the poll schedule (the user was cut over). 0 or -1. */
 int rq_poll_remove(struct rq *q, const char *user);
+/* Deletes the user's stored sync state (rep:{s}:st:<user>): the next sync
+ * of each folder identifies everything again (the daemon's full check).
+ * Unfenced: call it when no sync of the user can be writing. 0 or -1. */
+int rq_state_forget(struct rq *q, const char *user);
 /* Frees an array of n strings from rq_poll_due(); accepts NULL; sets *users
  * to NULL. */
 void rq_users_free(char ***users, size_t n);

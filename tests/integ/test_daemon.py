@@ -233,6 +233,7 @@ poll = 600
         os.chmod(self.users, 0o600)
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{self.redis.port}",
                "--users", self.users, "--poll", "1", "--lease", "6", "--tmpdir", WORKDIR,
+               "--fullcheck", "2",
                "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
                "--sslargs1", "SSL_ca_file=" + str(ENV.ca_file),
                "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
@@ -240,11 +241,14 @@ poll = 600
         type(self).daemon_log = open(os.path.join(WORKDIR, "daemon.log"), "ab")
         type(self).daemon = subprocess.Popen(cmd, stdout=self.daemon_log,
                                              stderr=subprocess.STDOUT, start_new_session=True)
+        # the daily full check, here every 2 s: state forgotten, every folder identified
+        self.wait_for("a full check", lambda: "(full check) started" in self.log(), 15)
         fh.deliver(ENV, USER, message(3, "batchform"))
         self.wait_for("LMTP delivery synced with the user's own login",
                       lambda: self.dst_has("INBOX", "<batchform-3@example.org>"), 20)
         self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
         self.assertNotIn(ENV.password(USER), self.log())
+        self.wait_identical(5)  # the full check's passes duplicated nothing
 
 
 if __name__ == "__main__":
