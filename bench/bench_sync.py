@@ -174,6 +174,11 @@ def main():
         diffs = fh.compare(env, "alice", "src", "alice", "dst")
         print(f"imapferry-sync 1,000 mixed changes (500 new, 500 flag toggles): {wall:.2f} s, "
               f"tool CPU {cpu:.2f} s, {'byte-exact' if not diffs else f'{len(diffs)} DIFFERENCES'}")
+        make_changes(env, "alice", 3)
+        wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work) + ["--parallel", "2"])
+        diffs = fh.compare(env, "alice", "src", "alice", "dst")
+        print(f"imapferry-sync 1,000 mixed changes with --parallel 2: {wall:.2f} s, "
+              f"tool CPU {cpu:.2f} s, {'byte-exact' if not diffs else f'{len(diffs)} DIFFERENCES'}")
         wall, cpu, rss = measure(sync_cmd(binary, env, "alice", work) + ["--nostate"])
         print(f"imapferry-sync no-change re-run without state (--nostate, as imapsync): "
               f"{wall:.2f} s, tool CPU {cpu:.2f} s")

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -414,6 +415,199 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 	return r->nerrors > 0 ? sy_report(r) : 0;
 }
 
+/* --- --parallel N: several folders at once, each worker a process with its
+ * own pair of connections (the engine is one pass per connection pair).
+ * Workers take folder indexes from a pipe, so a big folder does not hold
+ * up the rest; each sends back its counters, errors and the state of the
+ * folders it synced, which the parent merges before it saves the state
+ * and prints imapsync's statistics. --- */
+
+struct par_counters {
+	uint64_t v[20];
+};
+
+static uint64_t *counter_ptr(struct sy_run *r, int i)
+{
+	uint64_t *const p[] = {&r->transferred,
+	                       &r->skipped,
+	                       &r->dup1,
+	                       &r->dup2,
+	                       &r->noheader1,
+	                       &r->noheader2,
+	                       &r->bytes_transferred,
+	                       &r->bytes_skipped,
+	                       &r->in1_not_in2,
+	                       &r->in2_not_in1,
+	                       &r->ident1,
+	                       &r->ident2,
+	                       &r->would_copy,
+	                       &r->retry_copied,
+	                       &r->deleted1,
+	                       &r->deleted2};
+
+	return i < (int)(sizeof(p) / sizeof(p[0])) ? p[i] : NULL;
+}
+
+static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
+                       struct sy_fstatus (*before)[2], int jobs, FILE *out)
+{
+	uint32_t k;
+	int ok = 1;
+
+	/* fresh counters; the parent's connections and event loop are left
+	 * alone (never freed here: that would log them out) */
+	for (int i = 0; counter_ptr(r, i) != NULL; i++)
+		*counter_ptr(r, i) = 0;
+	r->folders_synced = 0;
+	r->biggest = 0;
+	r->reconnects[0] = r->reconnects[1] = 0;
+	r->nerrors = 0;
+	r->errors = NULL;
+	memset(r->err_count, 0, sizeof(r->err_count));
+	r->base = event_base_new();
+	for (int i = 0; i < 2 && ok; i++) {
+		r->side[i].cl = NULL;
+		r->side[i].tls = NULL;
+		ok = sy_side_open(r, i) == 0;
+	}
+	uint8_t *mine = calloc(plan->n + 1, 1);
+
+	if (mine == NULL)
+		abort();
+	while (ok && !r->stop && got_signal == 0 && read(jobs, &k, sizeof(k)) == sizeof(k)) {
+		sync_with_state(r, st, plan, k, before);
+		mine[k] = 1;
+	}
+	for (int i = 0; counter_ptr(r, i) != NULL; i++)
+		fprintf(out, "C %d %llu\n", i, (unsigned long long)*counter_ptr(r, i));
+	fprintf(out, "B %llu %u %u %u\n", (unsigned long long)r->biggest, r->folders_synced,
+	        r->reconnects[0], r->reconnects[1]);
+	for (unsigned e = 0; e < r->nerrors; e++) {
+		for (int c = 0; c < SY_ERR_COUNT; c++) {
+			/* the class: the first with a count left (errors keep order) */
+			if (r->err_count[c] > 0) {
+				fprintf(out, "E %d ", c);
+				r->err_count[c]--;
+				break;
+			}
+		}
+		for (const char *p = r->errors[e]; *p != '\0'; p++)
+			fputc(*p == '\n' ? ' ' : *p, out);
+		fputc('\n', out);
+	}
+	/* only the folders this worker synced: its copy of the others is stale */
+	for (size_t f = 0; st != NULL && f < plan->n; f++) {
+		if (mine[f])
+			sy_state_dump(st, &plan->f[f], out);
+	}
+	free(mine);
+	for (int i = 0; i < 2; i++)
+		sy_side_close(r, i);
+}
+
+static void par_merge(struct sy_run *r, struct sy_state *st, FILE *in)
+{
+	char *line = NULL;
+	size_t cap = 0;
+
+	while (getline(&line, &cap, in) > 0) {
+		unsigned long long v, big;
+		unsigned fs, r0, r1;
+		int i;
+
+		line[strcspn(line, "\n")] = '\0';
+		if (sscanf(line, "C %d %llu", &i, &v) == 2 && counter_ptr(r, i) != NULL) {
+			*counter_ptr(r, i) += v;
+		} else if (sscanf(line, "B %llu %u %u %u", &big, &fs, &r0, &r1) == 4) {
+			if (big > r->biggest)
+				r->biggest = big;
+			r->folders_synced += fs;
+			r->reconnects[0] += r0;
+			r->reconnects[1] += r1;
+		} else if (sscanf(line, "E %d ", &i) == 1 && i >= 0 && i < SY_ERR_COUNT) {
+			char **ne = realloc(r->errors, sizeof(*ne) * (r->nerrors + 1));
+			const char *text = strchr(line + 2, ' ');
+
+			if (ne == NULL ||
+			    (ne[r->nerrors] = strdup(text != NULL ? text + 1 : "")) == NULL)
+				abort();
+			r->errors = ne;
+			r->nerrors++;
+			r->err_count[i]++;
+		} else if (st != NULL && (line[0] == 'F' || line[0] == 'M' || line[0] == 'X')) {
+			sy_state_merge_line(st, line);
+		}
+	}
+	free(line);
+}
+
+static void run_parallel(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
+                         struct sy_fstatus (*before)[2], const uint32_t *todo, size_t ntodo)
+{
+	unsigned nw = (unsigned)r->o->parallel;
+	int jobs[2];
+	pid_t *pids;
+	FILE **res;
+
+	if (nw > ntodo)
+		nw = (unsigned)ntodo;
+	pids = calloc(nw + 1, sizeof(*pids));
+	res = calloc(nw + 1, sizeof(*res));
+	if (pids == NULL || res == NULL || pipe(jobs) < 0)
+		abort();
+	sy_out(r,
+	       "++++ %zu folders to sync by %u workers (--parallel), each with its own "
+	       "connections",
+	       ntodo, nw);
+	fflush(stdout);
+	if (r->log != NULL)
+		fflush(r->log);
+	for (unsigned w = 0; w < nw; w++) {
+		int out[2];
+
+		if (pipe(out) < 0)
+			abort();
+		pids[w] = fork();
+		if (pids[w] == 0) {
+			FILE *fp = fdopen(out[1], "w");
+
+			close(out[0]);
+			close(jobs[1]);
+			setvbuf(stdout, NULL, _IOLBF, 0); /* whole lines from each worker */
+			if (r->log != NULL)
+				setvbuf(r->log, NULL, _IOLBF, 0);
+			par_worker(r, st, plan, before, jobs[0], fp);
+			fclose(fp);
+			fflush(stdout);
+			if (r->log != NULL)
+				fflush(r->log);
+			_exit(0);
+		}
+		close(out[1]);
+		res[w] = fdopen(out[0], "r");
+		if (pids[w] < 0 || res[w] == NULL)
+			abort();
+	}
+	close(jobs[0]);
+	for (size_t i = 0; i < ntodo; i++) {
+		if (write(jobs[1], &todo[i], sizeof(todo[i])) != sizeof(todo[i]))
+			break;
+	}
+	close(jobs[1]);
+	for (unsigned w = 0; w < nw; w++) {
+		int status;
+
+		par_merge(r, st, res[w]);
+		fclose(res[w]);
+		waitpid(pids[w], &status, 0);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			sy_error(r, SY_ERR_UNCLASSIFIED,
+			         "--parallel worker %u ended abnormally (%d)", w + 1, status);
+	}
+	free(pids);
+	free(res);
+}
+
 static int run(struct sy_run *r, int argc, char **argv)
 {
 	struct sy_options *o = r->o;
@@ -543,12 +737,25 @@ static int run(struct sy_run *r, int argc, char **argv)
 		return finish(r, code);
 	}
 	sy_out(r, "++++ Looping on each one of %zu folders to sync", plan.n);
-	for (size_t k = 0; k < plan.n && !r->stop; k++) {
-		if (plan.f[k].skip || (!plan.f[k].exists2 && !o->dry))
-			continue; /* skipped, or its creation failed (counted already) */
-		if (st != NULL && state_skip(r, st, &plan, k, before[k]))
-			continue;
-		sync_with_state(r, st, &plan, k, before);
+	{
+		uint32_t *todo = calloc(plan.n + 1, sizeof(*todo));
+		size_t ntodo = 0;
+
+		if (todo == NULL)
+			abort();
+		for (size_t k = 0; k < plan.n && !r->stop; k++) {
+			if (plan.f[k].skip || (!plan.f[k].exists2 && !o->dry))
+				continue; /* skipped, or its creation failed (counted already) */
+			if (st != NULL && state_skip(r, st, &plan, k, before[k]))
+				continue;
+			if (o->parallel > 1 && !o->dry)
+				todo[ntodo++] = (uint32_t)k; /* for the workers */
+			else
+				sync_with_state(r, st, &plan, k, before);
+		}
+		if (ntodo > 0)
+			run_parallel(r, st, &plan, before, todo, ntodo);
+		free(todo);
 	}
 	if (st != NULL)
 		sy_state_save(r, st);

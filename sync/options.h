@@ -341,6 +341,7 @@ enum sy_opt {
 	/* imapferry's own */
 	SY_OPT_STATE,
 	SY_OPT_DELTA,
+	SY_OPT_PARALLEL,
 	SY_OPT_REDIS,
 	SY_OPT_DAEMON,
 	SY_OPT_WORKERS,
@@ -440,9 +441,11 @@ struct sy_options {
 	int testslive6, exitonload, dockercontext, memorystress;
 
 	/* imapferry's own */
-	int state;   /* --state (default on): per-folder state, skip unchanged folders */
-	int delta;   /* --delta (default on): incremental passes of changed folders */
-	char *redis; /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
+	int state;          /* --state (default on): per-folder state, skip unchanged folders */
+	int delta;          /* --delta (default on): incremental passes of changed folders */
+	long long parallel; /* --parallel N: folders synced at once, each worker its own connections
+	                     */
+	char *redis;        /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
 	/* the daemon (sync/daemon.c, issue 6) */
 	int daemon;           /* --daemon */
 	long long workers;    /* --workers: syncs at once */

@@ -54,7 +54,8 @@ struct sy_umap {
 };
 
 struct sy_state {
-	int foreign; /* Redis: the key held another account pair's state */
+	int foreign;      /* Redis: the key held another account pair's state */
+	int merge_forget; /* sy_state_merge_line(): the next F line is forgotten */
 	char *path;
 	struct sy_fstate *f;
 	size_t n, cap;
@@ -849,6 +850,76 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 int sy_state_save(struct sy_run *r, struct sy_state *s)
 {
 	return r->o->redis != NULL ? save_redis(r, s) : save_file(r, s);
+}
+
+void sy_state_dump(struct sy_state *s, const struct sy_folder *f, FILE *fp)
+{
+	struct sy_fstate *e = find(s, f->name1, f->name2);
+	struct sy_umap *m = map_find(s, f->name1, f->name2);
+
+	if (e != NULL) {
+		if (!e->st[0].valid || !e->st[1].valid)
+			fputs("X forgotten\n", fp); /* the pass failed: forget it */
+		write_folder(fp, e);
+	}
+	if (m != NULL)
+		write_map(fp, m);
+}
+
+int sy_state_merge_line(struct sy_state *s, char *line)
+{
+	struct sy_state tmp;
+	int forget = 0, rc;
+
+	memset(&tmp, 0, sizeof(tmp));
+	if (strncmp(line, "X ", 2) == 0) {
+		s->merge_forget = 1; /* the next F line is a folder whose pass failed */
+		return 0;
+	}
+	if (line[0] == 'F' && s->merge_forget) {
+		forget = 1;
+		s->merge_forget = 0;
+	}
+	rc = load_line(&tmp, line);
+	for (size_t k = 0; k < tmp.n; k++) {
+		struct sy_fstate *e = find(s, tmp.f[k].name1, tmp.f[k].name2);
+
+		if (e == NULL) {
+			e = add(s);
+			e->name1 = tmp.f[k].name1;
+			e->name2 = tmp.f[k].name2;
+		} else {
+			free(tmp.f[k].name1);
+			free(tmp.f[k].name2);
+		}
+		e->st[0] = tmp.f[k].st[0];
+		e->st[1] = tmp.f[k].st[1];
+		e->ident1 = tmp.f[k].ident1;
+		e->ident2 = tmp.f[k].ident2;
+		e->in2not1 = tmp.f[k].in2not1;
+		if (forget)
+			e->st[0].valid = e->st[1].valid = 0;
+		e->dirty = 1;
+	}
+	for (size_t k = 0; k < tmp.nmaps; k++) {
+		struct sy_umap *m = map_find(s, tmp.maps[k].name1, tmp.maps[k].name2);
+
+		if (m == NULL) {
+			*map_add(s) = tmp.maps[k];
+		} else {
+			free(m->pairs);
+			free(tmp.maps[k].name1);
+			free(tmp.maps[k].name2);
+			m->pairs = tmp.maps[k].pairs;
+			m->n = tmp.maps[k].n;
+			m->uv1 = tmp.maps[k].uv1;
+			m->uv2 = tmp.maps[k].uv2;
+		}
+		(m != NULL ? m : &s->maps[s->nmaps - 1])->dirty = 1;
+	}
+	free(tmp.f);
+	free(tmp.maps);
+	return rc;
 }
 
 const char *sy_state_file(const struct sy_state *s)

@@ -211,6 +211,11 @@ void sy_state_record(struct sy_state *s, const struct sy_folder *f, const struct
                      const uint64_t counts[3]);
 /* After a pass with errors: the folder gets a full pass next time. */
 void sy_state_forget(struct sy_state *s, const struct sy_folder *f);
+/* --parallel: a worker writes the state of the folder pairs it synced
+ * (sy_state_dump(), text lines), the parent merges them line by line
+ * (sy_state_merge_line(): 0, or nonzero for a line it could not use). */
+void sy_state_dump(struct sy_state *s, const struct sy_folder *f, FILE *fp);
+int sy_state_merge_line(struct sy_state *s, char *line);
 /* The folder pairs of the state: their number, and the k-th's names and
  * statuses (borrowed until the state changes); -1 when k is out of range
  * or the entry was forgotten. */

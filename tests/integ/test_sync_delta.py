@@ -330,6 +330,29 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
         subprocess.run(cli + ["DEL", keys[0]], capture_output=True)
 
+    def test_parallel_workers(self):
+        """--parallel N: folders synced by N worker processes, each with its
+        own connections; their counters and state merge into one report and
+        one state, so the next run skips everything."""
+        fh.wipe(ENV, "dst", USER)
+        shutil.rmtree(os.path.join(WORKDIR, "imapferry_state"), ignore_errors=True)
+        rc, out = run_sync("--parallel", "3")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("by 3 workers (--parallel)", out, out[-3000:])
+        self.assertGreater(stat(out, "Messages transferred"), 100)
+        self.assertRegex(out, r"The sync looks good, all \d+ identified messages")
+        self.assert_identical()
+        self.change_source()
+        rc, out = run_sync("--parallel", "2", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(3, out.count("changed since the last run: incremental pass"))
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assert_identical()
+        rc, out = run_sync("--parallel", "2")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+        self.assertIn("The sync looks good", out, out[-3000:])
+
     def test_nodelta_means_full_pass(self):
         self.change_source()
         rc, out = run_sync("--nodelta", "--debugimap")
