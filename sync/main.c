@@ -934,6 +934,9 @@ int main(int argc, char **argv)
 	int code;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* whole lines as they happen, also into a pipe: a log that is read
+	 * while the run goes on (or after a crash) is complete to the last line */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	{
 		int n;
 		char **v = config_argv(argc, argv, &n);
