@@ -12,6 +12,7 @@
 #include <strings.h>
 
 #include "proxy.h"
+#include "routes.h"
 
 const char *const px_up_security_names[PX_UP_SECURITY_COUNT] = {"plain", "ssl", "starttls"};
 static_assert(sizeof(px_up_security_names) / sizeof(px_up_security_names[0]) ==
@@ -45,6 +46,8 @@ static const struct px_opt px_opts[] = {
         OPT("allow-plaintext-login", PX_OPT_BOOL, allow_plaintext_login),
         OPT("idle-timeout", PX_OPT_UINT, idle_timeout_s),
         OPT("shutdown-grace", PX_OPT_UINT, shutdown_grace_s),
+        OPT("freeze-hold", PX_OPT_UINT, freeze_hold_s),
+        OPT("freeze-drain", PX_OPT_UINT, freeze_drain_s),
         OPT("max-literal", PX_OPT_U64, max_literal),
         OPT("max-line", PX_OPT_UINT, max_line),
         OPT("log-level", PX_OPT_STR, log_level),
@@ -60,6 +63,8 @@ void px_config_defaults(struct px_config *cfg)
 	cfg->upstream_security = PX_UP_PLAIN;
 	cfg->idle_timeout_s = PX_IDLE_TIMEOUT_DEFAULT;
 	cfg->shutdown_grace_s = PX_SHUTDOWN_GRACE_DEFAULT;
+	cfg->freeze_hold_s = PX_FREEZE_HOLD_DEFAULT;
+	cfg->freeze_drain_s = PX_FREEZE_DRAIN_DEFAULT;
 	cfg->max_literal = PX_MAX_LITERAL_DEFAULT;
 	cfg->max_line = PX_MAX_LINE_DEFAULT;
 }

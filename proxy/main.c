@@ -24,6 +24,7 @@
 
 #include "marks.h"
 #include "proxy.h"
+#include "routes.h"
 
 static void usage(FILE *fp)
 {
@@ -46,6 +47,8 @@ static void usage(FILE *fp)
 	            "  --idle-timeout SECS        default 1800\n"
 	            "  --max-literal BYTES        largest literal after login (default 64M)\n"
 	            "  --shutdown-grace SECS      sessions' time to finish on SIGTERM (10)\n"
+	            "  --freeze-hold SECS         a login held while its user is frozen (30)\n"
+	            "  --freeze-drain SECS        in-flight commands of a frozen user (10)\n"
 	            "  --log-level LEVEL          error, warn, notice (default), info, debug\n"
 	            "  --debug CATS               debug categories: net,imap,proxy,redis,all\n"
 	            "  --log-file FILE            log there instead of stderr\n"
@@ -142,6 +145,8 @@ static const struct option long_opts[] = {
         {"allow-plaintext-login", no_argument, NULL, OPT_SET},
         {"idle-timeout", required_argument, NULL, OPT_SET},
         {"shutdown-grace", required_argument, NULL, OPT_SET},
+        {"freeze-hold", required_argument, NULL, OPT_SET},
+        {"freeze-drain", required_argument, NULL, OPT_SET},
         {"max-literal", required_argument, NULL, OPT_SET},
         {"max-line", required_argument, NULL, OPT_SET},
         {"log-level", required_argument, NULL, OPT_SET},
@@ -472,6 +477,17 @@ static int setup_marks(struct px_server *srv)
 		log_warn("no --redis: changes are not marked anywhere");
 	}
 	srv->marks = px_marks_new(srv->base, &ms);
+	if (srv->marks != NULL) {
+		struct px_routes_settings rs;
+
+		memset(&rs, 0, sizeof(rs));
+		rs.host = ms.host;
+		rs.port = ms.port;
+		rs.unix_path = ms.unix_path;
+		rs.hold_ms = srv->cfg.freeze_hold_s * 1000u;
+		rs.drain_ms = srv->cfg.freeze_drain_s * 1000u;
+		srv->routes = px_routes_new(srv, &rs);
+	}
 	free(host);
 	return srv->marks != NULL ? 0 : -1;
 }
@@ -528,6 +544,7 @@ static void teardown(struct px_server *srv)
 	if (srv->http != NULL)
 		evhttp_free(srv->http);
 	px_marks_free(&srv->marks);
+	px_routes_free(&srv->routes); /* after the marks: their route reads call back into it */
 	tls_server_ctx_free(&srv->tls_srv);
 	tls_client_ctx_free(&srv->tls_up);
 	if (srv->dns != NULL)

@@ -26,6 +26,7 @@ struct event;
 struct tls_server_ctx;
 struct tls_client_ctx;
 struct px_marks;
+struct px_routes;
 struct px_session;
 
 /* How the proxy talks to an upstream server. */
@@ -75,6 +76,8 @@ struct px_config {
 	char *debug;     /* debug categories, e.g. "proxy,net" */
 	char *log_file;
 	char *pidfile;
+	unsigned freeze_hold_s;  /* a login held during a freeze (routes.h) */
+	unsigned freeze_drain_s; /* in-flight commands of a frozen session */
 };
 
 void px_config_defaults(struct px_config *cfg);
@@ -106,6 +109,7 @@ struct px_server {
 	struct tls_server_ctx *tls_srv; /* NULL = no certificate configured */
 	struct tls_client_ctx *tls_up;  /* upstream TLS (PX_UP_SSL/STARTTLS) */
 	struct px_marks *marks;
+	struct px_routes *routes; /* cutover: rep:ctl, held logins (routes.h); NULL = no Redis */
 	struct evconnlistener *lis_plain, *lis_tls;
 	struct evhttp *http;
 	struct px_metrics m;

@@ -24,6 +24,7 @@
 
 #include "marks.h"
 #include "observe.h"
+#include "routes.h"
 #include "session.h"
 
 const char *const px_state_names[PX_ST_COUNT] = {"preauth", "login", "relay", "closing"};
@@ -418,7 +419,7 @@ static void pre_login(struct px_session *s)
 	s->pre_wait = PX_PRE_CMD;
 	s->state = PX_ST_LOGIN;
 	conn_pause_read(s->client);
-	px_upstream_start(s);
+	px_routes_login(s); /* holds the login during a freeze, then px_upstream_start() */
 }
 
 /* "authzid\0authcid\0password" (RFC 4616). */

@@ -93,6 +93,12 @@ struct px_session {
 	uint64_t close_deadline;
 	uint64_t close_progress; /* when the client's output last moved */
 	size_t close_pending;
+
+	/* cutover (routes.c) */
+	int rt_held;          /* login held: the user's route is FREEZE */
+	int rt_drain;         /* closing at the next command boundary (route change) */
+	int rt_done_sent;     /* an IDLE was ended upstream by us */
+	uint64_t rt_deadline; /* end of the hold, or of the drain */
 };
 
 /* --- session.c --- */

@@ -1,0 +1,76 @@
+/*
+ * ctl.h - imapferryctl, the operator's tool for imapferry (private to ctl/):
+ * status of the replication per user, route changes, and the per-user
+ * cutover (freeze, final verified sync, flip or roll back). Design:
+ * ../shared/docs/replication-design.md section 7; keys: rkeys.h.
+ *
+ * It talks to Redis only (blocking hiredis, one connection per process) and
+ * runs imapferry-sync for the final pass; it never talks IMAP itself.
+ */
+#ifndef CTL_CTL_H
+#define CTL_CTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include <imapferry/rkeys.h>
+
+#define CT_TIMEOUT_MS          5000u /* every Redis call */
+#define CT_DRAIN_TIMEOUT_S     30u   /* proxies confirming a freeze */
+#define CT_QUIESCE_TIMEOUT_S   120u  /* the daemon's syncs of the user finishing */
+#define CT_CONCURRENCY_DEFAULT 4u
+#define CT_CONCURRENCY_MAX     256u
+#define CT_POLL_MS             50u        /* waiting loops */
+#define CT_KEY_FRZ             "rep:frz:" /* + user: HASH proxy id -> acked epoch */
+
+/* Exit codes. */
+#define CT_EXIT_OK      0
+#define CT_EXIT_FAILED  1 /* a difference, a refused step: rolled back */
+#define CT_EXIT_USAGE   64
+#define CT_EXIT_NOREDIS 69
+
+struct ct {
+	const char *redis; /* HOST:PORT or a socket path */
+	int json;
+	const char *sync_path; /* imapferry-sync */
+	unsigned concurrency;
+	unsigned drain_timeout_s, quiesce_timeout_s;
+	char **sync_argv; /* the options after "--" (borrowed from argv) */
+	int sync_argc;
+};
+
+/* --- redis.c --- */
+/* Connects to spec (HOST:PORT, HOST, or a path starting with '/') with
+ * CT_TIMEOUT_MS on every call. NULL with *error_r (static text) on failure. */
+redisContext *ct_connect(const char *spec, const char **error_r);
+/* Runs a command (hiredis format); prints the error and returns NULL on an
+ * I/O error or an error reply. The caller frees the reply. */
+redisReply *ct_cmd(redisContext *c, const char *fmt, ...);
+redisReply *ct_cmd_argv(redisContext *c, int argc, const char **argv);
+/* Redis's clock in ms (TIME): 0 or -1. */
+int ct_now_ms(redisContext *c, int64_t *now_r);
+/* Sets user's route to state in one script: HSET state + changed_ms,
+ * HINCRBY epoch, PUBLISH rep:ctl "route <user> <epoch>". Returns 0 with the
+ * new epoch and the number of subscribers (proxies) the kick reached, or -1. */
+int ct_route_set(redisContext *c, const char *user, enum rk_route_state state, uint64_t *epoch_r,
+                 long long *receivers_r);
+/* The route of user: 1 found (*state_r, *epoch_r), 0 none (SRC, epoch 0),
+ * -1 error. */
+int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r,
+                 uint64_t *epoch_r);
+/* Puts user back in the daemon's hands: poll due now and a whole-user mark
+ * due now (rollback, or the end of a final delta). 0 or -1. */
+int ct_user_resume(redisContext *c, const char *user);
+
+/* --- status.c --- */
+int ct_status(struct ct *ct, char **users, int n);
+
+/* --- cutover.c --- */
+enum ct_mode { CT_CUTOVER, CT_FINAL_DELTA, CT_MODE_COUNT };
+/* Runs the cutover (or final delta) of every user, ct->concurrency at a
+ * time, one child process each. Returns an exit code. */
+int ct_cutover(struct ct *ct, char **users, int n, enum ct_mode mode);
+
+#endif

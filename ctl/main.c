@@ -1,0 +1,282 @@
+/*
+ * main.c - imapferryctl's command line.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "ctl.h"
+
+static void usage(FILE *fp)
+{
+	fprintf(fp,
+	        "usage: imapferryctl [--redis HOST:PORT|PATH] COMMAND ...\n"
+	        "  status [USER...] [--json]        route, queue, last sync state; all users\n"
+	        "                                   (poll schedule and routes) when none given\n"
+	        "  route USER src|freeze|dst        set a route (epoch bumped, proxies told)\n"
+	        "  cutover USER... [--concurrency N] -- SYNC-OPTIONS\n"
+	        "                                   freeze, final verified sync, flip to the\n"
+	        "                                   destination; any difference rolls back\n"
+	        "  final-delta USER... -- SYNC-OPTIONS\n"
+	        "                                   the final verified sync only (no proxy)\n"
+	        "  rollback USER...                 route back to the source\n"
+	        "options:\n"
+	        "  --redis HOST:PORT|PATH   default 127.0.0.1:6379\n"
+	        "  --sync PATH              imapferry-sync (default: next to imapferryctl, or\n"
+	        "                           ../sync/imapferry-sync in a build tree, or $PATH)\n"
+	        "  --concurrency N          users at once (%u)\n"
+	        "  --drain-timeout SECS     proxies confirming a freeze (%u)\n"
+	        "  --quiesce-timeout SECS   the daemon's syncs of a user finishing (%u)\n"
+	        "  --users-file FILE        users, one a line (# comments), besides USER...\n"
+	        "SYNC-OPTIONS are imapferry-sync's connection options (--host1, --authuser1,\n"
+	        "--passfile1, ...); --user1/--user2 are added per user, and --redis unless given.\n"
+	        "Exit codes: 0 done, 1 a user failed (rolled back), 64 usage, 69 Redis.\n",
+	        CT_CONCURRENCY_DEFAULT, CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S);
+}
+
+/* imapferry-sync next to us, or in ../sync/ (a build tree), else by $PATH. */
+static const char *find_sync(const char *argv0)
+{
+	static char buf[PATH_MAX + 64];
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash;
+
+	(void)argv0;
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')) != NULL) {
+			*slash = '\0';
+			snprintf(buf, sizeof(buf), "%s/imapferry-sync", self);
+			if (access(buf, X_OK) == 0)
+				return buf;
+			snprintf(buf, sizeof(buf), "%s/../sync/imapferry-sync", self);
+			if (access(buf, X_OK) == 0)
+				return buf;
+		}
+	}
+	return "/usr/bin/imapferry-sync";
+}
+
+static int parse_uint(const char *opt, const char *v, unsigned min, unsigned max, unsigned *out)
+{
+	char *end;
+	unsigned long x = v != NULL ? strtoul(v, &end, 10) : 0;
+
+	if (v == NULL || *v == '\0' || *end != '\0' || x < min || x > max) {
+		fprintf(stderr, "imapferryctl: %s needs a number from %u to %u\n", opt, min, max);
+		return -1;
+	}
+	*out = (unsigned)x;
+	return 0;
+}
+
+struct ct_list {
+	char **v;
+	int n, cap;
+};
+
+static void list_add(struct ct_list *l, char *s)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 16;
+		l->v = realloc(l->v, (size_t)l->cap * sizeof(*l->v));
+		if (l->v == NULL)
+			abort();
+	}
+	l->v[l->n++] = s;
+}
+
+static int read_users(struct ct_list *l, const char *path)
+{
+	FILE *fp = fopen(path, "r");
+	char line[1024];
+
+	if (fp == NULL) {
+		perror(path);
+		return -1;
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		char *s = line + strspn(line, " \t"), *e;
+
+		s[strcspn(s, "#\r\n")] = '\0';
+		e = s + strlen(s);
+		while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+			*--e = '\0';
+		if (*s != '\0') {
+			char *d = strdup(s);
+
+			if (d == NULL)
+				abort();
+			list_add(l, d); /* lives until exit */
+		}
+	}
+	fclose(fp);
+	return 0;
+}
+
+static int cmd_route(struct ct *ct, char **args, int n)
+{
+	static const struct {
+		const char *name;
+		enum rk_route_state st;
+	} names[] = {{"src", RK_ROUTE_SRC}, {"freeze", RK_ROUTE_FREEZE}, {"dst", RK_ROUTE_DST}};
+	const char *err;
+	redisContext *c;
+	uint64_t epoch;
+	long long rcv;
+	int found = -1;
+
+	if (n != 2) {
+		fprintf(stderr, "imapferryctl: route USER src|freeze|dst\n");
+		return CT_EXIT_USAGE;
+	}
+	for (int i = 0; i < 3; i++)
+		if (strcasecmp(args[1], names[i].name) == 0)
+			found = i;
+	if (found < 0) {
+		fprintf(stderr, "imapferryctl: route state must be src, freeze or dst\n");
+		return CT_EXIT_USAGE;
+	}
+	if ((c = ct_connect(ct->redis, &err)) == NULL) {
+		fprintf(stderr, "imapferryctl: %s\n", err);
+		return CT_EXIT_NOREDIS;
+	}
+	if (ct_route_set(c, args[0], names[found].st, &epoch, &rcv) < 0) {
+		redisFree(c);
+		return CT_EXIT_NOREDIS;
+	}
+	printf("%s: route %s, epoch %llu (%lld prox%s notified)\n", args[0],
+	       rk_route_state_names[names[found].st], (unsigned long long)epoch, rcv,
+	       rcv == 1 ? "y" : "ies");
+	redisFree(c);
+	return CT_EXIT_OK;
+}
+
+static int cmd_rollback(struct ct *ct, char **users, int n)
+{
+	const char *err;
+	redisContext *c;
+	int rc = CT_EXIT_OK;
+
+	if (n == 0) {
+		fprintf(stderr, "imapferryctl: rollback USER...\n");
+		return CT_EXIT_USAGE;
+	}
+	if ((c = ct_connect(ct->redis, &err)) == NULL) {
+		fprintf(stderr, "imapferryctl: %s\n", err);
+		return CT_EXIT_NOREDIS;
+	}
+	for (int i = 0; i < n; i++) {
+		enum rk_route_state st;
+		uint64_t epoch;
+		long long rcv;
+
+		if (ct_route_get(c, users[i], &st, &epoch) < 0 ||
+		    ct_route_set(c, users[i], RK_ROUTE_SRC, &epoch, &rcv) < 0 ||
+		    ct_user_resume(c, users[i]) < 0) {
+			rc = CT_EXIT_NOREDIS;
+			continue;
+		}
+		printf("%s: route SRC, epoch %llu (%lld prox%s notified)\n", users[i],
+		       (unsigned long long)epoch, rcv, rcv == 1 ? "y" : "ies");
+		if (st == RK_ROUTE_DST)
+			printf("%s: WARNING: the user was on the destination: what changed there "
+			       "since the cutover is not on the source (sync host2 to host1 "
+			       "with imapferry-sync first if it matters)\n",
+			       users[i]);
+	}
+	redisFree(c);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct ct ct;
+	struct ct_list args = {0};
+	const char *cmd = NULL, *users_file = NULL;
+	int i, rc;
+
+	memset(&ct, 0, sizeof(ct));
+	ct.redis = "127.0.0.1:6379";
+	ct.concurrency = CT_CONCURRENCY_DEFAULT;
+	ct.drain_timeout_s = CT_DRAIN_TIMEOUT_S;
+	ct.quiesce_timeout_s = CT_QUIESCE_TIMEOUT_S;
+	ct.sync_path = find_sync(argv[0]);
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (strcmp(a, "--") == 0) {
+			ct.sync_argv = argv + i + 1;
+			ct.sync_argc = argc - i - 1;
+			break;
+		}
+		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (strcmp(a, "--json") == 0) {
+			ct.json = 1;
+		} else if (strcmp(a, "--redis") == 0 && v != NULL) {
+			ct.redis = v;
+			i++;
+		} else if (strcmp(a, "--sync") == 0 && v != NULL) {
+			ct.sync_path = v;
+			i++;
+		} else if (strcmp(a, "--users-file") == 0 && v != NULL) {
+			users_file = v;
+			i++;
+		} else if (strcmp(a, "--concurrency") == 0) {
+			if (parse_uint(a, v, 1, CT_CONCURRENCY_MAX, &ct.concurrency) < 0)
+				return CT_EXIT_USAGE;
+			i++;
+		} else if (strcmp(a, "--drain-timeout") == 0) {
+			if (parse_uint(a, v, 1, 3600, &ct.drain_timeout_s) < 0)
+				return CT_EXIT_USAGE;
+			i++;
+		} else if (strcmp(a, "--quiesce-timeout") == 0) {
+			if (parse_uint(a, v, 1, 86400, &ct.quiesce_timeout_s) < 0)
+				return CT_EXIT_USAGE;
+			i++;
+		} else if (a[0] == '-') {
+			fprintf(stderr, "imapferryctl: unknown option %s\n", a);
+			usage(stderr);
+			return CT_EXIT_USAGE;
+		} else if (cmd == NULL) {
+			cmd = a;
+		} else {
+			list_add(&args, argv[i]);
+		}
+	}
+	if (users_file != NULL && read_users(&args, users_file) < 0)
+		return CT_EXIT_USAGE;
+	if (cmd == NULL) {
+		usage(stderr);
+		return CT_EXIT_USAGE;
+	}
+	if (strcmp(cmd, "status") == 0) {
+		rc = ct_status(&ct, args.v, args.n);
+	} else if (strcmp(cmd, "route") == 0) {
+		rc = cmd_route(&ct, args.v, args.n);
+	} else if (strcmp(cmd, "rollback") == 0) {
+		rc = cmd_rollback(&ct, args.v, args.n);
+	} else if (strcmp(cmd, "cutover") == 0 || strcmp(cmd, "final-delta") == 0) {
+		if (args.n == 0 || ct.sync_argc == 0) {
+			fprintf(stderr, "imapferryctl: %s USER... -- SYNC-OPTIONS\n", cmd);
+			rc = CT_EXIT_USAGE;
+		} else {
+			rc = ct_cutover(&ct, args.v, args.n,
+			                strcmp(cmd, "cutover") == 0 ? CT_CUTOVER : CT_FINAL_DELTA);
+		}
+	} else {
+		fprintf(stderr, "imapferryctl: unknown command %s\n", cmd);
+		usage(stderr);
+		rc = CT_EXIT_USAGE;
+	}
+	free(args.v);
+	return rc;
+}

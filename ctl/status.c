@@ -1,0 +1,364 @@
+/*
+ * status.c - imapferryctl status: per user, the route, the queue (due and
+ * in-flight items, the oldest due item's age), the next poll and the last
+ * sync state (folders, messages on each side) from rep:{s}:st:<user>; for
+ * all users a table with totals, or JSON.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl.h"
+
+struct ct_user {
+	char *name;
+	char route[8]; /* SRC FREEZE DST, or "-" (no route stored: the source) */
+	unsigned long long epoch;
+	long long changed_ms; /* -1 unknown */
+	unsigned due, inflight;
+	long long oldest_due_ms; /* -1 none */
+	long long next_poll_ms;  /* -1 not scheduled */
+	unsigned folders;
+	unsigned long long msgs1, msgs2;
+	int has_state;
+};
+
+struct ct_users {
+	struct ct_user *u;
+	size_t n, cap;
+};
+
+static int user_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct ct_user *)a)->name, ((const struct ct_user *)b)->name);
+}
+
+static void users_add(struct ct_users *us, const char *name, size_t len)
+{
+	struct ct_user *u;
+
+	if (us->n == us->cap) {
+		us->cap = us->cap ? us->cap * 2 : 64;
+		us->u = realloc(us->u, us->cap * sizeof(*us->u));
+		if (us->u == NULL)
+			abort();
+	}
+	u = &us->u[us->n++];
+	memset(u, 0, sizeof(*u));
+	u->name = strndup(name, len);
+	if (u->name == NULL)
+		abort();
+	strcpy(u->route, "-");
+	u->changed_ms = u->oldest_due_ms = u->next_poll_ms = -1;
+}
+
+/* Sorts and removes duplicates. */
+static void users_finish(struct ct_users *us)
+{
+	size_t j = 0;
+
+	if (us->n == 0)
+		return;
+	qsort(us->u, us->n, sizeof(*us->u), user_cmp);
+	for (size_t i = 1; i < us->n; i++) {
+		if (strcmp(us->u[i].name, us->u[j].name) == 0)
+			free(us->u[i].name);
+		else
+			us->u[++j] = us->u[i];
+	}
+	us->n = j + 1;
+}
+
+static struct ct_user *users_find(struct ct_users *us, const char *name, size_t len)
+{
+	size_t lo = 0, hi = us->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strncmp(us->u[mid].name, name, len);
+
+		if (c == 0 && us->u[mid].name[len] != '\0')
+			c = 1;
+		if (c == 0)
+			return &us->u[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* The user of a route key (pass 0) or a state key (pass 1). */
+static void key_user(struct ct_users *us, const redisReply *k, int pass)
+{
+	const char *p = k->str, *end = k->str + k->len;
+
+	if (pass == 0) {
+		p += strlen(RK_PREFIX "route:");
+	} else {
+		const char *st = strstr(k->str, "}:st:");
+
+		if (st == NULL)
+			return;
+		p = st + 5;
+	}
+	if (p < end)
+		users_add(us, p, (size_t)(end - p));
+}
+
+/* Every user the replication knows: the poll sets and the route keys. */
+static int users_all(redisContext *c, struct ct_users *us)
+{
+	char key[64], cursor[32] = "0";
+	redisReply *r;
+
+	for (unsigned s = 0; s < RK_SHARDS; s++) {
+		rk_key_poll(key, sizeof(key), s);
+		if ((r = ct_cmd(c, "ZRANGE %s 0 -1", key)) == NULL)
+			return -1;
+		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+			users_add(us, r->element[i]->str, r->element[i]->len);
+		freeReplyObject(r);
+	}
+	/* Routed users, and users with a sync state (a final-delta, a CLI run
+	 * with --redis): "rep:route:<user>", "rep:{s}:st:<user>". */
+	for (int pass = 0; pass < 2; pass++) {
+		const char *match = pass == 0 ? RK_PREFIX "route:*" : RK_PREFIX "{*}:st:*";
+
+		strcpy(cursor, "0");
+		do {
+			if ((r = ct_cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, match)) == NULL)
+				return -1;
+			if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+				snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+				for (size_t i = 0; i < r->element[1]->elements; i++)
+					key_user(us, r->element[1]->element[i], pass);
+			} else {
+				strcpy(cursor, "0");
+			}
+			freeReplyObject(r);
+		} while (strcmp(cursor, "0") != 0);
+	}
+	return 0;
+}
+
+/* Due and in-flight members of every shard that holds one of the users. */
+static int queue_fill(redisContext *c, struct ct_users *us)
+{
+	char key[64];
+	int need[RK_SHARDS] = {0};
+	redisReply *r;
+
+	for (size_t i = 0; i < us->n; i++)
+		need[rk_shard(us->u[i].name)] = 1;
+	for (unsigned s = 0; s < RK_SHARDS; s++) {
+		if (!need[s])
+			continue;
+		for (int inflight = 0; inflight < 2; inflight++) {
+			if (inflight)
+				rk_key_inflight(key, sizeof(key), s);
+			else
+				rk_key_due(key, sizeof(key), s);
+			if ((r = ct_cmd(c, "ZRANGE %s 0 -1 WITHSCORES", key)) == NULL)
+				return -1;
+			for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements;
+			     i += 2) {
+				const char *user, *folder;
+				size_t ul, fl;
+				struct ct_user *u;
+				long long score = atoll(r->element[i + 1]->str);
+
+				if (rk_member_split(r->element[i]->str, r->element[i]->len, &user,
+				                    &ul, &folder, &fl) < 0 ||
+				    (u = users_find(us, user, ul)) == NULL)
+					continue;
+				if (inflight) {
+					u->inflight++;
+				} else {
+					u->due++;
+					if (u->oldest_due_ms < 0 || score < u->oldest_due_ms)
+						u->oldest_due_ms = score;
+				}
+			}
+			freeReplyObject(r);
+		}
+	}
+	return 0;
+}
+
+/* "F name1 name2 uv1 uidnext1 msgs1 hms1 uv2 uidnext2 msgs2 hms2 ..."
+ * (sync/state.c; names are %XX-escaped, so they hold no space). */
+static void state_line(struct ct_user *u, const char *v)
+{
+	unsigned long long m1, m2;
+	if (strncmp(v, "F ", 2) != 0)
+		return;
+	if (sscanf(v, "F %*s %*s %*u %*u %llu %*u %*u %*u %llu", &m1, &m2) == 2) {
+		u->folders++;
+		u->msgs1 += m1;
+		u->msgs2 += m2;
+	}
+}
+
+static int user_fill(redisContext *c, struct ct_user *u)
+{
+	char key[1024];
+	redisReply *r;
+
+	rk_key_route(key, sizeof(key), u->name);
+	if ((r = ct_cmd(c, "HMGET %s state epoch changed_ms", key)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+		if (r->element[0]->type == REDIS_REPLY_STRING)
+			snprintf(u->route, sizeof(u->route), "%s", r->element[0]->str);
+		if (r->element[1]->type == REDIS_REPLY_STRING)
+			u->epoch = strtoull(r->element[1]->str, NULL, 10);
+		if (r->element[2]->type == REDIS_REPLY_STRING)
+			u->changed_ms = atoll(r->element[2]->str);
+	}
+	freeReplyObject(r);
+	rk_key_poll(key, sizeof(key), rk_shard(u->name));
+	if ((r = ct_cmd(c, "ZSCORE %s %s", key, u->name)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_STRING)
+		u->next_poll_ms = atoll(r->str);
+	freeReplyObject(r);
+	rk_key_state(key, sizeof(key), u->name);
+	if ((r = ct_cmd(c, "HGETALL %s", key)) == NULL)
+		return -1;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+		u->has_state = 1;
+		state_line(u, r->element[i + 1]->str);
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+static void age(char *buf, size_t size, long long ms)
+{
+	if (ms < 0)
+		snprintf(buf, size, "-");
+	else if (ms < 10000)
+		snprintf(buf, size, "%.1fs", ms / 1000.0);
+	else if (ms < 3600000)
+		snprintf(buf, size, "%llds", ms / 1000);
+	else
+		snprintf(buf, size, "%.1fh", ms / 3600000.0);
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			printf("\\%c", ch);
+		else if (ch < 0x20)
+			printf("\\u%04x", ch);
+		else
+			putchar(ch);
+	}
+	putchar('"');
+}
+
+static void print_json(const struct ct_users *us, int64_t now)
+{
+	unsigned long long t_due = 0, t_infl = 0, t_m1 = 0, t_m2 = 0;
+
+	printf("{\"now_ms\":%lld,\"users\":[", (long long)now);
+	for (size_t i = 0; i < us->n; i++) {
+		const struct ct_user *u = &us->u[i];
+
+		printf("%s\n{\"user\":", i ? "," : "");
+		json_str(u->name);
+		printf(",\"route\":\"%s\",\"epoch\":%llu,\"route_changed_ms\":%lld,"
+		       "\"due\":%u,\"oldest_due_age_ms\":%lld,\"inflight\":%u,"
+		       "\"next_poll_ms\":%lld,\"state\":%s,\"folders\":%u,"
+		       "\"messages1\":%llu,\"messages2\":%llu}",
+		       strcmp(u->route, "-") == 0 ? "SRC" : u->route, u->epoch, u->changed_ms,
+		       u->due, u->oldest_due_ms < 0 ? -1LL : (long long)(now - u->oldest_due_ms),
+		       u->inflight, u->next_poll_ms, u->has_state ? "true" : "false", u->folders,
+		       u->msgs1, u->msgs2);
+		t_due += u->due;
+		t_infl += u->inflight;
+		t_m1 += u->msgs1;
+		t_m2 += u->msgs2;
+	}
+	printf("],\n\"totals\":{\"users\":%zu,\"due\":%llu,\"inflight\":%llu,\"messages1\":%llu,"
+	       "\"messages2\":%llu}}\n",
+	       us->n, t_due, t_infl, t_m1, t_m2);
+}
+
+static void print_table(const struct ct_users *us, int64_t now)
+{
+	unsigned long long t_due = 0, t_infl = 0, t_m1 = 0, t_m2 = 0;
+	unsigned n_route[RK_ROUTE_STATE_COUNT] = {0};
+	char a1[32], a2[32];
+
+	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s\n", "USER", "ROUTE", "EPOCH", "DUE",
+	       "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN");
+	for (size_t i = 0; i < us->n; i++) {
+		const struct ct_user *u = &us->u[i];
+		enum rk_route_state st = RK_ROUTE_SRC;
+
+		rk_route_state_parse(u->route, &st);
+		n_route[st]++;
+		age(a1, sizeof(a1), u->oldest_due_ms < 0 ? -1 : now - u->oldest_due_ms);
+		if (u->next_poll_ms < 0)
+			snprintf(a2, sizeof(a2), "-");
+		else
+			age(a2, sizeof(a2), u->next_poll_ms > now ? u->next_poll_ms - now : 0);
+		printf("%-24s %-6s %5llu %5u %8s %5u ", u->name, u->route, u->epoch, u->due, a1,
+		       u->inflight);
+		if (u->has_state)
+			printf("%7u %9llu %9llu", u->folders, u->msgs1, u->msgs2);
+		else
+			printf("%7s %9s %9s", "-", "-", "-");
+		printf(" %8s\n", a2);
+		t_due += u->due;
+		t_infl += u->inflight;
+		t_m1 += u->msgs1;
+		t_m2 += u->msgs2;
+	}
+	printf("%-24s %-6s %5s %5llu %8s %5llu %7s %9llu %9llu\n", "TOTAL", "", "", t_due, "",
+	       t_infl, "", t_m1, t_m2);
+	printf("%zu users: %u on the source, %u frozen, %u on the destination\n", us->n,
+	       n_route[RK_ROUTE_SRC], n_route[RK_ROUTE_FREEZE], n_route[RK_ROUTE_DST]);
+}
+
+int ct_status(struct ct *ct, char **users, int n)
+{
+	struct ct_users us = {0};
+	const char *err;
+	redisContext *c = ct_connect(ct->redis, &err);
+	int64_t now;
+	int rc = CT_EXIT_NOREDIS;
+
+	if (c == NULL) {
+		fprintf(stderr, "imapferryctl: %s\n", err);
+		return CT_EXIT_NOREDIS;
+	}
+	for (int i = 0; i < n; i++)
+		users_add(&us, users[i], strlen(users[i]));
+	if (n == 0 && users_all(c, &us) < 0)
+		goto out;
+	users_finish(&us);
+	if (ct_now_ms(c, &now) < 0 || queue_fill(c, &us) < 0)
+		goto out;
+	for (size_t i = 0; i < us.n; i++)
+		if (user_fill(c, &us.u[i]) < 0)
+			goto out;
+	if (ct->json)
+		print_json(&us, now);
+	else
+		print_table(&us, now);
+	rc = CT_EXIT_OK;
+out:
+	for (size_t i = 0; i < us.n; i++)
+		free(us.u[i].name);
+	free(us.u);
+	redisFree(c);
+	return rc;
+}

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Per-user cutover (issue 7): imapferryctl + imapferry-proxy on a Redis of
+this test's own.
+
+Covers: final-delta copies and verifies an account (no proxy involved);
+status shows the user (table and JSON); a route change reaches a running
+proxy through rep:ctl (a live source session gets "* BYE [UNAVAILABLE]",
+the next login goes to the destination); a cutover with a live session and
+a login made during the freeze: the session gets the BYE, the held login
+proceeds to the destination after the flip, dst equals src byte for byte;
+a cutover whose final sync fails (a destination folder made read-only, so
+APPEND fails) rolls back to SRC with a non-zero exit and the held login
+goes to the source.
+
+Uses user grace. Needs FERRY_ENV_DIR, FERRY_SYNC, FERRY_PROXY, FERRY_CTL.
+"""
+
+import atexit
+import imaplib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import ferry_harness as fh
+
+USER = "grace"
+ENV = fh.Env.load()
+SYNC = os.environ["FERRY_SYNC"]
+PROXY = os.environ["FERRY_PROXY"]
+CTL = os.environ["FERRY_CTL"]
+WORKDIR = tempfile.mkdtemp(prefix="ferry-cutover-test-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((fh.HOST, 0))
+        return s.getsockname()[1]
+
+
+class Redis:
+    def __init__(self):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", fh.HOST, "--save", "",
+             "--appendonly", "no", "--dir", WORKDIR],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while self.cli("PING") != "PONG":
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+
+    def cli(self, *args):
+        p = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
+                           text=True)
+        return p.stdout.strip()
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def message(n, tag):
+    return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
+            f"Message-Id: <{tag}-{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
+
+
+def sync_options():
+    opts = []
+    for n, side in (("1", "src"), ("2", "dst")):
+        opts += [f"--host{n}", fh.HOST, f"--port{n}", str(ENV.port(side, "imap")),
+                 f"--authuser{n}", fh.MASTER_USER, f"--password{n}", fh.MASTER_PASS,
+                 f"--sslargs{n}", f"SSL_ca_file={ENV.ca_file}"]
+    # --syncduplicates: the corpus has exact duplicates, and the counts must match
+    return opts + ["--syncduplicates", "--nolog", "--tmpdir", WORKDIR]
+
+
+def separator(imap):
+    typ, data = imap.list('""', '""')
+    fh.imap_check((typ, data), "LIST")
+    return data[0].decode().split('"')[1]
+
+
+class Cutover(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        fh.wipe(ENV, "src", USER)
+        fh.wipe(ENV, "dst", USER)
+        fh.populate(ENV, "src", USER, "small", seed=47)
+        cls.redis = Redis()
+        cls.proxy = fh.start_proxy(
+            ENV, PROXY, redis_port=cls.redis.port, log_dir=WORKDIR,
+            extra_args=["--upstream-dst", f"{fh.HOST}:{ENV.port('dst', 'imap')}",
+                        "--freeze-hold", "20", "--freeze-drain", "3"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.stop()
+        cls.redis.stop()
+
+    def ctl(self, *args, check=None, timeout=120):
+        p = subprocess.run([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync", SYNC,
+                            *args], capture_output=True, text=True, timeout=timeout)
+        out = p.stdout + p.stderr
+        if check is not None and p.returncode != check:
+            self.fail(f"imapferryctl {' '.join(args[:3])}: exit {p.returncode}, "
+                      f"want {check}\n{out}\n{self.proxy.log_text()[-3000:]}")
+        return p.returncode, out
+
+    def route(self):
+        return self.redis.cli("HGET", f"rep:route:{USER}", "state")
+
+    def proxy_imap(self):
+        imap = imaplib.IMAP4(fh.HOST, self.proxy.port, timeout=30)
+        imap.starttls(ssl_context=ENV.ssl_context())
+        imap.login(USER, ENV.password(USER))
+        return imap
+
+    def wait_for(self, what, check, timeout):
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                self.fail(f"{what}: not within {timeout} s\n" + self.proxy.log_text()[-3000:])
+            time.sleep(0.05)
+
+    def assert_bye(self, imap):
+        with self.assertRaises(imaplib.IMAP4.abort) as cm:
+            imap.noop()
+            imap.noop()
+        self.assertIn("UNAVAILABLE", str(cm.exception))
+        imap.shutdown()
+
+    def held_login(self):
+        """Logs in through the proxy in a thread; returns (thread, result)."""
+        result = {}
+
+        def run():
+            t0 = time.monotonic()
+            try:
+                imap = self.proxy_imap()
+                result["waited"] = time.monotonic() - t0
+                result["sep"] = separator(imap)
+                imap.logout()
+            except Exception as e:  # reported by the caller
+                result["error"] = repr(e)
+        t = threading.Thread(target=run)
+        t.start()
+        return t, result
+
+    def idle_session(self):
+        """A raw client in IDLE through the proxy (imaplib has no IDLE)."""
+        import ssl
+        sock = socket.create_connection((fh.HOST, self.proxy.port), timeout=30)
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"s1 STARTTLS\r\n")
+        f.readline()
+        tls = ENV.ssl_context().wrap_socket(sock, server_hostname=fh.HOST)
+        f = tls.makefile("rb")
+        tls.sendall(f"l1 LOGIN {USER} {ENV.password(USER)}\r\ns2 SELECT INBOX\r\n"
+                    "i1 IDLE\r\n".encode())
+        while not f.readline().startswith(b"+"):
+            pass
+        return tls, f
+
+    def test_1_final_delta_copies_and_verifies(self):
+        rc, out = self.ctl("final-delta", USER, "--", *sync_options(), check=0)
+        self.assertRegex(out, rf"{USER}: The sync looks good, all \d+ identified messages")
+        self.assertIn(f"{USER}: verified:", out)
+        self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
+        self.assertEqual(self.route(), "")  # no route change
+
+    def test_2_status_shows_the_user(self):
+        rc, out = self.ctl("status", check=0)
+        self.assertRegex(out, rf"(?m)^{USER}\s+-\s+0\s")
+        self.assertIn("TOTAL", out)
+        rc, out = self.ctl("status", USER, "--json", check=0)
+        doc = json.loads(out)
+        (u,) = doc["users"]
+        self.assertEqual(u["user"], USER)
+        self.assertEqual(u["route"], "SRC")
+        self.assertTrue(u["state"])
+        self.assertGreater(u["folders"], 3)
+        self.assertEqual(u["messages1"], u["messages2"])
+        self.assertGreater(u["messages1"], 0)
+
+    def test_3_route_change_reaches_a_running_proxy(self):
+        imap = self.proxy_imap()
+        self.assertEqual(separator(imap), ENV.sep("src"))
+        imap.select("INBOX")
+        self.ctl("route", USER, "dst", check=0)
+        self.assert_bye(imap)   # a source session of a DST user is closed
+        imap = self.proxy_imap()
+        self.assertEqual(separator(imap), ENV.sep("dst"))
+        self.ctl("rollback", USER, check=0)
+        self.assert_bye(imap)
+        imap = self.proxy_imap()
+        self.assertEqual(separator(imap), ENV.sep("src"))
+        imap.logout()
+
+    def test_4_cutover_with_live_and_held_sessions(self):
+        live = self.proxy_imap()
+        fh.imap_check(live.append("INBOX", "(\\Seen)", None, message(1, "before-cutover")),
+                      "APPEND")
+        live.select("INBOX")
+        live.store("1", "+FLAGS", "(\\Flagged)")
+        idle_sock, idle_f = self.idle_session()
+        p = subprocess.Popen([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync", SYNC,
+                              "cutover", USER, "--", *sync_options()],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            self.wait_for("route FREEZE", lambda: self.route() == "FREEZE", 10)
+            held, result = self.held_login()
+            self.assert_bye(live)
+            # the IDLE is ended upstream (its tagged OK), then the BYE
+            rest = idle_f.read()
+            self.assertRegex(rest, rb"i1 OK[^\r]*\r\n\* BYE \[UNAVAILABLE\]")
+            out, _ = p.communicate(timeout=120)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        held.join(30)
+        idle_sock.close()
+        self.assertEqual(p.returncode, 0, out + self.proxy.log_text()[-3000:])
+        self.assertRegex(self.proxy.log_text(), r"login held: route FREEZE")
+        self.assertRegex(self.proxy.log_text(), r"held login released: route DST")
+        self.assertRegex(out, rf"{USER}: The sync looks good, all \d+ identified messages")
+        self.assertIn("cut over to the destination", out)
+        self.assertEqual(self.route(), "DST")
+        self.assertNotIn("error", result)
+        self.assertEqual(result.get("sep"), ENV.sep("dst"))  # it went to the destination
+        self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
+        rc, out = self.ctl("status", USER, check=0)
+        self.assertRegex(out, rf"(?m)^{USER}\s+DST\s")
+        self.ctl("rollback", USER, check=0)
+
+    def test_5_failed_final_sync_rolls_back(self):
+        src = ENV.imap("src", USER)
+        try:
+            fh.imap_check(src.append("Sent", None, None, message(2, "unappendable")), "APPEND")
+        finally:
+            src.logout()
+        # The destination's Sent refuses writes (mail processes run as an
+        # unprivileged user): the final sync's APPEND fails.
+        home = ENV.dir / "dst"
+        dirs = [d for d in home.rglob("Sent") if d.is_dir() and USER in str(d)]
+        self.assertTrue(dirs, "destination Sent folder not found")
+        changed = []
+        for d in dirs:
+            for sub in [d, *[d / x for x in ("cur", "new", "tmp")]]:
+                if sub.is_dir():
+                    changed.append((sub, sub.stat().st_mode))
+                    sub.chmod(0o555)
+        try:
+            p = subprocess.Popen([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync",
+                                  SYNC, "cutover", USER, "--", *sync_options()],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                self.wait_for("route FREEZE", lambda: self.route() == "FREEZE", 10)
+                held, result = self.held_login()
+                out, _ = p.communicate(timeout=120)
+            finally:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        finally:
+            for sub, mode in changed:
+                sub.chmod(mode)
+        held.join(30)
+        self.assertEqual(p.returncode, 1, out)
+        self.assertIn("FAILED", out)
+        self.assertIn("rolled back to the source", out)
+        self.assertEqual(self.route(), "SRC")
+        self.assertNotIn("error", result)
+        self.assertEqual(result.get("sep"), ENV.sep("src"))  # the held login stayed on the source
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
