@@ -279,17 +279,27 @@ static void msg_begin(struct imap_parser *p)
 }
 
 /* Storage for one message, bounded by max_msg. NULL = over the limit. */
-static void *msg_alloc(struct imap_parser *p, size_t n)
+static inline void *msg_alloc(struct imap_parser *p, size_t n)
 {
+	struct arena_block *b = p->arena.cur;
+	size_t rn;
+
 	if (n > p->lim.max_msg || p->msg_bytes > p->lim.max_msg - n) {
 		set_error(p, "message exceeds %zu bytes", p->lim.max_msg);
 		return NULL;
 	}
 	p->msg_bytes += n;
+	rn = (n + 7) & ~(size_t)7;
+	if (b != NULL && b->size - b->used >= rn) {
+		void *ret = b->data + b->used;
+
+		b->used += rn;
+		return ret;
+	}
 	return arena_alloc(&p->arena, n);
 }
 
-static char *msg_strdup(struct imap_parser *p, const char *s, size_t len, int upper)
+static inline char *msg_strdup(struct imap_parser *p, const char *s, size_t len, int upper)
 {
 	char *d = msg_alloc(p, len + 1);
 	size_t i;
@@ -306,7 +316,7 @@ static char *msg_strdup(struct imap_parser *p, const char *s, size_t len, int up
 	return d;
 }
 
-static struct imap_arg *arg_add(struct imap_parser *p, enum imap_arg_type type)
+static inline struct imap_arg *arg_add(struct imap_parser *p, enum imap_arg_type type)
 {
 	struct frame *f = &p->stack[p->depth];
 	struct imap_arg *a;
@@ -332,6 +342,25 @@ static int is_ctl(unsigned char c)
 {
 	return c < 0x20 || c == 0x7f;
 }
+
+/* Bytes that end or interrupt an atom in tok_line(): controls, SP, '(',
+ * ')', '"', '[' and ']'. Everything else is scanned over in one loop. */
+#define CC_CTL   0x01u
+#define CC_STOP  0x02u /* SP ( ) */
+#define CC_QUOTE 0x04u
+#define CC_BRACK 0x08u /* [ ] */
+
+#define CCV(c)                                                                                     \
+	((c) < 0x20 || (c) == 0x7f                ? CC_CTL                                         \
+	 : (c) == ' ' || (c) == '(' || (c) == ')' ? CC_STOP                                        \
+	 : (c) == '"'                             ? CC_QUOTE                                       \
+	 : (c) == '[' || (c) == ']'               ? CC_BRACK                                       \
+	                                          : 0u)
+#define CC4(c)  CCV(c), CCV((c) + 1), CCV((c) + 2), CCV((c) + 3)
+#define CC16(c) CC4(c), CC4((c) + 4), CC4((c) + 8), CC4((c) + 12)
+#define CC64(c) CC16(c), CC16((c) + 16), CC16((c) + 32), CC16((c) + 48)
+
+static const unsigned char char_class[256] = {CC64(0), CC64(64), CC64(128), CC64(192)};
 
 /* Quoted string starting at s[*pos] == '"'. RFC 3501: quoted-specials are
  * '"' and '\\', escaped with '\\'; CR, LF and NUL are not allowed. */
@@ -462,23 +491,32 @@ static int tok_line(struct imap_parser *p, const char *s, size_t len, size_t pos
 		 * parentheses: BODY[HEADER.FIELDS (DATE FROM)]<0.100> */
 		start = pos;
 		bdepth = 0;
-		for (; pos < len; pos++) {
+		for (;;) {
+			unsigned cc;
+
+			while (pos < len && char_class[(unsigned char)s[pos]] == 0)
+				pos++;
+			if (pos >= len)
+				break;
 			c = (unsigned char)s[pos];
-			if (is_ctl(c))
+			cc = char_class[c];
+			if (cc & CC_CTL)
 				return set_error(p, "control character 0x%02x in atom", c);
 			if (bdepth > 0) {
 				if (c == '[')
 					bdepth++;
 				else if (c == ']')
 					bdepth--;
+				pos++;
 				continue;
 			}
-			if (c == ' ' || c == '(' || c == ')')
+			if (cc & CC_STOP)
 				break;
-			if (c == '"')
+			if (cc & CC_QUOTE)
 				return set_error(p, "quote inside atom");
 			if (c == '[')
 				bdepth++;
+			pos++;
 		}
 		if (bdepth > 0)
 			return set_error(p, "unterminated '['");

@@ -5,12 +5,15 @@
  * complete message to the observer (observe.h), whose marks go to Redis
  * (marks.h).
  *
- * Parsed bytes wait in a per-direction hold buffer until their message is
- * complete, so that the few messages the proxy changes can still be
- * changed: COMPRESS and STARTTLS are answered locally, capability lists
- * are filtered. The hold is flushed early at every literal, so a held
- * message is one line plus at most one small inline literal, and literal
- * payloads move by count between evbuffers (never pulled up). A
+ * Parsed bytes are held back until their message is complete, so that the
+ * few messages the proxy changes can still be changed: COMPRESS and
+ * STARTTLS are answered locally, capability lists are filtered. The parser
+ * reads the input in place; what it has read moves out of the input once
+ * per read callback (messages ready go to the other side, the start of an
+ * incomplete one to a per-direction hold buffer), never once per message.
+ * The hold is flushed early at every literal, so a held message is one
+ * line plus at most one small inline literal, and literal payloads move by
+ * count between evbuffers (never pulled up). A
  * synchronising literal's header is flushed at once, since the client waits
  * for the upstream's "+"; a tagged NO/BAD instead cancels it on the client
  * parser (imap_parser_cancel_literal), so the rest of the client's input is
@@ -85,6 +88,109 @@ static void flush_server(struct px_session *s)
 	s->srv->m.bytes_u2c += n;
 }
 
+/* ---- the parsed part of the input (see session.h: cpos, spos) ---- */
+
+/* The contiguous input bytes at offset off, if any. */
+static int input_at(struct evbuffer *in, size_t off, struct evbuffer_iovec *v)
+{
+	struct evbuffer_ptr p;
+
+	if (evbuffer_ptr_set(in, &p, off, EVBUFFER_PTR_SET) < 0)
+		return 0;
+	return evbuffer_peek(in, -1, &p, v, 1) >= 1 && v->iov_len > 0;
+}
+
+/* Everything parsed so far, the hold included, may go out. */
+static void client_ready(struct px_session *s)
+{
+	s->cready = s->cpos;
+	s->cready_hold = 1;
+}
+
+/* Sends what is ready: the hold, then the ready bytes of the input. */
+static void client_commit(struct px_session *s, struct evbuffer *in)
+{
+	if (!s->cready_hold)
+		return;
+	if (s->cready > 0)
+		evbuffer_remove_buffer(in, s->chold, s->cready);
+	s->cpos -= s->cready;
+	s->cready = 0;
+	s->cready_hold = 0;
+	flush_client(s);
+}
+
+/* End of a read: what is ready goes out, the rest of what was parsed (the
+ * start of an incomplete command) waits in the hold. */
+static void client_park(struct px_session *s, struct evbuffer *in)
+{
+	client_commit(s, in);
+	if (s->cpos > 0)
+		evbuffer_remove_buffer(in, s->chold, s->cpos);
+	s->cpos = 0;
+}
+
+/* Bytes of the current, incomplete command held back. */
+static size_t client_held(const struct px_session *s)
+{
+	return (s->cready_hold ? 0 : evbuffer_get_length(s->chold)) + s->cpos - s->cready;
+}
+
+/* Drops the held bytes of the current command (answered by the proxy). */
+static void client_drop_held(struct px_session *s, struct evbuffer *in)
+{
+	client_commit(s, in);
+	evbuffer_drain(s->chold, evbuffer_get_length(s->chold));
+	evbuffer_drain(in, s->cpos);
+	s->cpos = 0;
+}
+
+static void server_ready(struct px_session *s)
+{
+	s->sready = s->spos;
+	s->sready_hold = 1;
+}
+
+static void server_commit(struct px_session *s, struct evbuffer *in)
+{
+	if (!s->sready_hold)
+		return;
+	if (s->sready > 0)
+		evbuffer_remove_buffer(in, s->shold, s->sready);
+	s->spos -= s->sready;
+	s->sready = 0;
+	s->sready_hold = 0;
+	flush_server(s);
+}
+
+static void server_park(struct px_session *s, struct evbuffer *in)
+{
+	server_commit(s, in);
+	if (s->spos > 0)
+		evbuffer_remove_buffer(in, s->shold, s->spos);
+	s->spos = 0;
+}
+
+/* The current response, whole, into the hold (to be rewritten there). */
+static void server_gather(struct px_session *s, struct evbuffer *in)
+{
+	server_commit(s, in);
+	if (s->spos > 0)
+		evbuffer_remove_buffer(in, s->shold, s->spos);
+	s->spos = 0;
+}
+
+/* Output bytes of the other side ready but not yet moved there. */
+static size_t client_ready_len(const struct px_session *s)
+{
+	return s->cready_hold ? evbuffer_get_length(s->chold) + s->cready : 0;
+}
+
+static size_t server_ready_len(const struct px_session *s)
+{
+	return s->sready_hold ? evbuffer_get_length(s->shold) + s->sready : 0;
+}
+
 static void relay_fatal(struct px_session *s, const char *bye, const char *why)
 {
 	s->srv->m.rejected++;
@@ -132,13 +238,14 @@ static void set_str(char **dst, const char *src)
 }
 
 /* Returns -1 when the session was closed. */
-static int client_literal(struct px_session *s, const struct imap_event *ev)
+static int client_literal(struct px_session *s, struct evbuffer *in, const struct imap_event *ev)
 {
 	const struct imap_msg *m = ev->msg;
 
 	if (s->srv->cfg.max_literal != 0 && ev->lit_size > s->srv->cfg.max_literal) {
 		char bye[160];
 
+		client_commit(s, in);
 		snprintf(bye, sizeof(bye),
 		         "[TOOBIG] Literal of %llu bytes exceeds the limit of %llu bytes.",
 		         (unsigned long long)ev->lit_size,
@@ -147,17 +254,18 @@ static int client_literal(struct px_session *s, const struct imap_event *ev)
 		return -1;
 	}
 	if (!s->chold_flushed && (name_is(m, "COMPRESS") || name_is(m, "STARTTLS"))) {
+		client_commit(s, in);
 		relay_fatal(s, "Invalid arguments.", "COMPRESS/STARTTLS with a literal");
 		return -1;
 	}
 	if (ev->lit_flags & IMAP_LIT_SYNC)
 		set_str(&s->sync_tag, m->tag != NULL ? m->tag : "");
-	flush_client(s);
+	client_ready(s);
 	s->chold_flushed = 1;
 	return 0;
 }
 
-static void client_message(struct px_session *s, const struct imap_msg *m)
+static void client_message(struct px_session *s, struct evbuffer *in, const struct imap_msg *m)
 {
 	int whole = !s->chold_flushed;
 
@@ -166,7 +274,7 @@ static void client_message(struct px_session *s, const struct imap_msg *m)
 	if (m->kind == IMAP_MSG_RAW_LINE) {
 		/* IDLE's DONE (RFC 2177) or a line of an AUTHENTICATE. */
 		imap_parser_set_raw(s->cp, 0);
-		flush_client(s);
+		client_ready(s);
 		px_observe_client_line(s->obs, m->text, m->text_len);
 		set_str(&s->idle_tag, NULL);
 		return;
@@ -175,7 +283,7 @@ static void client_message(struct px_session *s, const struct imap_msg *m)
 	if (whole && name_is(m, "COMPRESS")) {
 		/* RFC 4978: NO [CANNOT] when it cannot be done; compressed
 		 * traffic would blind the observer. */
-		evbuffer_drain(s->chold, evbuffer_get_length(s->chold));
+		client_drop_held(s, in);
 		s->srv->m.compress_refused++;
 		px_session_reply(
 		        s, "%s NO [CANNOT] Compression is not available through this proxy.\r\n",
@@ -183,11 +291,11 @@ static void client_message(struct px_session *s, const struct imap_msg *m)
 		return;
 	}
 	if (whole && name_is(m, "STARTTLS")) {
-		evbuffer_drain(s->chold, evbuffer_get_length(s->chold));
+		client_drop_held(s, in);
 		px_session_reply(s, "%s BAD STARTTLS is not allowed after login.\r\n", m->tag);
 		return;
 	}
-	flush_client(s);
+	client_ready(s);
 	s->inflight++;
 	px_observe_client(s->obs, m);
 	if (name_is(m, "IDLE")) {
@@ -198,12 +306,14 @@ static void client_message(struct px_session *s, const struct imap_msg *m)
 }
 
 /* Returns -1 when the session was closed. */
-static int client_error(struct px_session *s, const struct imap_event *ev)
+static int client_error(struct px_session *s, struct evbuffer *in, const struct imap_event *ev)
 {
 	char text[160], bye[200];
 
 	log_sanitize(text, sizeof(text), ev->error, strlen(ev->error), 120);
 	s->chold_flushed = 0;
+	if (strncmp(ev->error, "line exceeds", 12) == 0 || !ev->resync)
+		client_commit(s, in);
 	if (strncmp(ev->error, "line exceeds", 12) == 0) {
 		snprintf(bye, sizeof(bye), "Line too long (the limit is %u bytes).",
 		         s->srv->cfg.max_line);
@@ -218,7 +328,7 @@ static int client_error(struct px_session *s, const struct imap_event *ev)
 	/* A command the parser cannot read but that kept the framing: the
 	 * upstream gets it as is and answers it (BAD, most likely). */
 	px_session_log(s, LOG_LVL_DEBUG, "unparsable command forwarded: %s", text);
-	flush_client(s);
+	client_ready(s);
 	return 0;
 }
 
@@ -226,47 +336,52 @@ void px_relay_client_read(struct px_session *s, struct evbuffer *in)
 {
 	size_t hold_max = s->srv->cfg.max_line + (512u << 10);
 
+	s->cpos = s->cready = 0;
+	s->cready_hold = 0;
 	while (s->state == PX_ST_RELAY && !s->client_paused) {
 		struct evbuffer_iovec v;
 		struct imap_event ev;
 		size_t used;
 
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+		if (!input_at(in, s->cpos, &v))
 			break;
 		imap_parser_next(s->cp, v.iov_base, v.iov_len, &used, &ev);
-		evbuffer_remove_buffer(in, s->chold, used);
+		s->cpos += used;
 		switch (ev.type) {
 		case IMAP_EV_NEED_MORE:
-			if (evbuffer_get_length(s->chold) > hold_max) {
+			if (client_held(s) > hold_max) {
+				client_commit(s, in);
 				relay_fatal(s, "Line too long.", "line too long (no line end)");
 				return;
 			}
 			break;
 		case IMAP_EV_LITERAL_START:
-			if (client_literal(s, &ev) < 0)
+			if (client_literal(s, in, &ev) < 0)
 				return;
 			break;
 		case IMAP_EV_LITERAL_DATA:
 			set_str(&s->sync_tag, NULL);
-			flush_client(s);
+			client_ready(s);
 			break;
 		case IMAP_EV_LITERAL_END:
 			break;
 		case IMAP_EV_MESSAGE:
-			client_message(s, ev.msg);
+			client_message(s, in, ev.msg);
 			break;
 		case IMAP_EV_ERROR:
-			if (client_error(s, &ev) < 0)
+			if (client_error(s, in, &ev) < 0)
 				return;
 			break;
 		case IMAP_EV_TYPE_COUNT:
 			return;
 		}
-		if (s->up != NULL && conn_output_pending(s->up) > PX_BUF_HIGH) {
+		if (s->up != NULL &&
+		    conn_output_pending(s->up) + client_ready_len(s) > PX_BUF_HIGH) {
 			s->client_paused = 1;
 			conn_pause_read(s->client);
 		}
 	}
+	client_park(s, in);
 }
 
 /* ---- upstream -> client ---- */
@@ -355,7 +470,7 @@ static void server_tagged(struct px_session *s, const struct imap_msg *m)
 }
 
 /* Returns 1 when the session was closed. */
-static int server_message(struct px_session *s, const struct imap_msg *m)
+static int server_message(struct px_session *s, struct evbuffer *in, const struct imap_msg *m)
 {
 	int whole = !s->shold_flushed;
 
@@ -367,14 +482,21 @@ static int server_message(struct px_session *s, const struct imap_msg *m)
 	} else if (m->status == IMAP_STATUS_BYE) {
 		s->up_bye = 1;
 	}
-	if (whole && m->kind == IMAP_MSG_UNTAGGED && name_is(m, "CAPABILITY"))
+	if (whole && m->kind == IMAP_MSG_UNTAGGED && name_is(m, "CAPABILITY")) {
+		server_gather(s, in);
 		rewrite_caps(s, 1);
-	else if (whole && m->code != NULL && strcmp(m->code, "CAPABILITY") == 0)
+	} else if (whole && m->code != NULL && strcmp(m->code, "CAPABILITY") == 0) {
+		server_gather(s, in);
 		rewrite_caps(s, 0);
-	flush_server(s);
+	}
+	server_ready(s);
 	px_observe_server(s->obs, m);
-	if (m->kind == IMAP_MSG_TAGGED || s->bye_on_idle)
+	if (m->kind == IMAP_MSG_TAGGED || s->bye_on_idle) {
+		/* maybe_finish() acts only then; what is ready goes first. */
+		if (s->client_eof || s->bye_on_idle)
+			server_commit(s, in);
 		return maybe_finish(s);
+	}
 	return 0;
 }
 
@@ -396,33 +518,36 @@ static void pause_up(struct px_session *s)
 
 void px_relay_up_read(struct px_session *s, struct evbuffer *in)
 {
+	s->spos = s->sready = 0;
+	s->sready_hold = 0;
 	while (s->state == PX_ST_RELAY && !s->up_paused) {
 		struct evbuffer_iovec v;
 		struct imap_event ev;
 		size_t used;
 
-		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+		if (!input_at(in, s->spos, &v))
 			break;
 		imap_parser_next(s->sp, v.iov_base, v.iov_len, &used, &ev);
-		evbuffer_remove_buffer(in, s->shold, used);
+		s->spos += used;
 		switch (ev.type) {
 		case IMAP_EV_NEED_MORE:
 		case IMAP_EV_LITERAL_END:
 			break;
 		case IMAP_EV_LITERAL_START:
 			s->shold_flushed = 1;
-			flush_server(s);
+			server_ready(s);
 			break;
 		case IMAP_EV_LITERAL_DATA:
-			flush_server(s);
+			server_ready(s);
 			break;
 		case IMAP_EV_MESSAGE:
-			if (server_message(s, ev.msg))
+			if (server_message(s, in, ev.msg))
 				return;
 			break;
 		case IMAP_EV_ERROR:
-			flush_server(s);
+			server_ready(s);
 			if (!ev.resync) {
+				server_commit(s, in);
 				px_marks_folder(s->srv->marks, s->user, RK_FOLDER_ALL, RK_PRIO_LOW);
 				relay_fatal(s, "Proxy lost track of the server's responses.",
 				            ev.error);
@@ -435,9 +560,11 @@ void px_relay_up_read(struct px_session *s, struct evbuffer *in)
 		case IMAP_EV_TYPE_COUNT:
 			return;
 		}
-		if (s->client != NULL && conn_output_pending(s->client) > PX_BUF_HIGH)
+		if (s->client != NULL &&
+		    conn_output_pending(s->client) + server_ready_len(s) > PX_BUF_HIGH)
 			pause_up(s);
 	}
+	server_park(s, in);
 }
 
 static void eof_poll_cb(evutil_socket_t fd, short what, void *aux)

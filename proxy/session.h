@@ -88,8 +88,14 @@ struct px_session {
 	char *idle_tag;    /* IDLE in progress: the client parser is raw */
 	int chold_flushed; /* part of the current client message went out */
 	int shold_flushed; /* part of the current server message went out */
-	int bye_on_idle;   /* shutting down: BYE when nothing is in flight */
-	int up_bye;        /* the upstream sent its BYE */
+	/* During px_relay_*_read only (0 otherwise): bytes at the front of
+	 * the input that the parser has read (pos) and, of those, the ones
+	 * ready to go out (ready, with all of the hold before them when
+	 * ready_hold is set). They move out once per read, not per message. */
+	size_t cpos, cready, spos, sready;
+	int cready_hold, sready_hold;
+	int bye_on_idle; /* shutting down: BYE when nothing is in flight */
+	int up_bye;      /* the upstream sent its BYE */
 	uint64_t close_deadline;
 	uint64_t close_progress; /* when the client's output last moved */
 	size_t close_pending;
