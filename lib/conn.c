@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -130,8 +132,15 @@ struct conn {
 	char attempts[256]; /* "addr: error; addr: error" */
 
 	int read_paused, eof_pending;
-	unsigned busy; /* depth of our callbacks on the stack */
-	int freed;     /* conn_free() ran while busy */
+	/* Plain established socket: output is written straight from the loop
+	 * pass that queued it (flush_ev), the bufferevent's write event is
+	 * only enabled while the kernel refuses bytes; input is read beyond
+	 * libevent's 4 KiB per wake-up. */
+	int direct, flush_armed;
+	struct event *flush_ev;
+	size_t in_offered; /* input length after the last offer */
+	unsigned busy;     /* depth of our callbacks on the stack */
+	int freed;         /* conn_free() ran while busy */
 
 	uint64_t bytes_in, bytes_out;
 	size_t discarded;
@@ -140,6 +149,7 @@ struct conn {
 };
 
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_bev_read_cb(struct bufferevent *bev, void *arg);
 static void conn_bev_write_cb(struct bufferevent *bev, void *arg);
@@ -271,6 +281,10 @@ static void conn_count_out(struct evbuffer *buf, const struct evbuffer_cb_info *
 
 	(void)buf;
 	c->bytes_out += info->n_deleted;
+	if (info->n_added > 0 && c->direct && !c->flush_armed) {
+		c->flush_armed = 1;
+		event_active(c->flush_ev, EV_WRITE, 0);
+	}
 }
 
 static void conn_detach_counters(struct conn *c)
@@ -395,6 +409,7 @@ static void conn_destroy(struct conn *c)
 	conn_cancel_dns(c);
 	event_free(c->timer_ev);
 	event_free(c->kick_ev);
+	event_free(c->flush_ev);
 	conn_detach_counters(c);
 	conn_goodbye(c);
 	if (c->bev != NULL) {
@@ -451,10 +466,13 @@ static struct conn *conn_alloc(struct event_base *base, const struct conn_opts *
 	c->on_drained = opts->on_drained;
 	c->aux = opts->aux;
 	c->kick_ev = event_new(base, -1, 0, conn_kick_cb, c);
+	c->flush_ev = event_new(base, -1, 0, conn_flush_cb, c);
 	c->timer_ev = evtimer_new(base, conn_timer_cb, c);
-	if (c->kick_ev == NULL || c->timer_ev == NULL) {
+	if (c->kick_ev == NULL || c->timer_ev == NULL || c->flush_ev == NULL) {
 		if (c->kick_ev != NULL)
 			event_free(c->kick_ev);
+		if (c->flush_ev != NULL)
+			event_free(c->flush_ev);
 		if (c->timer_ev != NULL)
 			event_free(c->timer_ev);
 		free(c);
@@ -710,7 +728,16 @@ static void conn_established(struct conn *c, enum conn_event ev)
 		c->tls_up = 1;
 	conn_set_state(c, CONN_ST_OPEN);
 	conn_apply_timeouts(c);
-	bufferevent_enable(c->bev, EV_WRITE);
+	if (c->ssl == NULL && c->bev == c->sock_bev) {
+		c->direct = 1;
+		bufferevent_disable(c->bev, EV_WRITE);
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 && !c->flush_armed) {
+			c->flush_armed = 1;
+			event_active(c->flush_ev, EV_WRITE, 0);
+		}
+	} else {
+		bufferevent_enable(c->bev, EV_WRITE);
+	}
 	if (c->read_paused)
 		bufferevent_disable(c->bev, EV_READ);
 	else
@@ -742,6 +769,10 @@ static int conn_tls_begin(struct conn *c, SSL *ssl, enum bufferevent_ssl_state s
 		          n);
 	}
 	conn_detach_counters(c);
+	if (c->direct) {
+		c->direct = 0;
+		bufferevent_enable(c->sock_bev, EV_WRITE);
+	}
 	c->bev = NULL;
 	/* Frees ssl if it fails. */
 	f = bufferevent_openssl_filter_new(c->base, c->sock_bev, ssl, st,
@@ -810,12 +841,68 @@ static void conn_check_eof(struct conn *c, int offered)
 	conn_terminate(c, CONN_EV_EOF, "connection closed by %s", c->peer);
 }
 
+#define CONN_READ_MORE (60u << 10)
+
+/* libevent 2.1 reads at most 4 KiB per wake-up; when that much came, the
+ * socket likely holds more: take what FIONREAD reports, up to
+ * CONN_READ_MORE and the read watermark, in one readv. */
+static void conn_read_more(struct conn *c, struct evbuffer *in)
+{
+	size_t have = evbuffer_get_length(in), want;
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	evutil_socket_t fd;
+	int avail = 0, nv, i;
+	ssize_t n;
+
+	if (!c->direct || c->read_paused || have < c->in_offered + 4096)
+		return;
+	fd = bufferevent_getfd(c->bev);
+	if (fd < 0 || ioctl(fd, FIONREAD, &avail) < 0 || avail <= 0)
+		return;
+	want = (size_t)avail < CONN_READ_MORE ? (size_t)avail : CONN_READ_MORE;
+	if (c->read_high != 0) {
+		if (have >= c->read_high)
+			return;
+		if (want > c->read_high - have)
+			want = c->read_high - have;
+	}
+	/* bufferevent_socket freezes the end of its input to all but itself. */
+	evbuffer_unfreeze(in, 0);
+	nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+	if (nv <= 0) {
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	for (i = 0; i < nv; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	n = readv(fd, iov, nv);
+	if (n <= 0) {
+		evbuffer_commit_space(in, v, 0);
+		evbuffer_freeze(in, 0);
+		return;
+	}
+	for (i = 0; i < nv; i++) {
+		size_t take = (size_t)n < v[i].iov_len ? (size_t)n : v[i].iov_len;
+
+		v[i].iov_len = take;
+		n -= (ssize_t)take;
+	}
+	evbuffer_commit_space(in, v, nv);
+	evbuffer_freeze(in, 0);
+}
+
 static void conn_offer_input(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
+	conn_read_more(c, in);
 	if (!c->read_paused && c->on_read != NULL && evbuffer_get_length(in) > 0)
 		c->on_read(c, in, c->aux);
+	if (!c->freed && c->bev != NULL)
+		c->in_offered = evbuffer_get_length(bufferevent_get_input(c->bev));
 	if (!c->freed && c->eof_pending)
 		conn_check_eof(c, 1);
 }
@@ -835,6 +922,8 @@ static void conn_bev_write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	conn_enter(c);
+	if (c->direct && bev == c->bev && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_disable(bev, EV_WRITE); /* back to direct writes */
 	if (c->state == CONN_ST_OPEN && bev == c->bev && c->on_drained != NULL)
 		c->on_drained(c, c->aux);
 	conn_leave(c);
@@ -1016,6 +1105,37 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	}
 	conn_leave(c);
+}
+
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *out;
+
+	(void)fd;
+	(void)what;
+	c->flush_armed = 0;
+	/* not only while open: after the peer's EOF (half-close) and while a
+	 * session is closing, what was queued must still go out */
+	if (c->freed || !c->direct || c->bev == NULL)
+		return;
+	out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) == 0)
+		return;
+	if (!(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+		/* bufferevent_socket freezes the start of its output. */
+		evbuffer_unfreeze(out, 1);
+		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		evbuffer_freeze(out, 1);
+		/* The rest (or an error) is the bufferevent's to handle. */
+		if (evbuffer_get_length(out) > 0)
+			bufferevent_enable(c->bev, EV_WRITE);
+	}
+	if (evbuffer_get_length(out) <= c->write_low && c->on_drained != NULL) {
+		conn_enter(c);
+		c->on_drained(c, c->aux);
+		conn_leave(c);
+	}
 }
 
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
