@@ -28,6 +28,7 @@ import time
 import unittest
 
 import ferry_harness as fh
+from private_redis import PrivateRedis
 
 USER = "grace"
 ENV = fh.Env.load()
@@ -38,33 +39,7 @@ WORKDIR = tempfile.mkdtemp(prefix="ferry-cutover-test-")
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((fh.HOST, 0))
-        return s.getsockname()[1]
 
-
-class Redis:
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", fh.HOST, "--save", "",
-             "--appendonly", "no", "--dir", WORKDIR],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while self.cli("PING") != "PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-
-    def cli(self, *args):
-        p = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                           text=True)
-        return p.stdout.strip()
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
 
 
 def message(n, tag):
@@ -95,7 +70,7 @@ class Cutover(unittest.TestCase):
         fh.wipe(ENV, "src", USER)
         fh.wipe(ENV, "dst", USER)
         fh.populate(ENV, "src", USER, "small", seed=47)
-        cls.redis = Redis()
+        cls.redis = PrivateRedis(WORKDIR)
         cls.proxy = fh.start_proxy(
             ENV, PROXY, redis_port=cls.redis.port, log_dir=WORKDIR,
             extra_args=["--upstream-dst", f"{fh.HOST}:{ENV.port('dst', 'imap')}",
