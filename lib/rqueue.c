@@ -1110,3 +1110,60 @@ int rq_stats(struct rq *q, struct rq_stats *stats_r)
 		freeReplyObject(r[i]);
 	return rc;
 }
+
+int rq_addr_parse(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r)
+{
+	const char *colon;
+	size_t hl;
+
+	*unix_r = NULL;
+	*port_r = 6379;
+	if (spec == NULL || spec[0] == '\0')
+		return -1;
+	if (spec[0] == '/') {
+		*unix_r = spec;
+		if (hostsize > 0)
+			host[0] = '\0';
+		return 0;
+	}
+	colon = strrchr(spec, ':');
+	hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
+	if (hl == 0 || hl >= hostsize)
+		return -1;
+	memcpy(host, spec, hl);
+	host[hl] = '\0';
+	if (colon != NULL) {
+		char *end;
+		long port = strtol(colon + 1, &end, 10);
+
+		if (*end != '\0' || port <= 0 || port > 65535)
+			return -1;
+		*port_r = (int)port;
+	}
+	return 0;
+}
+
+redisContext *rq_redis_connect(const char *spec, unsigned timeout_ms, const char **error_r)
+{
+	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
+	static _Thread_local char err[RQ_ERROR_MAX];
+	char host[256];
+	const char *unix_path;
+	redisContext *c;
+	int port;
+
+	if (rq_addr_parse(spec, host, sizeof(host), &port, &unix_path) < 0) {
+		*error_r = "bad Redis address (expected HOST:PORT or a socket path)";
+		return NULL;
+	}
+	c = unix_path != NULL ? redisConnectUnixWithTimeout(unix_path, tv)
+	                      : redisConnectWithTimeout(host, port, tv);
+	if (c == NULL || c->err) {
+		snprintf(err, sizeof(err), "%s", c != NULL ? c->errstr : "out of memory");
+		redisFree(c);
+		*error_r = err;
+		return NULL;
+	}
+	redisSetTimeout(c, tv);
+	return c;
+}

@@ -109,37 +109,6 @@ static double since(const struct timespec *t)
 	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
 }
 
-int sy_redis_spec(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r)
-{
-	const char *colon;
-	size_t hl;
-
-	*unix_r = NULL;
-	*port_r = 6379;
-	if (spec == NULL || spec[0] == '\0')
-		return -1;
-	if (spec[0] == '/') {
-		*unix_r = spec;
-		host[0] = '\0';
-		return 0;
-	}
-	colon = strrchr(spec, ':');
-	hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
-	if (hl == 0 || hl >= hostsize)
-		return -1;
-	memcpy(host, spec, hl);
-	host[hl] = '\0';
-	if (colon != NULL) {
-		char *end;
-		long p = strtol(colon + 1, &end, 10);
-
-		if (*end != '\0' || p <= 0 || p > 65535)
-			return -1;
-		*port_r = (int)p;
-	}
-	return 0;
-}
-
 /* --- users: who the daemon polls, and each one's host2 name --- */
 
 static const char *user2_of(const struct daemon *d, const char *user1)
@@ -812,7 +781,7 @@ static int http_start(struct daemon *d)
 
 	if (d->o->http == NULL)
 		return 0;
-	if (sy_redis_spec(d->o->http, host, sizeof(host), &port, &unix_path) < 0 ||
+	if (rq_addr_parse(d->o->http, host, sizeof(host), &port, &unix_path) < 0 ||
 	    unix_path != NULL) {
 		log_msg(LOG_LVL_ERROR, "daemon", "--http %s: want ADDR:PORT", d->o->http);
 		return -1;
@@ -842,7 +811,7 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	d.argc = argc;
 	d.argv = argv;
 	if (o->redis == NULL ||
-	    sy_redis_spec(o->redis, host, sizeof(host), &port, &unix_path) < 0) {
+	    rq_addr_parse(o->redis, host, sizeof(host), &port, &unix_path) < 0) {
 		fprintf(stderr, "--daemon needs --redis HOST:PORT (or a socket path)\n");
 		return SY_EX_USAGE;
 	}

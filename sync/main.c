@@ -374,7 +374,7 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 	struct rq *q;
 
 	if (r->o->redis == NULL ||
-	    sy_redis_spec(r->o->redis, host, sizeof(host), &port, &unix_path) < 0) {
+	    rq_addr_parse(r->o->redis, host, sizeof(host), &port, &unix_path) < 0) {
 		sy_out(r, "--quickcheck needs --redis HOST:PORT");
 		return SY_EX_USAGE;
 	}

@@ -28,6 +28,7 @@
 
 #include "imapferry/resp.h"
 #include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
 #include "sync.h"
 
 #define STATE_MAGIC "imapferry-state 1"
@@ -619,31 +620,11 @@ static int save_file(struct sy_run *r, struct sy_state *s)
 
 static redisContext *redis_open(struct sy_run *r)
 {
-	const char *spec = r->o->redis;
-	struct timeval tv = {2, 0};
-	redisContext *c;
+	const char *error;
+	redisContext *c = rq_redis_connect(r->o->redis, 2000, &error);
 
-	if (spec[0] == '/') {
-		c = redisConnectUnixWithTimeout(spec, tv);
-	} else {
-		char host[256];
-		const char *colon = strrchr(spec, ':');
-		int port = colon != NULL ? atoi(colon + 1) : 6379;
-		size_t hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
-
-		if (hl >= sizeof(host))
-			hl = sizeof(host) - 1;
-		memcpy(host, spec, hl);
-		host[hl] = '\0';
-		c = redisConnectWithTimeout(host, port, tv);
-	}
-	if (c == NULL || c->err) {
-		sy_out(r, "State: cannot reach Redis at %s (%s)", spec,
-		       c != NULL ? c->errstr : "out of memory");
-		redisFree(c);
-		return NULL;
-	}
-	redisSetTimeout(c, tv);
+	if (c == NULL)
+		sy_out(r, "State: cannot reach Redis at %s (%s)", r->o->redis, error);
 	return c;
 }
 

@@ -281,7 +281,5 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 /* imapferry-sync --daemon: consumes the proxy's marks from --redis and runs
  * a sync per claimed (user, folder) until SIGTERM. Returns the exit code. */
 int sy_daemon_main(struct sy_options *o, int argc, char **argv);
-/* "HOST:PORT" (port 6379 when absent) or "/socket/path" (*unix_r). 0 or -1. */
-int sy_redis_spec(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r);
 
 #endif

@@ -226,4 +226,15 @@ int rq_sweep_all_take(struct rq *q, int64_t *value_r);
  */
 int rq_stats(struct rq *q, struct rq_stats *stats_r);
 
+/* --- Redis addresses, shared by every program that takes --redis --- */
+
+/* "HOST:PORT" (port 6379 when absent) or "/socket/path" (*unix_r points
+ * into spec). 0, or -1 on a malformed address. */
+int rq_addr_parse(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r);
+struct redisContext;
+/* A blocking hiredis connection to spec (rq_addr_parse()), timeout_ms for
+ * the connect and every read and write. NULL with *error_r (valid until the
+ * next call in this thread). Free with redisFree(). */
+struct redisContext *rq_redis_connect(const char *spec, unsigned timeout_ms, const char **error_r);
+
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -345,6 +346,49 @@ static void test_route_state(void **state)
 	}
 }
 
+/* rq_addr_parse(): the --redis spelling every program shares. */
+static void test_addr_parse(void **state)
+{
+	static const struct {
+		const char *spec;
+		int ok;
+		const char *host;
+		int port;
+		const char *unix_path;
+	} cases[] = {
+	        {"127.0.0.1:6380", 1, "127.0.0.1", 6380, NULL},
+	        {"redis.example.org", 1, "redis.example.org", 6379, NULL},
+	        {"[::1]:7000", 1, "[::1]", 7000, NULL},
+	        {"/run/redis/redis.sock", 1, "", 6379, "/run/redis/redis.sock"},
+	        {"", 0, NULL, 0, NULL},
+	        {":6379", 0, NULL, 0, NULL},
+	        {"host:0", 0, NULL, 0, NULL},
+	        {"host:65536", 0, NULL, 0, NULL},
+	        {"host:12x", 0, NULL, 0, NULL},
+	};
+	char host[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int port;
+		const char *unix_path;
+		int rc = rq_addr_parse(cases[i].spec, host, sizeof(host), &port, &unix_path);
+
+		assert_int_equal(rc, cases[i].ok ? 0 : -1);
+		if (!cases[i].ok)
+			continue;
+		assert_string_equal(host, cases[i].host);
+		assert_int_equal(port, cases[i].port);
+		if (cases[i].unix_path == NULL)
+			assert_null(unix_path);
+		else
+			assert_string_equal(unix_path, cases[i].unix_path);
+	}
+	assert_int_equal(rq_addr_parse("averyveryverylonghostname:1", host, 8, &(int){0},
+	                               &(const char *){NULL}),
+	                 -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -355,6 +399,7 @@ int main(void)
 	        cmocka_unit_test(test_member_roundtrip),
 	        cmocka_unit_test(test_folder_canon),
 	        cmocka_unit_test(test_route_state),
+	        cmocka_unit_test(test_addr_parse),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
