@@ -477,6 +477,7 @@ struct xfer_ctx {
 	uint64_t to_copy;  /* messages this folder needs, for the progress line */
 	int del1;          /* --delete1 with --expungeaftereach: delete each copy at once */
 	unsigned pending1; /* host1 STOREs/EXPUNGEs of del1 in flight */
+	unsigned fetches;  /* host1 FETCH commands in flight (their handlers point here) */
 };
 
 /* One UID FETCH of up to FETCH_BATCH small bodies (a big one goes alone,
@@ -887,6 +888,7 @@ static void on_fetch_done(struct imap_client *cl, const struct imap_result *res,
 		}
 		fetched(t, res->status != IMAP_STATUS_OK ? res->text : "no FETCH response");
 	}
+	fc->x->fetches--;
 	free(fc);
 }
 
@@ -994,9 +996,21 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 						fetched(t, error);
 				}
 				free(fc);
+			} else {
+				x.fetches++;
 			}
 		}
-		if (x.inflight == 0 && x.pending1 == 0)
+		/* host2 gone while host1 was paused for it: host1's answers
+		 * must still be read to the end */
+		if (x.paused && r->side[0].cl != NULL &&
+		    (r->side[1].cl == NULL || imap_client_state(r->side[1].cl) == IMAP_CL_FAILED)) {
+			x.paused = 0;
+			imap_client_resume_read(r->side[0].cl);
+		}
+		/* also every FETCH answered: their handlers point at x, which
+		 * ends with this function (host2 may have failed with a big
+		 * body still coming from host1) */
+		if (x.inflight == 0 && x.pending1 == 0 && x.fetches == 0)
 			break;
 		if (event_base_loop(r->base, EVLOOP_ONCE) != 0)
 			break;
