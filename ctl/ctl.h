@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <hiredis/hiredis.h>
 
@@ -39,6 +40,8 @@ struct ct {
 	unsigned drain_timeout_s, quiesce_timeout_s;
 	char **sync_argv; /* the options after "--" (borrowed from argv) */
 	int sync_argc;
+	const char *http;  /* serve: ADDR:PORT to listen on */
+	unsigned sample_s; /* serve: seconds between throughput samples */
 };
 
 /* --- redis.c --- */
@@ -65,7 +68,31 @@ int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r
 int ct_user_resume(redisContext *c, const char *user);
 
 /* --- status.c --- */
+/* Totals of one status run (ct_status_json). */
+struct ct_totals {
+	int64_t now_ms; /* Redis's clock */
+	size_t users;
+	unsigned routes[RK_ROUTE_STATE_COUNT];
+	unsigned long long due, inflight, msgs1, msgs2;
+};
+/* Prints the status of users (every user when n == 0) as a table, or JSON
+ * with ct->json. Returns an exit code. */
 int ct_status(struct ct *ct, char **users, int n);
+/* Gathers the status of users (every user when n == 0) over c and writes the
+ * JSON document of "status --json" to fp, and the totals to *totals_r.
+ * 0, or -1 on a Redis error (printed; fp may then hold a partial document,
+ * *totals_r is undefined). */
+int ct_status_json(redisContext *c, char **users, int n, FILE *fp, struct ct_totals *totals_r);
+
+/* --- serve.c --- */
+#define CT_SERVE_HTTP_DEFAULT "127.0.0.1:8480"
+#define CT_SERVE_SAMPLE_S     10u   /* --sample default */
+#define CT_SERVE_SAMPLES      360u  /* ring of throughput samples (1 h at 10 s) */
+#define CT_SERVE_FRESH_MS     1000u /* /api/status reuses a snapshot this young */
+#define CT_SERVE_TIMEOUT_S    30    /* an HTTP connection's idle timeout */
+#define CT_SERVE_MAX_HEADERS  8192  /* request header bytes */
+/* Serves the status page on ct->http until SIGINT/SIGTERM. Exit code. */
+int ct_serve(struct ct *ct);
 
 /* --- cutover.c --- */
 enum ct_mode { CT_CUTOVER, CT_FINAL_DELTA, CT_MODE_COUNT };

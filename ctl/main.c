@@ -23,6 +23,9 @@ static void usage(FILE *fp)
 	        "  final-delta USER... -- SYNC-OPTIONS\n"
 	        "                                   the final verified sync only (no proxy)\n"
 	        "  rollback USER...                 route back to the source\n"
+	        "  serve [--http ADDR:PORT] [--sample SECS]\n"
+	        "                                   read-only status web page (default %s,\n"
+	        "                                   a throughput sample every %u s)\n"
 	        "options:\n"
 	        "  --redis HOST:PORT|PATH   default 127.0.0.1:6379\n"
 	        "  --sync PATH              imapferry-sync (default: next to imapferryctl, or\n"
@@ -34,7 +37,8 @@ static void usage(FILE *fp)
 	        "SYNC-OPTIONS are imapferry-sync's connection options (--host1, --authuser1,\n"
 	        "--passfile1, ...); --user1/--user2 are added per user, and --redis unless given.\n"
 	        "Exit codes: 0 done, 1 a user failed (rolled back), 64 usage, 69 Redis.\n",
-	        CT_CONCURRENCY_DEFAULT, CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S);
+	        CT_SERVE_HTTP_DEFAULT, CT_SERVE_SAMPLE_S, CT_CONCURRENCY_DEFAULT,
+	        CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S);
 }
 
 /* imapferry-sync next to us, or in ../sync/ (a build tree), else by $PATH. */
@@ -206,6 +210,8 @@ int main(int argc, char **argv)
 	ct.drain_timeout_s = CT_DRAIN_TIMEOUT_S;
 	ct.quiesce_timeout_s = CT_QUIESCE_TIMEOUT_S;
 	ct.sync_path = find_sync(argv[0]);
+	ct.http = CT_SERVE_HTTP_DEFAULT;
+	ct.sample_s = CT_SERVE_SAMPLE_S;
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -229,6 +235,13 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--users-file") == 0 && v != NULL) {
 			users_file = v;
+			i++;
+		} else if (strcmp(a, "--http") == 0 && v != NULL) {
+			ct.http = v;
+			i++;
+		} else if (strcmp(a, "--sample") == 0) {
+			if (parse_uint(a, v, 1, 3600, &ct.sample_s) < 0)
+				return CT_EXIT_USAGE;
 			i++;
 		} else if (strcmp(a, "--concurrency") == 0) {
 			if (parse_uint(a, v, 1, CT_CONCURRENCY_MAX, &ct.concurrency) < 0)
@@ -262,6 +275,13 @@ int main(int argc, char **argv)
 		rc = ct_status(&ct, args.v, args.n);
 	} else if (strcmp(cmd, "route") == 0) {
 		rc = cmd_route(&ct, args.v, args.n);
+	} else if (strcmp(cmd, "serve") == 0) {
+		if (args.n != 0) {
+			fprintf(stderr, "imapferryctl: serve takes no USER\n");
+			rc = CT_EXIT_USAGE;
+		} else {
+			rc = ct_serve(&ct);
+		}
 	} else if (strcmp(cmd, "rollback") == 0) {
 		rc = cmd_rollback(&ct, args.v, args.n);
 	} else if (strcmp(cmd, "cutover") == 0 || strcmp(cmd, "final-delta") == 0) {

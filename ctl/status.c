@@ -247,48 +247,54 @@ static void age(char *buf, size_t size, long long ms)
 		snprintf(buf, size, "%.1fh", ms / 3600000.0);
 }
 
-static void json_str(const char *s)
+static void json_str(FILE *fp, const char *s)
 {
-	putchar('"');
+	putc('"', fp);
 	for (; *s != '\0'; s++) {
 		unsigned char ch = (unsigned char)*s;
 
 		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
+			fprintf(fp, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(fp, "\\u%04x", ch);
 		else
-			putchar(ch);
+			putc(ch, fp);
 	}
-	putchar('"');
+	putc('"', fp);
 }
 
-static void print_json(const struct ct_users *us, int64_t now)
+static void print_json(FILE *fp, const struct ct_users *us, int64_t now, struct ct_totals *t)
 {
-	unsigned long long t_due = 0, t_infl = 0, t_m1 = 0, t_m2 = 0;
-
-	printf("{\"now_ms\":%lld,\"users\":[", (long long)now);
+	memset(t, 0, sizeof(*t));
+	t->now_ms = now;
+	t->users = us->n;
+	fprintf(fp, "{\"now_ms\":%lld,\"users\":[", (long long)now);
 	for (size_t i = 0; i < us->n; i++) {
 		const struct ct_user *u = &us->u[i];
+		enum rk_route_state st = RK_ROUTE_SRC;
 
-		printf("%s\n{\"user\":", i ? "," : "");
-		json_str(u->name);
-		printf(",\"route\":\"%s\",\"epoch\":%llu,\"route_changed_ms\":%lld,"
-		       "\"due\":%u,\"oldest_due_age_ms\":%lld,\"inflight\":%u,"
-		       "\"next_poll_ms\":%lld,\"state\":%s,\"folders\":%u,"
-		       "\"messages1\":%llu,\"messages2\":%llu}",
-		       strcmp(u->route, "-") == 0 ? "SRC" : u->route, u->epoch, u->changed_ms,
-		       u->due, u->oldest_due_ms < 0 ? -1LL : (long long)(now - u->oldest_due_ms),
-		       u->inflight, u->next_poll_ms, u->has_state ? "true" : "false", u->folders,
-		       u->msgs1, u->msgs2);
-		t_due += u->due;
-		t_infl += u->inflight;
-		t_m1 += u->msgs1;
-		t_m2 += u->msgs2;
+		rk_route_state_parse(u->route, &st);
+		t->routes[st]++;
+		fprintf(fp, "%s\n{\"user\":", i ? "," : "");
+		json_str(fp, u->name);
+		fprintf(fp,
+		        ",\"route\":\"%s\",\"epoch\":%llu,\"route_changed_ms\":%lld,"
+		        "\"due\":%u,\"oldest_due_age_ms\":%lld,\"inflight\":%u,"
+		        "\"next_poll_ms\":%lld,\"state\":%s,\"folders\":%u,"
+		        "\"messages1\":%llu,\"messages2\":%llu}",
+		        strcmp(u->route, "-") == 0 ? "SRC" : u->route, u->epoch, u->changed_ms,
+		        u->due, u->oldest_due_ms < 0 ? -1LL : (long long)(now - u->oldest_due_ms),
+		        u->inflight, u->next_poll_ms, u->has_state ? "true" : "false", u->folders,
+		        u->msgs1, u->msgs2);
+		t->due += u->due;
+		t->inflight += u->inflight;
+		t->msgs1 += u->msgs1;
+		t->msgs2 += u->msgs2;
 	}
-	printf("],\n\"totals\":{\"users\":%zu,\"due\":%llu,\"inflight\":%llu,\"messages1\":%llu,"
-	       "\"messages2\":%llu}}\n",
-	       us->n, t_due, t_infl, t_m1, t_m2);
+	fprintf(fp,
+	        "],\n\"totals\":{\"users\":%zu,\"due\":%llu,\"inflight\":%llu,"
+	        "\"messages1\":%llu,\"messages2\":%llu}}\n",
+	        us->n, t->due, t->inflight, t->msgs1, t->msgs2);
 }
 
 static void print_table(const struct ct_users *us, int64_t now)
@@ -328,9 +334,48 @@ static void print_table(const struct ct_users *us, int64_t now)
 	       n_route[RK_ROUTE_SRC], n_route[RK_ROUTE_FREEZE], n_route[RK_ROUTE_DST]);
 }
 
+static void users_free(struct ct_users *us)
+{
+	for (size_t i = 0; i < us->n; i++)
+		free(us->u[i].name);
+	free(us->u);
+	memset(us, 0, sizeof(*us));
+}
+
+/* The users given (all when n == 0), filled; Redis's clock in *now_r. */
+static int status_gather(redisContext *c, char **users, int n, struct ct_users *us, int64_t *now_r)
+{
+	for (int i = 0; i < n; i++)
+		users_add(us, users[i], strlen(users[i]));
+	if (n == 0 && users_all(c, us) < 0)
+		return -1;
+	users_finish(us);
+	if (ct_now_ms(c, now_r) < 0 || queue_fill(c, us) < 0)
+		return -1;
+	for (size_t i = 0; i < us->n; i++)
+		if (user_fill(c, &us->u[i]) < 0)
+			return -1;
+	return 0;
+}
+
+int ct_status_json(redisContext *c, char **users, int n, FILE *fp, struct ct_totals *totals_r)
+{
+	struct ct_users us = {0};
+	int64_t now;
+	int rc = -1;
+
+	if (status_gather(c, users, n, &us, &now) == 0) {
+		print_json(fp, &us, now, totals_r);
+		rc = 0;
+	}
+	users_free(&us);
+	return rc;
+}
+
 int ct_status(struct ct *ct, char **users, int n)
 {
 	struct ct_users us = {0};
+	struct ct_totals totals;
 	const char *err;
 	redisContext *c = ct_connect(ct->redis, &err);
 	int64_t now;
@@ -340,25 +385,14 @@ int ct_status(struct ct *ct, char **users, int n)
 		fprintf(stderr, "imapferryctl: %s\n", err);
 		return CT_EXIT_NOREDIS;
 	}
-	for (int i = 0; i < n; i++)
-		users_add(&us, users[i], strlen(users[i]));
-	if (n == 0 && users_all(c, &us) < 0)
-		goto out;
-	users_finish(&us);
-	if (ct_now_ms(c, &now) < 0 || queue_fill(c, &us) < 0)
-		goto out;
-	for (size_t i = 0; i < us.n; i++)
-		if (user_fill(c, &us.u[i]) < 0)
-			goto out;
-	if (ct->json)
-		print_json(&us, now);
-	else
+	if (ct->json) {
+		if (ct_status_json(c, users, n, stdout, &totals) == 0)
+			rc = CT_EXIT_OK;
+	} else if (status_gather(c, users, n, &us, &now) == 0) {
 		print_table(&us, now);
-	rc = CT_EXIT_OK;
-out:
-	for (size_t i = 0; i < us.n; i++)
-		free(us.u[i].name);
-	free(us.u);
+		rc = CT_EXIT_OK;
+	}
+	users_free(&us);
 	redisFree(c);
 	return rc;
 }

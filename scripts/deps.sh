@@ -12,6 +12,7 @@ FERRY_PKGS=(
   dovecot-imapd dovecot-lmtpd redis-server openssl python3 isync   # test servers and clients
   clang clang-format cppcheck                 # fuzzing, style and static checks
   docker-compose                              # validates docker-compose.yml (no engine needed)
+  chromium                                    # headless browser for the status page test
 )
 
 ferry_missing_pkgs() {
