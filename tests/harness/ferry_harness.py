@@ -802,10 +802,16 @@ def _start_with_retry(what, start, new_ports, logs):
                 Path(p).unlink(missing_ok=True)
 
 
-def start(directory, quiet=False):
+def start(directory, quiet=False, extra_users=None):
     """Start both Dovecots and Redis under directory, write DIR/env and return
     an Env. On failure, stops whatever did start and raises HarnessError
-    (DIR is kept so that its logs can be read; `stop` removes it)."""
+    (DIR is kept so that its logs can be read; `stop` removes it).
+    extra_users: optional {user: password} added to USERS for this run
+    (benchmarks with many accounts); FERRY_EXTRA_USERS="u1 u2 ..." in the
+    environment does the same with passwords "<user>-pw"."""
+    users = dict(USERS)
+    users.update({u: f"{u}-pw" for u in os.environ.get("FERRY_EXTRA_USERS", "").split()})
+    users.update(extra_users or {})
     t0 = time.monotonic()
     directory = Path(os.path.abspath(directory))
     if not SAFE_PATH.match(str(directory)):
@@ -829,7 +835,7 @@ def start(directory, quiet=False):
         "FERRY_DIR": directory,
         "FERRY_HOST": HOST,
         "FERRY_CA_FILE": directory / "tls" / "ca.pem",
-        "FERRY_USERS": " ".join(f"{u}:{p}" for u, p in USERS.items()),
+        "FERRY_USERS": " ".join(f"{u}:{p}" for u, p in users.items()),
         "FERRY_MASTER_USER": MASTER_USER,
         "FERRY_MASTER_PASS": MASTER_PASS,
         "FERRY_MASTER_SEP": MASTER_SEP,
@@ -849,7 +855,7 @@ def start(directory, quiet=False):
             # Test passwords in clear ({PLAIN}): these accounts exist only here.
             (side_dir / "users").write_text("".join(
                 f"{u}:{{PLAIN}}{p}:{ident['mail_uid']}:{ident['mail_gid']}::{side_dir}/home/{u}::\n"
-                for u, p in USERS.items()))
+                for u, p in users.items()))
             (side_dir / "master-users").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASS}\n")
             base_dir = side_dir / "run"
             if len(str(base_dir)) > MAX_BASE_DIR:
