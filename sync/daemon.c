@@ -74,10 +74,11 @@ struct dm_user {
 	char *user1, *user2;
 	char *pw1, *pw2; /* imapsync's batch form "user1;password1;user2;password2", or NULL */
 	/* progress, as this daemon saw it */
-	int checked;      /* a whole-user quick check has run */
-	unsigned pending; /* folders its last quick check marked, not yet synced */
-	unsigned folders; /* folders it counted */
-	time_t last_full; /* last full check (or when this daemon learnt of the user) */
+	int checked;       /* a whole-user quick check has run */
+	unsigned pending;  /* folders its last quick check marked, not yet synced */
+	unsigned folders;  /* folders it counted */
+	time_t last_full;  /* last full check (or when this daemon learnt of the user) */
+	time_t last_check; /* last whole-user quick check that ended */
 };
 
 struct daemon {
@@ -441,6 +442,16 @@ static unsigned backoff_ms(const struct rq_item *item)
 	return (unsigned)(ms > DM_RETRY_MAX_MS ? DM_RETRY_MAX_MS : ms);
 }
 
+/* The folder syncs a quick check itself marked (a bulk start, a poll) are
+ * not the user's activity: without this, every user of a bulk start would
+ * be quick-checked again --poll-active later, all at once. */
+static int recently_checked(const struct daemon *d, const char *user)
+{
+	const struct dm_user *u = user_of(d, user);
+
+	return u != NULL && u->last_check != 0 && time(NULL) - u->last_check < d->o->pollactive;
+}
+
 /* "Quick check: N of M folders changed" in a --quickcheck child's output. */
 static int quickcheck_counts(const struct dm_job *j, unsigned *changed_r, unsigned *total_r)
 {
@@ -471,6 +482,7 @@ static void progress(struct daemon *d, const struct dm_job *j)
 		if (quickcheck_counts(j, &changed, &total) < 0)
 			return;
 		u->checked = 1;
+		u->last_check = time(NULL);
 		u->folders = total;
 		u->pending = changed;
 		if (changed == 0)
@@ -506,8 +518,8 @@ static void job_done(struct daemon *d, struct dm_job *j, int status)
 		}
 		/* a folder mark means the user is active (through the proxy):
 		 * look for what bypassed it sooner than for idle users */
-		if (strcmp(j->item->folder, RK_FOLDER_ALL) != 0 && rq_now(d->q, &now) == 0 &&
-		    d->o->pollactive < d->o->poll)
+		if (strcmp(j->item->folder, RK_FOLDER_ALL) != 0 && d->o->pollactive < d->o->poll &&
+		    !recently_checked(d, j->user) && rq_now(d->q, &now) == 0)
 			rq_poll_sooner(d->q, j->user, now + d->o->pollactive * 1000);
 		if (strcmp(j->item->folder, RK_FOLDER_ALL) == 0 || !user_known(d, j->user)) {
 			user_add(d, j->user, NULL);
