@@ -24,13 +24,14 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 import urllib.error
 import urllib.request
+
+from private_redis import PrivateRedis
 
 HOST = "127.0.0.1"
 CTL = os.environ["FERRY_CTL"]
@@ -42,34 +43,7 @@ EVIL = "<b>x&y</b>'; rm"   # a user name that must stay text
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
-
-class Redis:
-    def __init__(self):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-             "--appendonly", "no", "--dir", WORKDIR],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while self.cli("PING") != "PONG":
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-
-    def cli(self, *args):
-        p = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True,
-                           text=True)
-        return p.stdout.strip()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
 
 
 def shard(user):
@@ -169,7 +143,7 @@ class StatusPage(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.redis = Redis()
+        cls.redis = PrivateRedis(WORKDIR)
         r = cls.redis.cli
         now = int(time.time() * 1000)
         # alice: on the source, synced (2 folders), one due item 5 s old, one in flight
