@@ -15,6 +15,7 @@
 #include "imapferry/istr.h"
 #include "imapferry/log.h"
 #include "imapferry/tls.h"
+#include "imapferry/xalloc.h"
 
 const char *const imap_client_state_names[IMAP_CL_STATE_COUNT] = {
         "new", "connecting", "not authenticated", "authenticated", "logout", "failed"};
@@ -76,15 +77,6 @@ struct imap_client {
 static void client_fail(struct imap_client *cl, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 static void connect_step(struct imap_client *cl);
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s != NULL ? s : "");
-
-	if (d == NULL)
-		abort();
-	return d;
-}
 
 static const char *prefix(const struct imap_client *cl)
 {

@@ -19,6 +19,7 @@
  * RFC 3516 (literal8).
  */
 #include "imapferry/parse.h"
+#include "imapferry/xalloc.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -44,15 +45,6 @@ struct arena {
 };
 
 #define ARENA_MIN_BLOCK 4096
-
-static void *xmalloc(size_t n)
-{
-	void *p = malloc(n);
-
-	if (p == NULL)
-		abort();
-	return p;
-}
 
 static void *arena_alloc(struct arena *a, size_t n)
 {

@@ -15,15 +15,7 @@
 
 #include "imapferry/client.h"
 #include "imapferry/log.h"
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s != NULL ? s : "");
-
-	if (d == NULL)
-		abort();
-	return d;
-}
+#include "imapferry/xalloc.h"
 
 const char *const imap_login_mech_names[] = {
         "LOGIN", "PLAIN", "AUTH=LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER",

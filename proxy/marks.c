@@ -34,6 +34,7 @@
 #include <hiredis/hiredis.h>
 
 #include "imapferry/log.h"
+#include "imapferry/xalloc.h"
 
 #define PM_DEFAULT_PORT         6379
 #define PM_DEFAULT_TIMEOUT_MS   1000u
@@ -138,24 +139,6 @@ struct px_marks {
 
 	struct px_marks_stats st;
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n, size);
-
-	if (p == NULL)
-		abort();
-	return p;
-}
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s);
-
-	if (d == NULL)
-		abort();
-	return d;
-}
 
 static struct event *xevent(struct event_base *base, event_callback_fn fn, void *arg)
 {

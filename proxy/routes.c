@@ -22,6 +22,7 @@
 #include "marks.h"
 #include "routes.h"
 #include "session.h"
+#include "imapferry/xalloc.h"
 
 #define RT_BACKOFF_MIN_MS 100u
 #define RT_BACKOFF_MAX_MS 5000u
@@ -78,24 +79,6 @@ struct rt_read {
 };
 
 static void link_connect(struct rt_link *l);
-
-static void *xmalloc(size_t n)
-{
-	void *p = malloc(n);
-
-	if (p == NULL)
-		abort();
-	return p;
-}
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s);
-
-	if (d == NULL)
-		abort();
-	return d;
-}
 
 static uint64_t rt_now(const struct px_routes *r)
 {
