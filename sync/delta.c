@@ -44,6 +44,7 @@
 
 struct changed {
 	uint32_t uid;
+	size_t seq; /* arrival order: a later report of a UID wins */
 	char *flags;
 };
 
@@ -57,17 +58,11 @@ struct delta {
 	struct sy_uids present;      /* CONDSTORE: UID SEARCH result */
 };
 
+/* Reports are appended as they come (a UID may be reported twice: the
+ * QRESYNC EXAMINE and a live FETCH); changed_finish() sorts them by UID
+ * and keeps each UID's last one, so nothing here is quadratic. */
 static void changed_add(struct delta *d, uint32_t uid, const char *flags)
 {
-	for (size_t i = 0; i < d->nch; i++) {
-		if (d->ch[i].uid == uid) { /* the later report wins */
-			free(d->ch[i].flags);
-			d->ch[i].flags = strdup(flags);
-			if (d->ch[i].flags == NULL)
-				abort();
-			return;
-		}
-	}
 	if (d->nch == d->capch) {
 		d->capch = d->capch ? d->capch * 2 : 64;
 		d->ch = realloc(d->ch, d->capch * sizeof(*d->ch));
@@ -75,10 +70,35 @@ static void changed_add(struct delta *d, uint32_t uid, const char *flags)
 			abort();
 	}
 	d->ch[d->nch].uid = uid;
+	d->ch[d->nch].seq = d->nch;
 	d->ch[d->nch].flags = strdup(flags);
 	if (d->ch[d->nch].flags == NULL)
 		abort();
 	d->nch++;
+}
+
+static int changed_cmp(const void *a, const void *b)
+{
+	const struct changed *x = a, *y = b;
+
+	if (x->uid != y->uid)
+		return x->uid < y->uid ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void changed_finish(struct delta *d)
+{
+	size_t n = 0;
+
+	qsort(d->ch, d->nch, sizeof(*d->ch), changed_cmp);
+	for (size_t i = 0; i < d->nch; i++) {
+		if (i + 1 < d->nch && d->ch[i + 1].uid == d->ch[i].uid) {
+			free(d->ch[i].flags); /* a later report follows */
+			continue;
+		}
+		d->ch[n++] = d->ch[i];
+	}
+	d->nch = n;
 }
 
 static void on_fetch_flags(struct delta *d, const struct imap_msg *msg)
@@ -283,23 +303,20 @@ static void apply_flags(struct delta *d, const struct sy_folder *f, struct sy_ms
 			return;
 		}
 	}
+	/* d->ch is sorted by UID (changed_finish()): c1 grows at its tail, and
+	 * host2's answers (one UID FETCH, in UID order) are looked up by UID */
 	for (size_t i = 0; i < d->nch; i++) {
 		const struct sy_uidpair *p = map_find(map, nmap, d->ch[i].uid);
-		struct sy_msg *e;
+		struct sy_msg *e, *o;
 
-		if (p == NULL)
+		if (p == NULL || (o = sy_msgs_find(m2, p->uid2)) == NULL)
 			continue;
-		for (size_t j = 0; j < m2->n; j++) {
-			if (m2->v[j].uid != p->uid2)
-				continue;
-			e = sy_msgs_get(&c1, d->ch[i].uid);
-			e->flags = strdup(d->ch[i].flags);
-			if (e->flags == NULL)
-				abort();
-			e->match = (int)j + 1;
-			(*nflags_r)++;
-			break;
-		}
+		e = sy_msgs_get(&c1, d->ch[i].uid);
+		e->flags = strdup(d->ch[i].flags);
+		if (e->flags == NULL)
+			abort();
+		e->match = (int)(o - m2->v) + 1;
+		(*nflags_r)++;
 	}
 	sy_resync_flags(r, f, &c1, m2);
 	sy_msgs_free(&c1);
@@ -485,16 +502,19 @@ int sy_delta_folder(struct sy_run *r, const struct sy_folder *f, const struct sy
 	}
 
 	/* flags of mapped messages that changed (and did not vanish) */
+	changed_finish(&d);
 	if (r->o->resyncflags && d.nch > 0 && !r->stop) {
-		for (size_t i = 0; i < d.nch; i++) {
+		size_t kept = 0;
+
+		for (size_t i = 0; i < d.nch; i++) { /* in place, keeping the UID order */
 			const struct sy_uidpair *p = map_find(map, nmap, d.ch[i].uid);
 
-			if (p != NULL && gone[p - map]) {
+			if (p != NULL && gone[p - map])
 				free(d.ch[i].flags);
-				d.ch[i] = d.ch[--d.nch];
-				i--;
-			}
+			else
+				d.ch[kept++] = d.ch[i];
 		}
+		d.nch = kept;
 		apply_flags(&d, f, &m2, map, nmap, &nflags);
 	}
 
