@@ -90,6 +90,8 @@ static void changed_finish(struct delta *d)
 {
 	size_t n = 0;
 
+	if (d->nch == 0)
+		return; /* d->ch may be NULL: qsort() wants a real array */
 	qsort(d->ch, d->nch, sizeof(*d->ch), changed_cmp);
 	for (size_t i = 0; i < d->nch; i++) {
 		if (i + 1 < d->nch && d->ch[i + 1].uid == d->ch[i].uid) {
