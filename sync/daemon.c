@@ -13,13 +13,17 @@
  *     the state does not show as unchanged; those are claimed next, by any
  *     worker of any daemon, in parallel.
  *
- * Each sync is a child process: a crash or a leak in one sync cannot take
- * the daemon down, memory is returned when it ends, and --workers children
- * run at once. While a child runs, the daemon renews its lease every third
- * of --lease; a lease lost (the item was reaped and perhaps claimed by
- * another worker) kills the child before it writes more. A child that
- * succeeds finishes its item (a mark made during its sync is still due and
- * runs next: no lost change); one that fails is retried with a backoff.
+ * Syncs run in --workers worker processes (worker.c), started on demand and
+ * kept: each runs one sync at a time as the one-shot program would, and
+ * keeps the logged-in connections of the users it synced last, so an
+ * active user's next change costs no process start, connect or login. A
+ * user's items go to the worker that synced it last. A crash in one sync
+ * takes down one worker only (its item is retried, another worker starts).
+ * While a sync runs, the daemon renews its lease every third of --lease; a
+ * lease lost (the item was reaped and perhaps claimed by another worker)
+ * kills the worker before it writes more. A sync that succeeds finishes its
+ * item (a mark made during its sync is still due and runs next: no lost
+ * change); one that fails is retried with a backoff.
  *
  * Every --poll seconds each known user gets a whole-user mark, which is how
  * changes that bypassed the proxy (LMTP delivery, Sieve, expiry) are found;
@@ -37,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -53,6 +58,7 @@
 #include "imapferry/rqueue.h"
 #include "options.h"
 #include "sync.h"
+#include "worker.h"
 
 #define DM_TICK_MS      100    /* the loop's period */
 #define DM_REAP_MS      2000   /* reaper and sweep-all period */
@@ -60,9 +66,21 @@
 #define DM_RETRY_MAX_MS 300000 /* ... up to 5 min */
 #define DM_USERS_MAX    100000 /* users kept in memory (the poll set lives in Redis) */
 #define DM_STOP_GRACE_S 30     /* children get this long after SIGTERM */
+#define DM_AFFINITY     8      /* users remembered per worker (its pool holds their connections) */
+#define DM_EXIT_WAIT_MS 3000   /* workers get this long to log out when the daemon ends */
+
+/* A worker process (worker.c) and the users whose connections it keeps. */
+struct dm_worker {
+	pid_t pid; /* 0: none running */
+	int fd;    /* our end of its socketpair, -1 when closed */
+	struct event *ev;
+	char rbuf[64];
+	size_t rlen;
+	char *recent[DM_AFFINITY]; /* most recent first */
+};
 
 struct dm_job {
-	pid_t pid;
+	pid_t pid;            /* its worker's, while it runs; 0 = free slot */
 	struct rq_item *item; /* array of one, from rq_claim_any() */
 	struct timespec started, renewed;
 	char *user, *folder;
@@ -91,7 +109,8 @@ struct daemon {
 	struct event_base *base;
 	struct event *tick, *sigs[3];
 	struct evhttp *http;
-	struct dm_job *jobs; /* [workers] */
+	struct dm_job *jobs;       /* [workers] */
+	struct dm_worker *workers; /* [workers]: job i runs on worker i */
 	unsigned njobs;
 	struct dm_user *users;
 	size_t nusers;
@@ -360,13 +379,283 @@ static void job_last_error(const struct dm_job *j, char *buf, size_t size)
 	fclose(fp);
 }
 
-static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
+/* --- workers --- */
+
+static void job_done(struct daemon *d, struct dm_job *j, int code);
+
+static void worker_close(struct dm_worker *w)
 {
+	if (w->ev != NULL)
+		event_free(w->ev);
+	w->ev = NULL;
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	w->rlen = 0;
+}
+
+/* Reads worker k's answers: "<exit code>\n" ends its job. */
+static void worker_read(struct daemon *d, unsigned k)
+{
+	struct dm_worker *w = &d->workers[k];
+	ssize_t n;
+
+	while (w->fd >= 0) {
+		char *nl;
+
+		n = read(w->fd, w->rbuf + w->rlen, sizeof(w->rbuf) - 1 - w->rlen);
+		if (n < 0 && (errno == EINTR))
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		if (n <= 0) {
+			/* it died or ended: reap_children() says how */
+			worker_close(w);
+			return;
+		}
+		w->rlen += (size_t)n;
+		w->rbuf[w->rlen] = '\0';
+		while ((nl = strchr(w->rbuf, '\n')) != NULL) {
+			int code = atoi(w->rbuf);
+
+			memmove(w->rbuf, nl + 1, strlen(nl + 1) + 1);
+			w->rlen = strlen(w->rbuf);
+			if (d->jobs[k].pid > 0)
+				job_done(d, &d->jobs[k], code);
+		}
+		if (w->rlen == sizeof(w->rbuf) - 1) {
+			log_msg(LOG_LVL_ERROR, "daemon", "worker %d: garbled answer, stopping it",
+			        (int)w->pid);
+			kill(w->pid, SIGKILL);
+			worker_close(w);
+		}
+	}
+}
+
+static void on_worker_read(evutil_socket_t fd, short what, void *aux);
+
+static int worker_spawn(struct daemon *d, unsigned k)
+{
+	struct dm_worker *w = &d->workers[k];
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_msg(LOG_LVL_ERROR, "daemon", "socketpair: %s", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		char fdname[16];
+		char *av[2] = {d->argv[0], NULL};
+		int null = open("/dev/null", O_RDWR);
+
+		if (null >= 0) {
+			dup2(null, STDIN_FILENO);
+			dup2(null, STDOUT_FILENO);
+			dup2(null, STDERR_FILENO);
+		}
+		/* the worker never outlives its daemon (a second daemon's worker
+		 * may claim the item once the lease ends), and Ctrl-C on the
+		 * terminal reaches the daemon only, which decides */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != d->pid)
+			_exit(126);
+		setsid();
+		fcntl(sv[1], F_SETFD, 0);
+		snprintf(fdname, sizeof(fdname), "%d", sv[1]);
+		setenv(SY_WORKER_FD_ENV, fdname, 1);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		execv("/proc/self/exe", av);
+		execvp(av[0], av);
+		_exit(127);
+	}
+	close(sv[1]);
+	if (pid < 0) {
+		log_msg(LOG_LVL_ERROR, "daemon", "fork: %s", strerror(errno));
+		close(sv[0]);
+		return -1;
+	}
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	w->pid = pid;
+	w->fd = sv[0];
+	w->rlen = 0;
+	w->ev = event_new(d->base, w->fd, EV_READ | EV_PERSIST, on_worker_read, d);
+	if (w->ev == NULL)
+		abort();
+	event_add(w->ev, NULL);
+	for (unsigned i = 0; i < DM_AFFINITY; i++) {
+		free(w->recent[i]);
+		w->recent[i] = NULL;
+	}
+	log_msg(LOG_LVL_INFO, "daemon", "worker %u started (pid %d)", k, (int)pid);
+	return 0;
+}
+
+/* The daemon ends: each worker sees EOF, logs its pooled connections out
+ * and exits; those that take too long are killed. */
+static void workers_stop(struct daemon *d)
+{
+	struct timespec t0, tick = {0, 20000000};
+
+	for (unsigned k = 0; k < (unsigned)d->o->workers; k++)
+		worker_close(&d->workers[k]);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		unsigned left = 0;
+
+		for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
+			struct dm_worker *w = &d->workers[k];
+
+			if (w->pid > 0 && waitpid(w->pid, NULL, WNOHANG) != 0)
+				w->pid = 0;
+			if (w->pid > 0)
+				left++;
+		}
+		if (left == 0 || since(&t0) * 1000 > DM_EXIT_WAIT_MS)
+			break;
+		nanosleep(&tick, NULL);
+	}
+	for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
+		struct dm_worker *w = &d->workers[k];
+
+		if (w->pid > 0) {
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+		}
+		for (unsigned i = 0; i < DM_AFFINITY; i++)
+			free(w->recent[i]);
+	}
+}
+
+static void on_worker_read(evutil_socket_t fd, short what, void *aux)
+{
+	struct daemon *d = aux;
+
+	(void)what;
+	for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
+		if (d->workers[k].fd == fd) {
+			worker_read(d, k);
+			return;
+		}
+	}
+}
+
+/* user becomes worker k's most recent one */
+static void worker_remember(struct dm_worker *w, const char *user)
+{
+	unsigned i;
+	char *keep = NULL;
+
+	for (i = 0; i < DM_AFFINITY && w->recent[i] != NULL; i++) {
+		if (strcmp(w->recent[i], user) == 0)
+			break;
+	}
+	if (i < DM_AFFINITY && w->recent[i] != NULL) {
+		keep = w->recent[i];
+	} else {
+		i = DM_AFFINITY - 1;
+		free(w->recent[i]);
+		keep = strdup(user);
+		if (keep == NULL)
+			abort();
+	}
+	memmove(&w->recent[1], &w->recent[0], i * sizeof(w->recent[0]));
+	w->recent[0] = keep;
+}
+
+static int worker_knows(const struct dm_worker *w, const char *user)
+{
+	for (unsigned i = 0; i < DM_AFFINITY && w->recent[i] != NULL; i++) {
+		if (strcmp(w->recent[i], user) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* The free slot for user's item: the worker that has its connections, else
+ * a running worker, else any; -1 when all are busy. */
+static int slot_for(const struct daemon *d, const char *user)
+{
+	int any = -1, running = -1;
+
+	for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
+		if (d->jobs[k].pid > 0)
+			continue;
+		if (d->workers[k].pid > 0 && d->workers[k].fd >= 0 &&
+		    worker_knows(&d->workers[k], user))
+			return (int)k;
+		if (running < 0 && d->workers[k].pid > 0 && d->workers[k].fd >= 0)
+			running = (int)k;
+		if (any < 0)
+			any = (int)k;
+	}
+	return running >= 0 ? running : any;
+}
+
+/* One job message (worker.c): u32 length, then NUL-terminated logpath,
+ * password1, password2 and the command line. */
+static int job_send(struct daemon *d, unsigned k, struct dm_job *j, char **av)
+{
+	const struct dm_user *u = user_of(d, j->user);
+	const char *pw1 = u != NULL && u->pw1 != NULL ? u->pw1 : "";
+	const char *pw2 = u != NULL && u->pw2 != NULL ? u->pw2 : "";
+	size_t len = strlen(j->logpath) + strlen(pw1) + strlen(pw2) + 3, off = 0;
+	uint32_t n32;
+	char *msg;
+	int rc = 0;
+
+	for (int i = 0; av[i] != NULL; i++)
+		len += strlen(av[i]) + 1;
+	msg = malloc(len + sizeof(n32));
+	if (msg == NULL)
+		abort();
+	n32 = (uint32_t)len;
+	memcpy(msg, &n32, sizeof(n32));
+	off = sizeof(n32);
+#define PUT(str)                                                                                   \
+	do {                                                                                       \
+		size_t l_ = strlen(str) + 1;                                                       \
+		memcpy(msg + off, (str), l_);                                                      \
+		off += l_;                                                                         \
+	} while (0)
+	PUT(j->logpath);
+	PUT(pw1);
+	PUT(pw2);
+	for (int i = 0; av[i] != NULL; i++)
+		PUT(av[i]);
+#undef PUT
+	for (size_t put = 0; put < off;) {
+		ssize_t n = write(d->workers[k].fd, msg + put, off - put);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct timespec ts = {0, 1000000};
+
+			nanosleep(&ts, NULL); /* a job is small; the worker reads it at once */
+			continue;
+		}
+		if (n < 0) {
+			rc = -1;
+			break;
+		}
+		put += (size_t)n;
+	}
+	explicit_bzero(msg, off);
+	free(msg);
+	return rc;
+}
+
+static int job_start(struct daemon *d, unsigned k, struct rq_item *item)
+{
+	struct dm_job *j = &d->jobs[k];
+	struct dm_worker *w = &d->workers[k];
 	const char *folder = item->folder;
 	char *raw = NULL, **av;
 	const char *err;
-	pid_t pid;
-	int fd;
+	int reused;
 
 	memset(j, 0, sizeof(*j));
 	j->item = item;
@@ -390,46 +679,32 @@ static int job_start(struct daemon *d, struct dm_job *j, struct rq_item *item)
 		if (j->full)
 			u->last_full = time(NULL);
 	}
-	av = child_argv(d, j->user, j->folder, j->full);
-	pid = fork();
-	if (pid == 0) {
-		fd = open(j->logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		if (fd >= 0) {
-			dup2(fd, STDOUT_FILENO);
-			dup2(fd, STDERR_FILENO);
-			close(fd);
-		}
-		/* a sync never outlives its daemon: a second daemon's worker
-		 * may claim the item once the lease ends */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != d->pid)
-			_exit(126);
-		{
-			const struct dm_user *u = user_of(d, j->user);
-
-			if (u != NULL && u->pw1 != NULL) {
-				setenv("IMAPSYNC_PASSWORD1", u->pw1, 1);
-				setenv("IMAPSYNC_PASSWORD2", u->pw2, 1);
-			}
-		}
-		signal(SIGTERM, SIG_DFL);
-		signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the daemon, which decides */
-		execv("/proc/self/exe", av);
-		execvp(av[0], av);
-		_exit(127);
-	}
-	free(av);
-	if (pid < 0) {
-		log_msg(LOG_LVL_ERROR, "daemon", "fork: %s", strerror(errno));
+	if ((w->pid <= 0 || w->fd < 0) && worker_spawn(d, k) < 0) {
+		j->item = NULL;
+		job_clear(j);
 		return -1;
 	}
-	j->pid = pid;
+	reused = worker_knows(w, j->user);
+	av = child_argv(d, j->user, j->folder, j->full);
+	if (job_send(d, k, j, av) < 0) {
+		log_msg(LOG_LVL_WARN, "daemon", "worker %d: cannot send it a job: %s", (int)w->pid,
+		        strerror(errno));
+		free(av);
+		kill(w->pid, SIGKILL);
+		worker_close(w);
+		j->item = NULL;
+		job_clear(j);
+		return -1;
+	}
+	free(av);
+	worker_remember(w, j->user);
+	j->pid = w->pid;
 	clock_gettime(CLOCK_MONOTONIC, &j->started);
 	j->renewed = j->started;
 	d->started++;
-	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s]%s started (pid %d, token %llu)", j->user,
-	        item->folder, j->full ? " (full check)" : "", (int)pid,
-	        (unsigned long long)item->token);
+	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s]%s started (worker %d%s, token %llu)", j->user,
+	        item->folder, j->full ? " (full check)" : "", (int)w->pid,
+	        reused ? ", its connections" : "", (unsigned long long)item->token);
 	return 0;
 }
 
@@ -497,10 +772,9 @@ static void progress(struct daemon *d, const struct dm_job *j)
 	}
 }
 
-static void job_done(struct daemon *d, struct dm_job *j, int status)
+static void job_done(struct daemon *d, struct dm_job *j, int code)
 {
 	double secs = since(&j->started);
-	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	char why[1024];
 	int64_t now;
 
@@ -545,11 +819,26 @@ static void reap_children(struct daemon *d)
 	pid_t pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (unsigned i = 0; i < (unsigned)d->o->workers; i++) {
-			if (d->jobs[i].pid == pid) {
-				job_done(d, &d->jobs[i], status);
-				break;
+		for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
+			struct dm_worker *w = &d->workers[k];
+
+			if (w->pid != pid)
+				continue;
+			/* an answer it wrote before it ended counts */
+			worker_read(d, k);
+			worker_close(w);
+			w->pid = 0;
+			if (d->jobs[k].pid == pid) {
+				int code = WIFEXITED(status) ? WEXITSTATUS(status)
+				                             : 128 + WTERMSIG(status);
+
+				log_msg(LOG_LVL_WARN, "daemon",
+				        "worker %d ended during a sync (%s %d)", (int)pid,
+				        WIFEXITED(status) ? "exit" : "signal",
+				        WIFEXITED(status) ? code : WTERMSIG(status));
+				job_done(d, &d->jobs[k], code == 0 ? 111 : code);
 			}
+			break;
 		}
 	}
 }
@@ -645,7 +934,7 @@ static void fill_workers(struct daemon *d)
 	}
 	for (size_t k = 0; k < n; k++) {
 		struct rq_item *one = malloc(sizeof(*one));
-		unsigned slot;
+		int slot;
 
 		/* each job owns a copy of its item (the array is freed at once) */
 		if (one == NULL)
@@ -658,9 +947,8 @@ static void fill_workers(struct daemon *d)
 		if (one->user == NULL || one->folder == NULL || one->member == NULL ||
 		    one->owner == NULL)
 			abort();
-		for (slot = 0; slot < (unsigned)d->o->workers && d->jobs[slot].pid > 0; slot++)
-			;
-		if (slot == (unsigned)d->o->workers || job_start(d, &d->jobs[slot], one) < 0) {
+		slot = slot_for(d, one->user);
+		if (slot < 0 || job_start(d, (unsigned)slot, one) < 0) {
 			rq_retry(d->q, one, DM_RETRY_MIN_MS);
 			item_free(one);
 			continue;
@@ -851,9 +1139,12 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	snprintf(d.worker, sizeof(d.worker), "%.64s:%d",
 	         getenv("HOSTNAME") != NULL ? getenv("HOSTNAME") : "imapferry", (int)getpid());
 	d.jobs = calloc((size_t)o->workers, sizeof(*d.jobs));
+	d.workers = calloc((size_t)o->workers, sizeof(*d.workers));
 	d.base = event_base_new();
-	if (d.jobs == NULL || d.base == NULL)
+	if (d.jobs == NULL || d.workers == NULL || d.base == NULL)
 		abort();
+	for (unsigned k = 0; k < (unsigned)o->workers; k++)
+		d.workers[k].fd = -1;
 	if (o->users != NULL && load_users(&d) < 0) {
 		code = SY_EX_NOINPUT;
 		goto out;
@@ -893,7 +1184,9 @@ out:
 		if (d.jobs[i].pid > 0)
 			job_clear(&d.jobs[i]);
 	}
+	workers_stop(&d);
 	free(d.jobs);
+	free(d.workers);
 	for (size_t i = 0; i < d.nusers; i++) {
 		free(d.users[i].user1);
 		free(d.users[i].user2);

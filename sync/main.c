@@ -27,11 +27,17 @@
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
 #include "sync.h"
+#include "worker.h"
 
 #define EXIT_BY_SIGNAL 6
 
 static volatile sig_atomic_t got_signal;
 static struct sy_run *signal_run;
+
+int sy_main_signalled(void)
+{
+	return got_signal != 0;
+}
 
 static void on_signal(int sig)
 {
@@ -206,6 +212,9 @@ static int finish(struct sy_run *r, int code)
 		unlink(r->pidpath);
 	}
 	for (int i = 0; i < 2; i++) {
+		/* a daemon worker keeps a good connection for the user's next sync */
+		if (code == 0)
+			sy_pool_give(r, i);
 		if (r->side[i].cl != NULL)
 			sy_out(r, "Disconnecting from host%d %s user%d %s", i + 1,
 			       r->o->acc[i].host != NULL ? r->o->acc[i].host : "", i + 1,
@@ -680,9 +689,11 @@ static int run(struct sy_run *r, int argc, char **argv)
 		sy_out(r, "%s", err);
 		return finish(r, SY_EX_USAGE);
 	}
-	r->base = event_base_new();
+	r->base = sy_pool_base() != NULL ? sy_pool_base() : event_base_new();
 	for (int i = 0; i < 2; i++) {
 		r->side[i].acc = &o->acc[i];
+		if (sy_pool_take(r, i))
+			continue;
 		if ((code = sy_side_open(r, i)) != 0)
 			return finish(r, o->justconnect ? 10 : code);
 	}
@@ -934,6 +945,11 @@ int main(int argc, char **argv)
 	int code;
 
 	signal(SIGPIPE, SIG_IGN);
+	if (getenv(SY_WORKER_FD_ENV) != NULL) {
+		/* started by the daemon (daemon.c): a long-lived sync worker */
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		return sy_worker_main(atoi(getenv(SY_WORKER_FD_ENV)), main_args);
+	}
 	/* whole lines as they happen, also into a pipe: a log that is read
 	 * while the run goes on (or after a crash) is complete to the last line */
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1013,7 +1029,7 @@ static int main_args(int argc, char **argv)
 
 	sy_hdrkey_opts_free(&r.hk);
 	sy_flags_opts_free(&r.fl);
-	if (r.base != NULL)
+	if (r.base != NULL && r.base != sy_pool_base())
 		event_base_free(r.base);
 	for (unsigned i = 0; i < r.nerrors; i++)
 		free(r.errors[i]);
