@@ -1056,6 +1056,71 @@ io:
 	return -1;
 }
 
+int rq_due_peek(struct rq *q, int64_t *now_r, int64_t first_r[RK_SHARDS])
+{
+	const char *time_argv[1] = {"TIME"};
+	size_t time_len[1] = {4};
+	redisReply *r[1 + RK_SHARDS];
+	char k[RQ_KEY_MAX];
+	unsigned s, i;
+	int rc = 0;
+
+	if (rq_ensure(q) < 0)
+		return -1;
+	if (redisAppendCommandArgv(q->c, 1, time_argv, time_len) != REDIS_OK)
+		goto io;
+	for (s = 0; s < RK_SHARDS; s++) {
+		const char *argv[5] = {"ZRANGE", k, "0", "0", "WITHSCORES"};
+		size_t lens[5];
+
+		rk_key_due(k, sizeof(k), s);
+		for (i = 0; i < 5; i++)
+			lens[i] = strlen(argv[i]);
+		if (redisAppendCommandArgv(q->c, 5, argv, lens) != REDIS_OK)
+			goto io;
+	}
+	for (i = 0; i < 1 + RK_SHARDS; i++) {
+		void *reply = NULL;
+
+		if (redisGetReply(q->c, &reply) != REDIS_OK || reply == NULL) {
+			while (i > 0)
+				freeReplyObject(r[--i]);
+			goto io;
+		}
+		r[i] = reply;
+	}
+	if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 2 ||
+	    r[0]->element[0]->type != REDIS_REPLY_STRING ||
+	    r[0]->element[1]->type != REDIS_REPLY_STRING) {
+		rq_set_error(q, "redis: unexpected reply to TIME");
+		rc = -1;
+	} else {
+		*now_r = rq_parse_i64(r[0]->element[0]->str, r[0]->element[0]->len) * 1000 +
+		         rq_parse_i64(r[0]->element[1]->str, r[0]->element[1]->len) / 1000;
+	}
+	for (s = 0; s < RK_SHARDS; s++) {
+		const redisReply *first = r[1 + s];
+
+		first_r[s] = -1;
+		if (first->type == REDIS_REPLY_ERROR) {
+			rq_set_error(q, "redis: due peek: %.*s",
+			             (int)(first->len < 200 ? first->len : 200), first->str);
+			rc = -1;
+		} else if (first->type == REDIS_REPLY_ARRAY && first->elements == 2 &&
+		           first->element[1]->type == REDIS_REPLY_STRING) {
+			first_r[s] = rq_parse_i64(first->element[1]->str, first->element[1]->len);
+		}
+	}
+	for (i = 0; i < 1 + RK_SHARDS; i++)
+		freeReplyObject(r[i]);
+	return rc;
+io:
+	rq_set_error(q, "redis: %s while peeking at the due sets",
+	             q->c->err != 0 ? q->c->errstr : "no reply");
+	rq_drop(q);
+	return -1;
+}
+
 int rq_stats(struct rq *q, struct rq_stats *stats_r)
 {
 	redisReply *r[RQ_STATS_CMDS];

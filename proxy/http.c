@@ -64,6 +64,8 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 	            "Redis errors, timeouts and lost connections.", ms.errors);
 	prom_metric(b, "imapferry_proxy_marks_dropped_total", "counter",
 	            "Marks dropped from the full ring (users get a whole-user mark).", ms.dropped);
+	prom_metric(b, "imapferry_proxy_marks_hot_total", "counter",
+	            "Marks of a (user, folder) in a burst, given the longer debounce.", ms.hot);
 	prom_metric(b, "imapferry_proxy_redis_reconnects_total", "counter",
 	            "Successful Redis (re)connections.", ms.reconnects);
 	prom_metric(b, "imapferry_proxy_redis_backlog", "gauge", "Marks waiting for Redis.",

@@ -48,7 +48,9 @@
 /* Longer users and folder names or hints are refused (logged, counted as
  * errors): no real account comes near, and keys stay small. */
 #define PM_USER_MAX 512u
-#define PM_TEXT_MAX 8192u
+/* Burst detection: one entry per hash slot (mark_debounce()). */
+#define PM_HEAT_SLOTS 4096u
+#define PM_TEXT_MAX   8192u
 
 enum pm_kind { PM_MARK, PM_HINT, PM_SWEEP, PM_ROUTE, PM_KIND_COUNT };
 enum pm_state { PM_DOWN, PM_CONNECTING, PM_UP, PM_CLOSING };
@@ -100,6 +102,11 @@ struct px_route_req {
 	char *user;
 };
 
+struct pm_heat {
+	uint32_t hash;
+	int64_t last_ms;
+};
+
 struct px_marks {
 	struct event_base *base;
 	char *host, *unix_path;
@@ -108,6 +115,8 @@ struct px_marks {
 	unsigned timeout_ms;
 	size_t ring_max;
 	unsigned debounce[RK_PRIO_COUNT];
+	unsigned debounce_hot, hot_window;
+	struct pm_heat *heat; /* [PM_HEAT_SLOTS]: when each (user, folder) was last marked */
 	int enabled;
 	int freeing;
 
@@ -165,6 +174,34 @@ static int64_t now_ms(const struct px_marks *m)
 	if (event_base_gettimeofday_cached(m->base, &tv) != 0)
 		gettimeofday(&tv, NULL);
 	return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+/* The debounce of a mark: the priority's, or RK_DEBOUNCE_HOT_MS when the
+ * same (user, folder) was marked less than hot_window ago (a burst). The
+ * table is direct-mapped by a hash: a collision only picks the other
+ * debounce once; memory stays PM_HEAT_SLOTS entries whatever the load. */
+static unsigned mark_debounce(struct px_marks *m, const char *user, const char *folder,
+                              enum rk_prio prio)
+{
+	uint32_t h = 2166136261u; /* FNV-1a over "user\tfolder" */
+	struct pm_heat *e;
+	int64_t now = now_ms(m);
+	int hot;
+
+	for (const char *p = user; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ '\t') * 16777619u;
+	for (const char *p = folder; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	e = &m->heat[h % PM_HEAT_SLOTS];
+	hot = e->last_ms != 0 && e->hash == h && now - e->last_ms < (int64_t)m->hot_window;
+	e->hash = h;
+	e->last_ms = now;
+	if (hot) {
+		m->st.hot++;
+		return m->debounce_hot;
+	}
+	return m->debounce[prio == RK_PRIO_HIGH ? RK_PRIO_HIGH : RK_PRIO_LOW];
 }
 
 static void ms_to_tv(unsigned ms, struct timeval *tv)
@@ -1197,6 +1234,9 @@ struct px_marks *px_marks_new(struct event_base *base, const struct px_marks_set
 	        set->debounce_high_ms > 0 ? set->debounce_high_ms : RK_DEBOUNCE_HIGH_MS;
 	m->debounce[RK_PRIO_LOW] =
 	        set->debounce_low_ms > 0 ? set->debounce_low_ms : RK_DEBOUNCE_LOW_MS;
+	m->debounce_hot = set->debounce_hot_ms > 0 ? set->debounce_hot_ms : RK_DEBOUNCE_HOT_MS;
+	m->hot_window = set->hot_window_ms > 0 ? set->hot_window_ms : RK_HOT_WINDOW_MS;
+	m->heat = xcalloc(PM_HEAT_SLOTS, sizeof(*m->heat));
 	m->hnb = pow2_at_least(m->ring_max / 2, 16, 65536);
 	m->hb = xcalloc(m->hnb, sizeof(*m->hb));
 	uset_init(&m->over,
@@ -1246,6 +1286,7 @@ void px_marks_free(struct px_marks **mp)
 	uset_clear(&m->over);
 	free(m->over.b);
 	free(m->hb);
+	free(m->heat);
 	event_free(m->conn_timer);
 	event_free(m->backoff_timer);
 	event_free(m->close_ev);
@@ -1272,7 +1313,7 @@ void px_marks_folder(struct px_marks *m, const char *user, const char *folder, e
 		return;
 	}
 	it = item_new(PM_MARK, user, user, folder);
-	it->score = now_ms(m) + m->debounce[prio == RK_PRIO_HIGH ? RK_PRIO_HIGH : RK_PRIO_LOW];
+	it->score = now_ms(m) + mark_debounce(m, user, folder, prio);
 	if (ring_put(m, it, 1, NULL) == 1)
 		flush_schedule(m);
 }

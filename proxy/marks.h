@@ -30,6 +30,7 @@ struct px_marks_settings {
 	unsigned timeout_ms;   /* per command and connect; default 1000 */
 	size_t ring_max;       /* marks kept while Redis is away; default 65536 */
 	unsigned debounce_high_ms, debounce_low_ms; /* defaults RK_DEBOUNCE_* */
+	unsigned debounce_hot_ms, hot_window_ms; /* defaults RK_DEBOUNCE_HOT_MS, RK_HOT_WINDOW_MS */
 	/* Users remembered after ring overflow (each gets one RK_FOLDER_ALL
 	 * mark); past this, RK_KEY_SWEEP_ALL is set instead. Default 1024. */
 	size_t overflow_users_max;
@@ -58,6 +59,7 @@ struct px_marks_stats {
 	uint64_t sent;       /* commands answered OK by Redis */
 	uint64_t errors;     /* error replies, timeouts, connection losses */
 	uint64_t dropped;    /* marks lost from the ring (users then get a whole-user mark) */
+	uint64_t hot;        /* marks in a burst, given the longer debounce */
 	uint64_t reconnects; /* successful (re)connections */
 	size_t backlog;      /* marks waiting in the ring now */
 	int connected;

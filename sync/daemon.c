@@ -61,6 +61,7 @@
 #include "worker.h"
 
 #define DM_TICK_MS      100    /* the loop's period */
+#define DM_CLAIM_MS     20     /* how often free workers look for due items */
 #define DM_REAP_MS      2000   /* reaper and sweep-all period */
 #define DM_RETRY_MIN_MS 2000   /* backoff of a failed sync: 2 s, doubling */
 #define DM_RETRY_MAX_MS 300000 /* ... up to 5 min */
@@ -107,7 +108,8 @@ struct daemon {
 	struct rq *q;
 	char worker[RQ_WORKER_MAX];
 	struct event_base *base;
-	struct event *tick, *sigs[3];
+	struct event *tick, *claim, *sigs[3];
+	unsigned rr; /* the shard fill_workers() looks at first */
 	struct evhttp *http;
 	struct dm_job *jobs;       /* [workers] */
 	struct dm_worker *workers; /* [workers]: job i runs on worker i */
@@ -382,6 +384,7 @@ static void job_last_error(const struct dm_job *j, char *buf, size_t size)
 /* --- workers --- */
 
 static void job_done(struct daemon *d, struct dm_job *j, int code);
+static void fill_workers(struct daemon *d);
 
 static void worker_close(struct dm_worker *w)
 {
@@ -537,6 +540,7 @@ static void on_worker_read(evutil_socket_t fd, short what, void *aux)
 	for (unsigned k = 0; k < (unsigned)d->o->workers; k++) {
 		if (d->workers[k].fd == fd) {
 			worker_read(d, k);
+			fill_workers(d); /* its slot may be free now */
 			return;
 		}
 	}
@@ -916,46 +920,75 @@ static void housekeeping(struct daemon *d)
 	poll_users(d);
 }
 
+/* Starts the job of one claimed item (the array is freed by the caller). */
+static void start_item(struct daemon *d, const struct rq_item *item)
+{
+	struct rq_item *one = malloc(sizeof(*one));
+	int slot;
+
+	/* each job owns a copy of its item */
+	if (one == NULL)
+		abort();
+	*one = *item;
+	one->user = strdup(item->user);
+	one->folder = strdup(item->folder);
+	one->member = strndup(item->member, item->member_len);
+	one->owner = strdup(item->owner);
+	if (one->user == NULL || one->folder == NULL || one->member == NULL || one->owner == NULL)
+		abort();
+	slot = slot_for(d, one->user);
+	if (slot < 0 || job_start(d, (unsigned)slot, one) < 0) {
+		rq_retry(d->q, one, DM_RETRY_MIN_MS);
+		item_free(one);
+		return;
+	}
+	d->njobs++;
+}
+
+/*
+ * Claims due items for the free workers. Called every DM_CLAIM_MS and when
+ * a sync ends, so it first asks which shards have anything due (one
+ * pipelined round trip) and runs the claim script only on those.
+ */
 static void fill_workers(struct daemon *d)
 {
-	unsigned free_slots = (unsigned)d->o->workers - d->njobs;
-	struct rq_item *items = NULL;
-	size_t n = 0;
+	int64_t now, first[RK_SHARDS];
 
-	if (d->stopping || free_slots == 0)
+	if (d->stopping || d->njobs >= (unsigned)d->o->workers)
 		return;
-	if (rq_claim_any(d->q, d->worker, free_slots, (unsigned)d->o->lease * 1000u, &items, &n) <
-	    0) {
+	if (rq_due_peek(d->q, &now, first) < 0) {
 		static time_t last;
 
 		if (time(NULL) != last)
 			log_msg(LOG_LVL_WARN, "daemon", "Redis: %s", rq_error(d->q));
 		last = time(NULL);
+		return;
 	}
-	for (size_t k = 0; k < n; k++) {
-		struct rq_item *one = malloc(sizeof(*one));
-		int slot;
+	for (unsigned i = 0; i < RK_SHARDS && d->njobs < (unsigned)d->o->workers; i++) {
+		unsigned shard = (d->rr + i) % RK_SHARDS;
+		struct rq_item *items = NULL;
+		size_t n = 0;
 
-		/* each job owns a copy of its item (the array is freed at once) */
-		if (one == NULL)
-			abort();
-		*one = items[k];
-		one->user = strdup(items[k].user);
-		one->folder = strdup(items[k].folder);
-		one->member = strndup(items[k].member, items[k].member_len);
-		one->owner = strdup(items[k].owner);
-		if (one->user == NULL || one->folder == NULL || one->member == NULL ||
-		    one->owner == NULL)
-			abort();
-		slot = slot_for(d, one->user);
-		if (slot < 0 || job_start(d, (unsigned)slot, one) < 0) {
-			rq_retry(d->q, one, DM_RETRY_MIN_MS);
-			item_free(one);
+		if (first[shard] < 0 || first[shard] > now)
 			continue;
+		if (rq_claim(d->q, shard, d->worker, (unsigned)d->o->workers - d->njobs,
+		             (unsigned)d->o->lease * 1000u, &items, &n) < 0) {
+			log_msg(LOG_LVL_WARN, "daemon", "Redis: %s", rq_error(d->q));
+			rq_items_free(&items, n);
+			break;
 		}
-		d->njobs++;
+		for (size_t k = 0; k < n; k++)
+			start_item(d, &items[k]);
+		rq_items_free(&items, n);
 	}
-	rq_items_free(&items, n);
+	d->rr = (d->rr + 1) % RK_SHARDS; /* no shard is always first */
+}
+
+static void on_claim(evutil_socket_t fd, short what, void *aux)
+{
+	(void)fd;
+	(void)what;
+	fill_workers(aux);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *aux)
@@ -1163,6 +1196,12 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 
 		event_add(d.tick, &tv);
 	}
+	d.claim = event_new(d.base, -1, EV_PERSIST, on_claim, &d);
+	{
+		struct timeval tv = {0, DM_CLAIM_MS * 1000};
+
+		event_add(d.claim, &tv);
+	}
 	log_msg(LOG_LVL_NOTICE, "daemon",
 	        "imapferry-sync %s daemon %s: Redis %s, %lld workers, poll every %lld s, "
 	        "lease %lld s%s%s",
@@ -1178,6 +1217,8 @@ out:
 	}
 	if (d.tick != NULL)
 		event_free(d.tick);
+	if (d.claim != NULL)
+		event_free(d.claim);
 	if (d.http != NULL)
 		evhttp_free(d.http);
 	for (unsigned i = 0; i < (unsigned)o->workers; i++) {

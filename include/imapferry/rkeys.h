@@ -44,9 +44,15 @@
 
 /* Debounce (ms) added to "now" for a mark: high = new mail (APPEND, COPY,
  * MOVE, EXISTS), low = flags, expunges, tree changes. ZADD ... LT keeps the
- * earliest due time, so a burst coalesces and cannot be postponed forever. */
-#define RK_DEBOUNCE_HIGH_MS 200u
-#define RK_DEBOUNCE_LOW_MS  3000u
+ * earliest due time, so a burst coalesces and cannot be postponed forever.
+ * A (user, folder) marked again within RK_HOT_WINDOW_MS of its previous
+ * mark is in a burst: its marks get RK_DEBOUNCE_HOT_MS, so a burst of
+ * thousands of STOREs costs about one sync per second, not one per STORE,
+ * while a lone change is synced at once. */
+#define RK_DEBOUNCE_HIGH_MS 50u
+#define RK_DEBOUNCE_LOW_MS  100u
+#define RK_DEBOUNCE_HOT_MS  1000u
+#define RK_HOT_WINDOW_MS    1000u
 
 enum rk_prio { RK_PRIO_HIGH, RK_PRIO_LOW, RK_PRIO_COUNT };
 

@@ -58,6 +58,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "imapferry/rkeys.h"
+
 /* Limits, checked on every call (-1 beyond them). */
 #define RQ_CLAIM_MAX   1000u /* items per rq_claim() / users per rq_poll_due() */
 #define RQ_WORKER_MAX  128u  /* bytes in a worker name */
@@ -218,6 +220,14 @@ void rq_users_free(char ***users, size_t n);
  * (if the first send did delete it, the flag is lost: sweep on -1 too).
  */
 int rq_sweep_all_take(struct rq *q, int64_t *value_r);
+
+/*
+ * The earliest due score of every shard's due set (first_r[s], -1 when
+ * empty) and Redis's time (*now_r), in one pipelined round trip: what a
+ * worker loop asks often and cheaply before it claims from the shards that
+ * have something due. Read-only. 0 or -1.
+ */
+int rq_due_peek(struct rq *q, int64_t *now_r, int64_t first_r[RK_SHARDS]);
 
 /*
  * Queue figures over all shards for /metrics and the ctl tool, from one

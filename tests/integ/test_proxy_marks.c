@@ -407,6 +407,67 @@ static void test_marks_zadd(void **state)
 	assert_null(m);
 }
 
+/* A burst: a (user, folder) marked again within the hot window (as when a
+ * client sends thousands of STOREs) gets the long debounce, so the daemon
+ * syncs it about once per RK_DEBOUNCE_HOT_MS; once quiet, the short one. */
+static void test_marks_burst(void **state)
+{
+	int port = redis_start_any();
+	struct px_marks_settings set;
+	struct px_marks *m;
+	redisContext *c = redis_connect(port);
+	struct px_marks_stats st;
+	char key[64], member[256];
+	int64_t t0, t1;
+	int n;
+
+	(void)state;
+	memset(&set, 0, sizeof(set));
+	set.host = "127.0.0.1";
+	set.port = port;
+	set.timeout_ms = 500;
+	set.hot_window_ms = 400; /* short, to keep the test quick */
+	m = px_marks_new(base, &set);
+	assert_non_null(c);
+	assert_true(run_until(is_connected, m, 2000));
+	rk_key_due(key, sizeof(key), rk_shard("erin"));
+	n = rk_member(member, sizeof(member), "erin", "Y");
+	assert_true(n > 0);
+
+	t0 = wall_ms();
+	px_marks_folder(m, "erin", "Y", RK_PRIO_LOW);
+	t1 = wall_ms();
+	drain(m, 1000);
+	check_window("quiet: low", due_score(c, "erin", "Y"), t0 + RK_DEBOUNCE_LOW_MS,
+	             t1 + RK_DEBOUNCE_LOW_MS);
+
+	/* the daemon claimed it; the next STOREs of the burst follow at once */
+	redis_cmd_ok(c, "ZREM %s %b", key, member, (size_t)n);
+	t0 = wall_ms();
+	px_marks_folder(m, "erin", "Y", RK_PRIO_LOW);
+	px_marks_folder(m, "erin", "Y", RK_PRIO_HIGH);
+	t1 = wall_ms();
+	drain(m, 1000);
+	check_window("burst: hot", due_score(c, "erin", "Y"), t0 + RK_DEBOUNCE_HOT_MS,
+	             t1 + RK_DEBOUNCE_HOT_MS);
+	px_marks_get_stats(m, &st);
+	assert_int_equal(st.hot, 2);
+
+	/* quiet again after the window: a lone change is synced at once */
+	redis_cmd_ok(c, "ZREM %s %b", key, member, (size_t)n);
+	run_for(500);
+	t0 = wall_ms();
+	px_marks_folder(m, "erin", "Y", RK_PRIO_HIGH);
+	t1 = wall_ms();
+	drain(m, 1000);
+	check_window("quiet again: high", due_score(c, "erin", "Y"), t0 + RK_DEBOUNCE_HIGH_MS,
+	             t1 + RK_DEBOUNCE_HIGH_MS);
+	px_marks_get_stats(m, &st);
+	assert_int_equal(st.hot, 2);
+	redisFree(c);
+	px_marks_free(&m);
+}
+
 static void test_hint_trim(void **state)
 {
 	int port = redis_start_any();
@@ -829,6 +890,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup_teardown(test_marks_zadd, setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_marks_burst, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_hint_trim, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_route_lookup, setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_route_redis_down, setup, teardown),
