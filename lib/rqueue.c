@@ -51,6 +51,7 @@ struct rq {
 	unsigned timeout_ms;
 	unsigned rr;              /* rq_claim_any()'s next shard */
 	int rr_set;               /* rr was seeded from a worker name */
+	unsigned long connects;   /* connections made (rq_connects()) */
 	char sha[RQ_S_COUNT][41]; /* SCRIPT LOAD results, by enum rq_script_id */
 	char err[RQ_ERROR_MAX];
 };
@@ -224,7 +225,15 @@ static int rq_ensure(struct rq *q)
 		return 0;
 	rq_drop(q);
 	q->c = rq_ctx_open(q->host, q->port, q->unix_path, q->timeout_ms, q->err, sizeof(q->err));
-	return q->c != NULL ? 0 : -1;
+	if (q->c == NULL)
+		return -1;
+	q->connects++;
+	return 0;
+}
+
+unsigned long rq_connects(const struct rq *q)
+{
+	return q->connects;
 }
 
 struct rq *rq_open(const char *host, int port, const char *unix_path, unsigned timeout_ms,

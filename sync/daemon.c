@@ -84,6 +84,7 @@ struct dm_job {
 	pid_t pid;            /* its worker's, while it runs; 0 = free slot */
 	struct rq_item *item; /* array of one, from rq_claim_any() */
 	struct timespec started, renewed;
+	long long wall_ms; /* when it started, for the "window" of its log lines */
 	char *user, *folder;
 	int full; /* a full check (--nostate), not a quick check */
 	char logpath[512];
@@ -109,7 +110,8 @@ struct daemon {
 	char worker[RQ_WORKER_MAX];
 	struct event_base *base;
 	struct event *tick, *claim, *sigs[3];
-	unsigned rr; /* the shard fill_workers() looks at first */
+	unsigned rr;            /* the shard fill_workers() looks at first */
+	unsigned long connects; /* rq_connects() when last looked at */
 	struct evhttp *http;
 	struct dm_job *jobs;       /* [workers] */
 	struct dm_worker *workers; /* [workers]: job i runs on worker i */
@@ -122,6 +124,14 @@ struct daemon {
 	/* metrics */
 	unsigned long long started, ok, failed, lost, polled, marks;
 };
+
+static long long wall_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
 
 static double since(const struct timespec *t)
 {
@@ -705,6 +715,7 @@ static int job_start(struct daemon *d, unsigned k, struct rq_item *item)
 	j->pid = w->pid;
 	clock_gettime(CLOCK_MONOTONIC, &j->started);
 	j->renewed = j->started;
+	j->wall_ms = wall_ms();
 	d->started++;
 	log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s]%s started (worker %d%s, token %llu)", j->user,
 	        item->folder, j->full ? " (full check)" : "", (int)w->pid,
@@ -779,20 +790,26 @@ static void progress(struct daemon *d, const struct dm_job *j)
 static void job_done(struct daemon *d, struct dm_job *j, int code)
 {
 	double secs = since(&j->started);
-	char why[1024];
+	char why[1024], window[96];
 	int64_t now;
+
+	/* the sync's wall-clock span and fencing token: two syncs of one
+	 * folder never overlap (the lease is the lock), which anyone can check
+	 * across daemons from these lines */
+	snprintf(window, sizeof(window), "token %llu, window %lld-%lld ms",
+	         (unsigned long long)j->item->token, j->wall_ms, wall_ms());
 
 	if (code == 0) {
 		if (rq_finish(d->q, j->item, NULL, NULL) == 1) {
 			d->ok++;
-			log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] done in %.2f s", j->user,
-			        j->item->folder, secs);
+			log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] done in %.2f s (%s)", j->user,
+			        j->item->folder, secs, window);
 		} else {
 			d->lost++;
 			log_msg(LOG_LVL_WARN, "daemon",
-			        "sync %s [%s] done in %.2f s but its lease was lost meanwhile "
+			        "sync %s [%s] done in %.2f s (%s) but its lease was lost meanwhile "
 			        "(another worker took it): it runs again",
-			        j->user, j->item->folder, secs);
+			        j->user, j->item->folder, secs, window);
 		}
 		/* a folder mark means the user is active (through the proxy):
 		 * look for what bypassed it sooner than for idle users */
@@ -809,8 +826,8 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 		d->failed++;
 		job_last_error(j, why, sizeof(why));
 		log_msg(LOG_LVL_WARN, "daemon",
-		        "sync %s [%s] failed (exit %d) after %.2f s: %s; retrying", j->user,
-		        j->item->folder, code, secs, why[0] != '\0' ? why : "no output");
+		        "sync %s [%s] failed (exit %d) after %.2f s (%s): %s; retrying", j->user,
+		        j->item->folder, code, secs, window, why[0] != '\0' ? why : "no output");
 		rq_retry(d->q, j->item, backoff_ms(j->item));
 	}
 	job_clear(j);
@@ -909,6 +926,17 @@ static void housekeeping(struct daemon *d)
 			        "shard %u: %u expired leases returned to the queue", s, back);
 	}
 	rc = rq_sweep_all_take(d->q, &flag);
+	if (rc == 0 && rq_connects(d->q) != d->connects) {
+		/* Redis went away and came back (perhaps restarted empty): due
+		 * items and state may be lost; a quick check of every user finds
+		 * and rebuilds them */
+		if (d->connects != 0) {
+			log_msg(LOG_LVL_NOTICE, "daemon",
+			        "Redis reconnected: quick check of all %zu known users", d->nusers);
+			rc = 1;
+		}
+		d->connects = rq_connects(d->q);
+	}
 	if (rc != 0) {
 		/* a proxy lost marks it could not remember per user (or the flag's
 		 * state is unknown): quick-check everyone we know */

@@ -221,6 +221,10 @@ void rq_users_free(char ***users, size_t n);
  */
 int rq_sweep_all_take(struct rq *q, int64_t *value_r);
 
+/* Connections made so far (1 after rq_open()): a caller that sees it grow
+ * knows Redis went away meanwhile, perhaps losing data (a restart). */
+unsigned long rq_connects(const struct rq *q);
+
 /*
  * The earliest due score of every shard's due set (first_r[s], -1 when
  * empty) and Redis's time (*now_r), in one pipelined round trip: what a

@@ -52,7 +52,8 @@ from pathlib import Path
 HOST = "127.0.0.1"
 SIDES = ("src", "dst")
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw",
-         "erin": "erin-pw", "frank": "frank-pw", "heidi": "heidi-pw", "grace": "grace-pw"}
+         "erin": "erin-pw", "frank": "frank-pw", "heidi": "heidi-pw", "grace": "grace-pw",
+         "nina": "nina-pw"}
 MASTER_USER = "admin"
 MASTER_PASS = "admin-pw"
 MASTER_SEP = "*"
