@@ -13,9 +13,13 @@ the harness's two Dovecots, the proxy and a redis-server of the test's own:
      through the proxy: mail never waits, the daemon reconnects, and what
      was lost (due items, state) is rebuilt by a sweep;
   3. Redis restarted with its data (saved, killed, reloaded): the daemon
-     reconnects and goes on from the saved queue and state.
+     reconnects and goes on from the saved queue and state;
+  4. the source, then the destination Dovecot restarted in the middle of a
+     sync of a few hundred messages: the syncs fail, are retried with a
+     backoff, and converge (pooled connections to the old server are dropped).
 """
 import atexit
+import socket
 import imaplib
 import os
 import random
@@ -99,6 +103,45 @@ class Daemons:
                 with open(path, errors="replace") as f:
                     out.append(f"--- daemon {n}\n" + f.read())
         return "\n".join(out)
+
+
+def imap_up(port):
+    try:
+        with socket.create_connection((fh.HOST, port), timeout=1) as s:
+            return s.makefile("rb").readline(200).startswith(b"* OK")
+    except OSError:
+        return False
+
+
+def restart_dovecot(side, down_s):
+    """Stops side's Dovecot (all its processes: sessions are cut), keeps it
+    down for down_s, starts it again with the same configuration."""
+    conf = getattr(ENV, f"{side}_dovecot_conf")
+    port = ENV.port(side, "imap")
+    dovecot = shutil.which("dovecot", path=os.environ.get("PATH", "") + ":/usr/sbin")
+    subprocess.run([dovecot, "-c", conf, "stop"], check=True, capture_output=True, timeout=30)
+    deadline = time.monotonic() + 30
+    while imap_up(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dovecot {side} did not stop")
+        time.sleep(0.05)
+    time.sleep(down_s)
+    deadline = time.monotonic() + 30
+    while True:  # its old master may still be exiting: try again until it runs
+        errlog = os.path.join(WORKDIR, f"dovecot-{side}.stderr")
+        with open(errlog, "wb") as err:  # a file: the forked daemon keeps it open
+            r = subprocess.run([dovecot, "-c", conf], cwd=os.path.dirname(conf),
+                               stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=30)
+        if r.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            with open(errlog, errors="replace") as f:
+                raise RuntimeError(f"dovecot {side} did not start: {f.read()}")
+        time.sleep(0.2)
+    while not imap_up(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"dovecot {side} does not answer after its restart")
+        time.sleep(0.05)
 
 
 class Reliability(unittest.TestCase):
@@ -278,6 +321,40 @@ class Reliability(unittest.TestCase):
             proc.kill()
             proc.wait()
         type(self).redis = PrivateRedis(WORKDIR, port=port)
+
+    def restart_mid_sync(self, side, tag):
+        if not self.daemons.procs:
+            self.daemons.start("a")
+        imap = ENV.imap("src", USER)  # straight into the source: a sweep-sized batch
+        try:
+            for n in range(300):
+                fh.imap_check(imap.append("Archive", "()", None,
+                                          message(tag, 20000 + n)), "APPEND")
+        finally:
+            imap.logout()
+        proxy = self.proxy_imap()  # one mark through the proxy starts the sync
+        try:
+            fh.imap_check(proxy.append("Archive", "()", None, message(tag, 1)), "APPEND")
+        finally:
+            proxy.logout()
+        deadline = time.monotonic() + 20
+        pattern = re.compile(rf"sync {USER} \[Archive\] started")
+        seen = len(pattern.findall(self.daemons.text()))
+        while len(pattern.findall(self.daemons.text())) == seen:
+            self.assertLess(time.monotonic(), deadline, "no sync of Archive started")
+            time.sleep(0.02)
+        time.sleep(0.3)  # in the middle of it
+        restart_dovecot(side, 1.0)
+        self.wait_identical(90)
+        return self.daemons.text()
+
+    def test_4_source_restarted_mid_sync(self):
+        log = self.restart_mid_sync("src", "srcrestart")
+        self.assertRegex(log, rf"sync {USER} \[Archive\] failed", "the restart went unnoticed")
+
+    def test_5_destination_restarted_mid_sync(self):
+        log = self.restart_mid_sync("dst", "dstrestart")
+        self.assertRegex(log, rf"sync {USER} \[Archive\] failed", "the restart went unnoticed")
 
 
 if __name__ == "__main__":
