@@ -42,7 +42,8 @@ void sy_on_search(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 
 void sy_uids_sort(struct sy_uids *u)
 {
-	qsort(u->v, u->n, sizeof(*u->v), sy_u32_cmp);
+	if (u->n > 1) /* v may be NULL when empty, which qsort() must not get */
+		qsort(u->v, u->n, sizeof(*u->v), sy_u32_cmp);
 }
 
 int sy_uids_has(const struct sy_uids *u, uint32_t uid)
