@@ -10,6 +10,7 @@ FERRY_PKGS=(
   libcmocka-dev                               # unit tests
   libinih-dev                                 # imapferry-proxy's config file
   dovecot-imapd dovecot-lmtpd redis-server openssl python3 isync   # test servers and clients
+  python3-cryptography                        # the harness's OAuth2 token server (JWT check)
   clang clang-format cppcheck                 # fuzzing, style and static checks
   docker-compose                              # validates docker-compose.yml (no engine needed)
   chromium                                    # headless browser for the status page test

@@ -11,11 +11,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "imapferry/log.h"
 #include "imapferry/tls.h"
+#include "oauth.h"
 #include "sync.h"
 
 static void call_done(struct imap_client *cl, const struct imap_result *res, void *aux)
@@ -114,35 +116,43 @@ enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagg
 
 /* --- connect and login --- */
 
-static struct tls_client_ctx *side_tls(struct sy_run *r, int i, const char **error_r)
+/* Side i's TLS settings from --sslargsN; quiet: no "ignoring" lines (the
+ * strings in *to are borrowed from the options). */
+static void side_tls_opts(struct sy_run *r, int i, struct tls_client_opts *to, int quiet)
 {
 	struct sy_account *a = r->side[i].acc;
-	struct tls_client_opts to;
 
-	memset(&to, 0, sizeof(to));
+	memset(to, 0, sizeof(*to));
 	/* imapsync passes --sslargsN to IO::Socket::SSL; we honour its
 	 * verification keys with the same spelling. */
 	for (size_t k = 0; k < a->sslargs.n; k++) {
 		const char *key = a->sslargs.v[k].key, *val = a->sslargs.v[k].value;
 
 		if (strcasecmp(key, "SSL_verify_mode") == 0) {
-			to.no_verify_peer =
+			to->no_verify_peer =
 			        strcmp(val, "0") == 0 || strcasecmp(val, "SSL_VERIFY_NONE") == 0;
 		} else if (strcasecmp(key, "SSL_ca_file") == 0) {
-			to.ca_file = val;
+			to->ca_file = val;
 		} else if (strcasecmp(key, "SSL_ca_path") == 0) {
-			to.ca_path = val;
+			to->ca_path = val;
 		} else if (strcasecmp(key, "SSL_verifycn_name") == 0 ||
 		           strcasecmp(key, "SSL_hostname") == 0) {
-			to.server_name = val;
+			to->server_name = val;
 		} else if (strcasecmp(key, "SSL_verifycn_scheme") == 0 &&
 		           strcasecmp(val, "none") == 0) {
-			to.no_verify_host = 1;
-		} else {
+			to->no_verify_host = 1;
+		} else if (!quiet) {
 			sy_out(r, "Host%d: ignoring --sslargs%d %s=%s (not supported)", i + 1,
 			       i + 1, key, val);
 		}
 	}
+}
+
+static struct tls_client_ctx *side_tls(struct sy_run *r, int i, const char **error_r)
+{
+	struct tls_client_opts to;
+
+	side_tls_opts(r, i, &to, 0);
 	return tls_client_ctx_new(&to, error_r);
 }
 
@@ -268,13 +278,69 @@ static char *str_or_file(const char *value)
 }
 
 /*
+ * Google's service-account flow for side i: --passwordN is the key
+ * (key.json or "iss;file.p12;passphrase"), the token is fetched from the
+ * key's token endpoint for --userN, over TLS verified with the side's
+ * --sslargsN CA settings, within --timeoutN. *token_r: the access token (a
+ * secret: wipe it). Returns 0, -1 (refused or unreachable: a login failure)
+ * or -2 (the key is unreadable or unusable) with the reason in err. Neither
+ * the key nor the JWT nor the token is ever printed.
+ */
+static int service_account_token(struct sy_run *r, int i, char **token_r, char *err, size_t errsize)
+{
+	struct sy_account *a = r->side[i].acc;
+	struct sy_oauth_key *key = NULL;
+	struct tls_client_opts to;
+	enum sy_oauth_status st;
+	char why[400];
+
+	*token_r = NULL;
+	if (empty(a->user)) {
+		snprintf(err, errsize, "the service-account flow needs --user%d (the JWT's sub)",
+		         i + 1);
+		return -1;
+	}
+	st = sy_oauth_key_load(a->password, &key, why, sizeof(why));
+	if (st != SY_OAUTH_OK) {
+		size_t len = strlen(a->password);
+
+		/* a password given by mistake is not a file name: never show it */
+		if (strchr(a->password, ';') == NULL && strchr(a->password, '/') == NULL &&
+		    (len < 5 || strcasecmp(a->password + len - 5, ".json") != 0) &&
+		    access(a->password, F_OK) != 0)
+			snprintf(err, errsize,
+			         "--password%d (MASKED) is neither a readable service-account key "
+			         "file (key.json) nor 'iss;file.p12;passphrase'",
+			         i + 1);
+		else
+			snprintf(err, errsize, "--password%d service-account key: %s", i + 1, why);
+		return -2;
+	}
+	sy_out(r, "Host%d: getting an OAuth2 access token for [%s] as service account [%s] from %s",
+	       i + 1, a->user, sy_oauth_key_iss(key), sy_oauth_key_token_uri(key));
+	side_tls_opts(r, i, &to, 1);
+	st = sy_oauth_token_fetch(key, a->user, &to,
+	                          a->timeout > 0 ? (unsigned)(a->timeout * 1000) : 0, token_r, why,
+	                          sizeof(why));
+	sy_oauth_key_free(&key);
+	if (st != SY_OAUTH_OK) {
+		snprintf(err, errsize, "%s", why);
+		return st == SY_OAUTH_BADKEY ? -2 : -1;
+	}
+	return 0;
+}
+
+/*
  * How side i logs in, as imapsync's options say: --oauthdirect1 (a
  * ready-made base64 string) or --oauthaccesstoken1 with XOAUTH2 (or
  * OAUTHBEARER when --authmech1 says so); --authuser1: PLAIN with
  * authzid = user1; else --authmech1, which options.c set to CRAM-MD5 for
  * --authmd51 and to LOGIN by default. *owned_r is a secret read here (wipe
  * it after the login). *mech_r is the mechanism's name for the "auth [...]"
- * lines, also on failure. Returns 0, or -1 with the reason in err.
+ * lines, also on failure. --authmechN XOAUTH2/OAUTHBEARER with a
+ * --passwordN and no token: Google's service-account flow (oauth.h) gets the
+ * token first. Returns 0, or -1 with the reason in err (a login failure), or
+ * -2 when the service-account key can not be read (exit 66).
  */
 static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, char **owned_r,
                            const char **mech_r, char *err, size_t errsize)
@@ -283,6 +349,7 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 	int given = sy_options_given(r->o, i == 0 ? SY_OPT_AUTHMECH1 : SY_OPT_AUTHMECH2);
 	int m = imap_login_mech_lookup(a->authmech);
 	const char *oauth = !empty(a->oauthdirect) ? a->oauthdirect : a->oauthaccesstoken;
+	int rc;
 
 	memset(lo, 0, sizeof(*lo));
 	*owned_r = NULL;
@@ -338,11 +405,21 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 		return -1;
 	}
 	if (m == IMAP_LOGIN_XOAUTH2 || m == IMAP_LOGIN_OAUTHBEARER) {
-		snprintf(err, errsize,
-		         "--authmech%d %s needs --oauthaccesstoken%d or --oauthdirect%d (the "
-		         "service-account flow with --password%d key.json is not supported)",
-		         i + 1, a->authmech, i + 1, i + 1, i + 1);
-		return -1;
+		lo->mech = (enum imap_login_mech)m;
+		*mech_r = imap_login_mech_names[lo->mech];
+		if (empty(a->password)) {
+			snprintf(err, errsize,
+			         "--authmech%d %s needs --oauthaccesstoken%d, --oauthdirect%d or a "
+			         "service-account key as --password%d (key.json or "
+			         "'iss;file.p12;passphrase')",
+			         i + 1, a->authmech, i + 1, i + 1, i + 1);
+			return -1;
+		}
+		rc = service_account_token(r, i, owned_r, err, errsize);
+		if (rc < 0)
+			return rc;
+		lo->secret = *owned_r;
+		return 0;
 	}
 	lo->mech = (enum imap_login_mech)m;
 	*mech_r = imap_login_mech_names[lo->mech];
@@ -359,7 +436,7 @@ int sy_side_open(struct sy_run *r, int i)
 	enum imap_client_security sec;
 	const char *error, *mech;
 	char *owned = NULL;
-	int n = i + 1;
+	int n = i + 1, rc, jwt;
 
 	s->n = n;
 	s->qresync = 0;
@@ -411,14 +488,22 @@ int sy_side_open(struct sy_run *r, int i)
 	}
 	memset(&w, 0, sizeof(w));
 	/* mech: the mechanism actually used, for the "auth [...]" lines */
-	if (side_login_opts(r, i, &lo, &owned, &mech, w.text, sizeof(w.text)) < 0) {
+	rc = side_login_opts(r, i, &lo, &owned, &mech, w.text, sizeof(w.text));
+	/* the service-account flow: --passwordN is a key, never a password */
+	jwt = (lo.mech == IMAP_LOGIN_XOAUTH2 || lo.mech == IMAP_LOGIN_OAUTHBEARER) &&
+	      empty(a->oauthaccesstoken) && empty(a->oauthdirect);
+	if (rc == -2) {
+		sy_error(r, i == 0 ? SY_ERR_AUTH1 : SY_ERR_AUTH2, "Host%d failure: %s", n, w.text);
+		return SY_EX_NOINPUT;
+	}
+	if (rc < 0) {
 		w.status = IMAP_STATUS_NONE;
 	} else {
 		imap_client_login_with(s->cl, &lo, connect_done, &w);
 		imap_client_wait(s->cl, &w.done);
 	}
 	wipe_free(&owned);
-	if (w.status == IMAP_STATUS_NO && r->o->trylogin && lo.mech != IMAP_LOGIN_CMD &&
+	if (w.status == IMAP_STATUS_NO && r->o->trylogin && lo.mech != IMAP_LOGIN_CMD && !jwt &&
 	    (a->authuser == NULL || a->authuser[0] == '\0') && a->password != NULL &&
 	    a->password[0] != '\0' && imap_client_state(s->cl) == IMAP_CL_NOAUTH) {
 		/* imapsync's --trylogin (on by default): the plain LOGIN command

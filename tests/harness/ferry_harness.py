@@ -32,6 +32,7 @@ import email.utils
 import grp
 import hashlib
 import imaplib
+import json
 import os
 import pwd
 import random
@@ -53,6 +54,7 @@ HOST = "127.0.0.1"
 SIDES = ("src", "dst")
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw",
          "erin": "erin-pw", "frank": "frank-pw", "heidi": "heidi-pw", "grace": "grace-pw",
+         "kate": "kate-pw", "judy": "judy-pw", "ivan": "ivan-pw", "leo": "leo-pw",
          "nina": "nina-pw"}
 MASTER_USER = "admin"
 MASTER_PASS = "admin-pw"
@@ -60,6 +62,13 @@ MASTER_SEP = "*"
 # Mailbox layout and hierarchy separator per side. They differ on purpose, so
 # that separator translation is exercised by every src -> dst test.
 LAYOUTS = {"src": ("maildir++", "."), "dst": ("fs", "/")}
+# Dovecot's notify_status plugin (imapferry-sync --daemon --notifystatus): the
+# source loads it for everyone, but it is active only for NSTATUS_USER, whose
+# userdb entry points its dict at FERRY_NSTATUS_REDIS_PORT: a port reserved at
+# start where nothing listens until a test starts a redis-server of its own
+# there (tests/integ/test_daemon_nstatus.py). Other users are not affected.
+NSTATUS_USER = "leo"
+NSTATUS_PREFIX = "nstatus/"  # Dovecot splits the dict URI at ":": none in here
 
 START_TIMEOUT = 15.0  # seconds for each service to answer
 STOP_TIMEOUT = 5.0  # seconds after SIGTERM before SIGKILL
@@ -385,6 +394,11 @@ class Env:
             return self.users[user]
         except KeyError:
             raise HarnessError(f"no user {user!r} in the harness ({', '.join(self.users)})") from None
+
+    def oauth_token(self, user):
+        """The fixed OAuth2 access token of a user (the harness token server
+        and both Dovecots' oauth2 passdb accept it)."""
+        return dict(p.split(":", 1) for p in self.values["FERRY_OAUTH_TOKENS"].split())[user]
 
     def sep(self, side):
         """Hierarchy separator of a side's personal namespace."""
@@ -712,6 +726,14 @@ def _probe_redis(port):
             raise HarnessError(f"redis: PING answered {line!r}")
 
 
+def _userdb_extra(side, user, values):
+    """Extra userdb fields of a passwd-file line ("" for most users)."""
+    if side == "src" and user == NSTATUS_USER:
+        return (f"userdb_notify_status_dict=redis:host={HOST}"
+                f":port={values['FERRY_NSTATUS_REDIS_PORT']}:prefix={NSTATUS_PREFIX}")
+    return ""
+
+
 def _start_dovecot(directory, side, ident, ports, base_dir, ctx):
     """Render DIR/<side>/dovecot.conf, start Dovecot, wait for its listeners.
     Returns the master pid."""
@@ -727,6 +749,7 @@ def _start_dovecot(directory, side, ident, ports, base_dir, ctx):
         "ANVIL_CHROOT": ident["anvil_chroot"],
         "MAIL_UID": ident["mail_uid"], "MAIL_GID": ident["mail_gid"],
         "MAIL_LOCATION": location, "SEPARATOR": sep,
+        "MAIL_PLUGINS": "notify notify_status" if side == "src" else "",
         "IMAP_PORT": ports["imap"], "IMAPS_PORT": ports["imaps"], "LMTP_PORT": ports["lmtp"],
     })
     log = side_dir / "dovecot.log"
@@ -785,6 +808,80 @@ def _start_redis(directory, port):
     return pid
 
 
+def _start_oauth(directory, users, values):
+    """The OAuth2 token server (oauth_server.py) for XOAUTH2/OAUTHBEARER
+    tests: a test service account (RSA key pair made here, Google-style
+    DIR/oauth/key.json whose token_uri is the local server), a fixed access
+    token per user, and DIR/<side>/dovecot-oauth2.conf.ext for Dovecot's
+    oauth2 passdb (introspection over HTTPS, harness CA). Fills values."""
+    odir = directory / "oauth"
+    odir.mkdir(mode=0o755, exist_ok=True)
+    openssl = _find_program("openssl")
+    for cmd in ([openssl, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                 "-out", "sa.key"],
+                [openssl, "pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub"]):
+        r = subprocess.run(cmd, cwd=odir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT)
+        if r.returncode != 0:
+            raise HarnessError(f"{' '.join(cmd[:2])} failed:\n{r.stdout.decode(errors='replace')}")
+    (odir / "sa.key").chmod(0o600)
+    email = "ferry-sync@imapferry-test.iam.gserviceaccount.com"
+    tokens = {u: "fixed-" + u + "-" + base64.urlsafe_b64encode(os.urandom(18)).decode()
+              for u in users}
+    config = odir / "config.json"
+    config.write_text(json.dumps({
+        "cert": str(directory / "tls" / "server.pem"), "key": str(directory / "tls" / "server.key"),
+        "public_key": str(odir / "sa.pub"), "client_email": email, "users": sorted(users),
+        "fixed_tokens": tokens, "port_file": str(odir / "port"),
+        "pid_file": str(odir / "oauth.pid")}))
+    config.chmod(0o600)
+    log = odir / "oauth.log"
+    with open(log, "wb") as out:  # a file, not a pipe: ctest must not wait on it
+        proc = subprocess.Popen([sys.executable, str(HARNESS_DIR / "oauth_server.py"),
+                                 "--config", str(config)], cwd=odir, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=out, start_new_session=True)
+    values["FERRY_OAUTH_PID"] = proc.pid
+    values["FERRY_OAUTH_LOG"] = log
+    deadline = time.monotonic() + START_TIMEOUT
+    port = _wait_ready("oauth server port", lambda: _pid_from(odir / "port"),
+                       lambda: proc.poll() is None, [log], deadline)
+    ctx = ssl.create_default_context(cafile=str(directory / "tls" / "ca.pem"))
+
+    def probe():
+        with socket.create_connection((HOST, port), timeout=2) as raw:
+            with ctx.wrap_socket(raw, server_hostname=HOST) as sock:
+                sock.sendall(b"GET /stats HTTP/1.0\r\n\r\n")
+                if not sock.recv(64).startswith(b"HTTP/1.0 200"):
+                    raise HarnessError("oauth server: /stats did not answer 200")
+
+    _wait_ready(f"oauth server :{port}", probe, lambda: proc.poll() is None, [log], deadline)
+    token_uri = f"https://{HOST}:{port}/token"
+    key = {"type": "service_account", "project_id": "imapferry-test",
+           "private_key_id": os.urandom(20).hex(), "private_key": (odir / "sa.key").read_text(),
+           "client_email": email, "client_id": "100000000000000000001",
+           "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": token_uri}
+    (odir / "key.json").write_text(json.dumps(key, indent=2) + "\n")
+    (odir / "key.json").chmod(0o600)
+    for side in SIDES:
+        (directory / side / "dovecot-oauth2.conf.ext").write_text(
+            "# Written by ferry_harness.py: Dovecot's oauth2 passdb asks oauth_server.py.\n"
+            "introspection_mode = post\n"
+            f"introspection_url = https://{HOST}:{port}/introspect\n"
+            f"tls_ca_cert_file = {directory / 'tls' / 'ca.pem'}\n"
+            "username_attribute = username\n"
+            "active_attribute = active\n"
+            "active_value = true\n"
+            "timeout_msecs = 10000\n")
+    values.update({
+        "FERRY_OAUTH_PORT": port,
+        "FERRY_OAUTH_TOKEN_URI": token_uri,
+        "FERRY_OAUTH_KEY_JSON": odir / "key.json",
+        "FERRY_OAUTH_SA_KEY": odir / "sa.key",
+        "FERRY_OAUTH_SA_EMAIL": email,
+        "FERRY_OAUTH_TOKENS": " ".join(f"{u}:{t}" for u, t in tokens.items()),
+    })
+
+
 def _start_with_retry(what, start, new_ports, logs):
     """Run start(ports); if the server lost a free port to someone else in
     the meantime ("Address already in use"), try again on new ports."""
@@ -841,11 +938,18 @@ def start(directory, quiet=False, extra_users=None):
         "FERRY_MASTER_PASS": MASTER_PASS,
         "FERRY_MASTER_SEP": MASTER_SEP,
         "FERRY_MAIL_UID": ident["mail_uid"],
+        "FERRY_NSTATUS_REDIS_PORT": _free_ports(1)[0],
+        "FERRY_NSTATUS_PREFIX": NSTATUS_PREFIX,
+        "FERRY_NSTATUS_USER": NSTATUS_USER,
     }
     env_path = directory / "env"
     try:
         _make_tls(directory / "tls")
         ctx = ssl.create_default_context(cafile=str(values["FERRY_CA_FILE"]))
+        for side in SIDES:  # the oauth2 passdb settings go there
+            (directory / side).mkdir(mode=0o755, parents=True, exist_ok=True)
+        _start_oauth(directory, users, values)
+        write_env_file(env_path, values)
         for side in SIDES:
             side_dir = directory / side
             for sub in ("state", "mail", "home"):
@@ -855,7 +959,7 @@ def start(directory, quiet=False, extra_users=None):
                 (side_dir / sub).chmod(0o700)
             # Test passwords in clear ({PLAIN}): these accounts exist only here.
             (side_dir / "users").write_text("".join(
-                f"{u}:{{PLAIN}}{p}:{ident['mail_uid']}:{ident['mail_gid']}::{side_dir}/home/{u}::\n"
+                f"{u}:{{PLAIN}}{p}:{ident['mail_uid']}:{ident['mail_gid']}::{side_dir}/home/{u}::{_userdb_extra(side, u, values)}\n"
                 for u, p in users.items()))
             (side_dir / "master-users").write_text(f"{MASTER_USER}:{{PLAIN}}{MASTER_PASS}\n")
             base_dir = side_dir / "run"
@@ -921,6 +1025,8 @@ def _print_summary(env, elapsed):
               f"IMAPS {HOST}:{env.port(side, 'imaps')}, LMTP {HOST}:{env.port(side, 'lmtp')}, "
               f"separator {env.sep(side)!r}, log {env.values[f'FERRY_{side.upper()}_LOG']}")
     print(f"  redis  {HOST}:{env.redis_port}")
+    print(f"  oauth  {env.oauth_token_uri} (JWT-bearer grant; Dovecot introspects at "
+          f"/introspect), service account key {env.oauth_key_json}")
     print("  login " + ", ".join(f"{u} / {p}" for u, p in env.users.items())
           + f"; master {MASTER_USER} / {MASTER_PASS} as \"alice{MASTER_SEP}{MASTER_USER}\"")
     print(f"  CA file {env.ca_file}; settings in {env.dir / 'env'}")
@@ -962,6 +1068,10 @@ def stop(directory, keep=False, quiet=False):
         if pid and _alive(pid) and b"redis-server" in args and (
                 not redis_port or f":{redis_port}".encode() in args):
             victims.append(("redis", pid))
+
+    pid = _int(values.get("FERRY_OAUTH_PID"))
+    if pid and _alive(pid) and (directory / "oauth" / "config.json").as_posix().encode() in _cmdline(pid):
+        victims.append(("oauth server", pid))
 
     survivors = _terminate([pid for _what, pid in victims])
     for what, pid in victims:

@@ -20,8 +20,9 @@ def free_port():
 
 
 class PrivateRedis:
-    def __init__(self, workdir, timeout=10):
-        self.port = free_port()
+    def __init__(self, workdir, timeout=10, port=None):
+        """port: a given port (e.g. one the harness reserved) instead of a free one."""
+        self.port = port or free_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
              "--appendonly", "no", "--dir", str(workdir)],

@@ -489,25 +489,22 @@ static void test_auth_login(void **state)
 	imap_client_free(&cl);
 }
 
-/* XOAUTH2 is not offered by the test Dovecots: a clear error naming what
- * they offer, nothing sent, and the connection still usable; an unknown
- * mechanism fails at once. */
+/* The test Dovecots offer XOAUTH2 (an oauth2 passdb asking the harness's
+ * token server; a mechanism not offered is unit-tested in test_client_sasl):
+ * a token they do not know is refused with the server's JSON error and the
+ * connection stays usable; an unknown mechanism fails at once. */
 static void test_mech_not_offered(void **state)
 {
 	struct imap_client *cl;
 	struct step st;
-	char want[512];
 
 	(void)state;
 	cl = open_client("SRC", 0, tls_ca, &st);
 	assert_int_equal(st.status, IMAP_STATUS_OK);
 	login_mech(cl, USER, "some-token", "XOAUTH2", &st);
-	assert_int_equal(st.status, IMAP_STATUS_NONE);
-	snprintf(want, sizeof(want),
-	         "server %s does not offer AUTHENTICATE XOAUTH2 (no AUTH=XOAUTH2 in its "
-	         "CAPABILITY); it offers AUTH=PLAIN AUTH=LOGIN AUTH=CRAM-MD5 and the LOGIN command",
-	         imap_client_peer(cl));
-	assert_string_equal(st.text, want);
+	assert_int_equal(st.status, IMAP_STATUS_NO);
+	if (strstr(st.text, "(server error: {") == NULL)
+		fail_msg("XOAUTH2 refusal without the server's error: %s", st.text);
 	assert_int_equal(imap_client_in_flight(cl), 0);
 	login_mech(cl, USER, "x", "DIGEST-MD5", &st);
 	assert_int_equal(st.status, IMAP_STATUS_NONE);

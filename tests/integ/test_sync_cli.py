@@ -440,11 +440,13 @@ class SyncCli(unittest.TestCase):
                            args=base_args(pw1="wrong"))
         self.assertEqual(161, rc, out)
         self.assertNotIn("trying the LOGIN command", out)
-        # no OAuth server here: a clear refusal, and the token never shown
+        # a token the harness's OAuth server never issued: a clear refusal
+        # (test_sync_oauth covers accepted ones), and the token never shown
         token = "ya29.secret-token-value"
-        rc, out = run_sync("--justlogin", "--oauthaccesstoken1", token)
+        rc, out = run_sync("--justlogin", "--notrylogin", "--oauthaccesstoken1", token)
         self.assertEqual(161, rc, out)
-        self.assertIn("does not offer AUTHENTICATE XOAUTH2", out)
+        self.assertIn("Host1 failure: Error login on [127.0.0.1] with user [alice] auth [XOAUTH2]",
+                      out)
         self.assertNotIn(token, out)
         rc, out = run_sync("--justlogin", "--oauthaccesstoken1=" + token)
         self.assertNotIn(token, out)
