@@ -21,6 +21,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "acl.h"
 #include "delete.h"
 #include "flags.h"
 #include "hdrkey.h"
@@ -28,6 +29,7 @@
 #include "imapferry/resp.h"
 #include "msgs.h"
 #include "msgsel.h"
+#include "xdup.h"
 #include "xform.h"
 #include "sync.h"
 
@@ -247,7 +249,10 @@ static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *au
 		if (strcmp(a->str, "BODY[HEADER]") == 0 && m->side == 0 && m->r->o->addheader) {
 			char line[SY_HDRKEY_LINE_MAX];
 
-			rc = sy_hdrkey_addheader(m->r->hk, e->uid, e->size, e->key, line, &err);
+			/* 0 is success here (the key always exists) */
+			rc = sy_hdrkey_addheader(m->r->hk, e->uid, e->size, e->key, line, &err) == 0
+			             ? 1
+			             : -1;
 			e->addhdr = rc > 0;
 		} else if (strcmp(a->str, "BODY[HEADER]") == 0)
 			rc = sy_hdrkey_content(s, len, e->size, e->key, &err);
@@ -842,7 +847,7 @@ static void fetched(struct xfer *t, const char *fail)
 	if (t->m->addhdr) {
 		char key[SY_HDRKEY_MAX], line[SY_HDRKEY_LINE_MAX];
 
-		if (sy_hdrkey_addheader(r->hk, t->m->uid, t->m->size, key, line, &error) > 0)
+		if (sy_hdrkey_addheader(r->hk, t->m->uid, t->m->size, key, line, &error) == 0)
 			evbuffer_prepend(t->body, line, strlen(line));
 	}
 	t->refs++; /* for the APPEND */
@@ -1172,6 +1177,51 @@ void sy_record_map(struct sy_run *r, const struct sy_folder *f, const struct sy_
 	free(pairs);
 }
 
+/*
+ * --skipcrossduplicates (imapsync's h2_folders_of_md5): this folder's host2
+ * keys join the run's set; a host1 message not on this host2 folder whose
+ * key is already in another host2 folder (found there earlier in the run,
+ * or copied there) is not copied. It stays identified (not "in host1, not
+ * in host2": it is on host2) and is never deleted by --delete1.
+ */
+static void cross_duplicates(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                             const struct sy_msgs *m2)
+{
+	char where[1024];
+
+	for (size_t k = 0; k < m2->n; k++) {
+		if (m2->v[k].haskey)
+			sy_xdup_add(r->xdup, m2->v[k].key, f->name2);
+	}
+	for (size_t k = 0; k < m1->n; k++) {
+		struct sy_msg *e = &m1->v[k];
+
+		if (!e->haskey || e->dup || e->match || e->skip ||
+		    sy_xdup_find(r->xdup, e->key, f->name2, where, sizeof(where)) == 0)
+			continue;
+		if (r->o->debugcrossduplicates)
+			sy_out(r,
+			       "Host1: msg %s/%u {%u} is a crossduplicate: key %s already in host2 "
+			       "folder %s, not copied (--skipcrossduplicates)",
+			       f->name1, e->uid, e->size, e->key, where);
+		e->skip = 1;
+		r->crossdup2++;
+	}
+}
+
+/* The keys this pass put on host2 (or would have, under --dry). */
+static void cross_duplicates_copied(struct sy_run *r, const struct sy_folder *f,
+                                    const struct sy_msgs *m1)
+{
+	for (size_t k = 0; k < m1->n; k++) {
+		const struct sy_msg *e = &m1->v[k];
+
+		if (e->match == -1 ||
+		    (r->o->dry && e->haskey && !e->dup && e->match == 0 && !e->skip))
+			sy_xdup_add(r->xdup, e->key, f->name2);
+	}
+}
+
 void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, unsigned total)
 {
 	struct sy_msgs m1, m2;
@@ -1270,11 +1320,17 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 		if (sy_kindex_get(&ix1, &m1, e->key) == NULL)
 			r->in2_not_in1++;
 	}
+	if (r->xdup != NULL)
+		cross_duplicates(r, f, &m1, &m2);
 copy:
 	for (size_t k = 0; k < m1.n; k++)
 		complete = complete && m1.v[k].haskey; /* a host1 key missing: not complete */
 	sy_select_sizes(r, f, &m1);
 	sy_copy_messages(r, f, &m1, &m2);
+	if (r->xdup != NULL)
+		cross_duplicates_copied(r, f, &m1);
+	if (r->o->synclabels || r->o->resynclabels)
+		sy_labels_folder(r, f, &m1, &m2); /* Gmail only (sy_labels_usable()) */
 	if (r->o->resyncflags)
 		sy_resync_flags(r, f, &m1, &m2);
 	sy_delete_after_pass(r, f, &m1, &m2, byuid ? NULL : &ix1, complete);

@@ -21,8 +21,11 @@
 
 #include "flags.h"
 #include "hdrkey.h"
+#include "msgsel.h"
 #include "regex.h"
+#include "acl.h"
 #include "delete.h"
+#include "xdup.h"
 #include "imapferry/log.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
@@ -30,6 +33,9 @@
 #include "worker.h"
 
 #define EXIT_BY_SIGNAL 6
+
+/* what the provider presets set (--gmail1 ...), said after the banner */
+static char preset_notes[2048];
 
 static volatile sig_atomic_t got_signal;
 static struct sy_run *signal_run;
@@ -39,11 +45,180 @@ int sy_main_signalled(void)
 	return got_signal != 0;
 }
 
+/* --- signals, as imapsync: --sigexit (default QUIT TERM) ends the run
+ * after the messages in flight, with the statistics (exit 6);
+ * --sigreconnect (default INT) reconnects both hosts and goes on (the
+ * folder being synced is redone: identification finds what was copied),
+ * and a second one within 2 seconds acts as --sigexit; --sigignore
+ * ignores. Later lists win for a signal given in several. --- */
+
+#define SIG_TWICE_NS   2000000000LL /* two reconnect signals this close: exit */
+#define STOP_RECONNECT 2            /* r->stop: the folder stops for a reconnect */
+
+enum sig_action { SIGA_NONE, SIGA_EXIT, SIGA_RECONNECT, SIGA_IGNORE };
+
+static volatile sig_atomic_t reconnect_sig; /* a reconnect was asked for */
+static volatile sig_atomic_t in_folder;     /* a folder pass may stop for it */
+static long long last_reconnect_ns;         /* written by the handler only */
+
+static const struct {
+	const char *name;
+	int sig;
+} sig_names[] = {
+        {"HUP", SIGHUP},   {"INT", SIGINT},     {"QUIT", SIGQUIT}, {"USR1", SIGUSR1},
+        {"USR2", SIGUSR2}, {"PIPE", SIGPIPE},   {"ALRM", SIGALRM}, {"TERM", SIGTERM},
+        {"CHLD", SIGCHLD}, {"CONT", SIGCONT},   {"TSTP", SIGTSTP}, {"TTIN", SIGTTIN},
+        {"TTOU", SIGTTOU}, {"XCPU", SIGXCPU},   {"XFSZ", SIGXFSZ}, {"VTALRM", SIGVTALRM},
+        {"PROF", SIGPROF}, {"WINCH", SIGWINCH}, {"KILL", SIGKILL}, {"STOP", SIGSTOP},
+};
+
+static enum sig_action sig_actions[NSIG];
+
+static const char *sig_name(int sig)
+{
+	for (size_t i = 0; i < sizeof(sig_names) / sizeof(sig_names[0]); i++) {
+		if (sig_names[i].sig == sig)
+			return sig_names[i].name;
+	}
+	return "?";
+}
+
+/* "INT", "SIGINT", "int" or "2"; -1 when unknown. */
+static int sig_lookup(const char *w, size_t len)
+{
+	char num[16];
+
+	if (len > 3 && strncasecmp(w, "SIG", 3) == 0) {
+		w += 3;
+		len -= 3;
+	}
+	if (len > 0 && len < sizeof(num) && strspn(w, "0123456789") >= len) {
+		long n;
+
+		memcpy(num, w, len);
+		num[len] = '\0';
+		n = strtol(num, NULL, 10);
+		return n > 0 && n < NSIG ? (int)n : -1;
+	}
+	for (size_t i = 0; i < sizeof(sig_names) / sizeof(sig_names[0]); i++) {
+		if (strlen(sig_names[i].name) == len && strncasecmp(sig_names[i].name, w, len) == 0)
+			return sig_names[i].sig;
+	}
+	return -1;
+}
+
+/* One option's values (each may hold several names, blank- or
+ * comma-separated) into sig_actions. 0, or -1 with the message in err. */
+static int sig_list(const struct sy_strlist *l, const char *opt, enum sig_action a, char *err,
+                    size_t size)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const char *p = l->v[i];
+
+		while (*p != '\0') {
+			size_t len;
+			int sig;
+
+			p += strspn(p, " \t,");
+			len = strcspn(p, " \t,");
+			if (len == 0)
+				break;
+			sig = sig_lookup(p, len);
+			if (sig < 0 || sig == SIGKILL || sig == SIGSTOP) {
+				snprintf(err, size,
+				         "--%s %.*s: %s (give a name like INT, TERM, QUIT, HUP, "
+				         "USR1 or a number)",
+				         opt, (int)len, p,
+				         sig < 0 ? "unknown signal"
+				                 : "this signal cannot be caught");
+				return -1;
+			}
+			sig_actions[sig] = a;
+			p += len;
+		}
+	}
+	return 0;
+}
+
+/* The signal table from the options (imapsync's defaults when a list is
+ * not given). 0, or -1 with the message in err (exit 64). */
+static int sig_setup(const struct sy_options *o, char *err, size_t size)
+{
+	static char d_exit1[] = "QUIT", d_exit2[] = "TERM", d_int[] = "INT";
+	static char *dexit[] = {d_exit1, d_exit2}, *dreco[] = {d_int};
+	const struct sy_strlist def_exit = {dexit, 2}, def_reconnect = {dreco, 1};
+
+	memset(sig_actions, 0, sizeof(sig_actions));
+	if (sig_list(sy_options_given(o, SY_OPT_SIGEXIT) ? &o->sigexit : &def_exit, "sigexit",
+	             SIGA_EXIT, err, size) < 0 ||
+	    sig_list(sy_options_given(o, SY_OPT_SIGRECONNECT) ? &o->sigreconnect : &def_reconnect,
+	             "sigreconnect", SIGA_RECONNECT, err, size) < 0 ||
+	    sig_list(&o->sigignore, "sigignore", SIGA_IGNORE, err, size) < 0)
+		return -1;
+	return 0;
+}
+
 static void on_signal(int sig)
 {
+	int saved = errno;
+
+	if (sig > 0 && sig < NSIG && sig_actions[sig] == SIGA_RECONNECT) {
+		struct timespec ts;
+		long long now;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+		if (last_reconnect_ns == 0 || now - last_reconnect_ns >= SIG_TWICE_NS) {
+			last_reconnect_ns = now;
+			reconnect_sig = sig;
+			if (in_folder && signal_run != NULL && signal_run->stop == 0)
+				signal_run->stop = STOP_RECONNECT;
+			errno = saved;
+			return;
+		}
+		/* twice within 2 seconds: the exit below */
+	}
 	got_signal = sig;
 	if (signal_run != NULL)
 		signal_run->stop = 1;
+	errno = saved;
+}
+
+static void sig_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig_actions[sig] == SIGA_NONE)
+			continue;
+		sa.sa_handler = sig_actions[sig] == SIGA_IGNORE ? SIG_IGN : on_signal;
+		sigaction(sig, &sa, NULL);
+	}
+}
+
+/* A --sigreconnect signal came: both hosts are reconnected (counted in
+ * "Reconnections to host1/2"). 0, or -1 when one cannot be (r->stop set). */
+static int reconnect_asked(struct sy_run *r)
+{
+	int sig = reconnect_sig;
+
+	reconnect_sig = 0;
+	if (r->stop == STOP_RECONNECT)
+		r->stop = 0;
+	sy_out(r,
+	       "Got a signal %s (%d): reconnecting to host1 and host2 (the same signal twice "
+	       "within 2 seconds ends the sync)",
+	       sig_name(sig), sig);
+	for (int i = 0; i < 2; i++) {
+		r->reconnects[i]++;
+		if (sy_side_reopen(r, i) != 0) {
+			r->stop = 1;
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static char *prompt_password(int side, const char *user)
@@ -248,23 +423,37 @@ static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, 
 	unsigned tries[2] = {0, 0};
 
 	for (;;) {
-		struct sy_run snap = *r;
+		struct sy_run snap;
 		uint64_t copied, bytes;
-		int lost = -1;
+		int lost = -1, asked;
+
+		/* a --sigreconnect signal between folders: reconnect first */
+		if (reconnect_sig != 0 && got_signal == 0 && reconnect_asked(r) < 0)
+			return;
+		snap = *r;
 
 		/* the incremental pass first, when the state allows one; a retry
 		 * is always a full pass (identification finds what the broken
 		 * attempt copied) */
+		in_folder = 1;
 		if (db == NULL || sy_delta_folder(r, f, db, idx, total) == 0)
 			sy_copy_folder(r, f, idx, total);
+		in_folder = 0;
 		db = NULL;
+		/* stopped after the messages in flight for a --sigreconnect signal */
+		asked = r->stop == STOP_RECONNECT && got_signal == 0;
 		for (int i = 0; i < 2 && lost < 0; i++) {
 			if (side_lost(r, i))
 				lost = i;
 		}
-		if (lost < 0 || got_signal != 0)
+		if (asked) {
+			sy_out(r,
+			       "Folder [%s]: interrupted by a signal, redone after the "
+			       "reconnection",
+			       f->name1);
+		} else if (lost < 0 || got_signal != 0) {
 			return;
-		if (tries[lost] >= (unsigned)r->o->acc[lost].reconnectretry) {
+		} else if (tries[lost] >= (unsigned)r->o->acc[lost].reconnectretry) {
 			sy_error(r, lost == 0 ? SY_ERR_CONNECT1 : SY_ERR_CONNECT2,
 			         "Host%d: connection lost, %u reconnections failed or used up: %s",
 			         lost + 1, tries[lost],
@@ -272,15 +461,16 @@ static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, 
 			                                  : "");
 			r->stop = 1;
 			return;
+		} else {
+			tries[lost]++;
+			sy_out(r,
+			       "Host%d: connection lost (%s); reconnecting (%u/%lld) and redoing "
+			       "folder [%s]",
+			       lost + 1,
+			       r->side[lost].cl != NULL ? imap_client_error(r->side[lost].cl)
+			                                : "not connected",
+			       tries[lost], r->o->acc[lost].reconnectretry, f->name1);
 		}
-		tries[lost]++;
-		sy_out(r,
-		       "Host%d: connection lost (%s); reconnecting (%u/%lld) and redoing folder "
-		       "[%s]",
-		       lost + 1,
-		       r->side[lost].cl != NULL ? imap_client_error(r->side[lost].cl)
-		                                : "not connected",
-		       tries[lost], r->o->acc[lost].reconnectretry, f->name1);
 		/* keep what was copied; the rest is counted again by the retry */
 		copied = r->transferred - snap.transferred;
 		bytes = r->bytes_transferred - snap.bytes_transferred;
@@ -294,6 +484,12 @@ static void sync_folder_with_retry(struct sy_run *r, const struct sy_folder *f, 
 		r->transferred += copied;
 		r->bytes_transferred += bytes;
 		r->retry_copied += copied;
+		r->retry_bytes += bytes;
+		if (asked) {
+			if (reconnect_asked(r) < 0)
+				return;
+			continue;
+		}
 		r->reconnects[lost]++;
 		for (int i = 0; i < 2; i++) {
 			if (side_lost(r, i) && sy_side_reopen(r, i) != 0) {
@@ -361,7 +557,8 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
 		return;
 	}
 	counts[0] = r->ident1 - snap.ident1;
-	counts[1] = (r->ident2 - snap.ident2) + (r->transferred - snap.transferred);
+	counts[1] = (r->ident2 - snap.ident2) + (r->transferred - snap.transferred) -
+	            (r->retry_copied - snap.retry_copied); /* found again by a redo */
 	counts[2] = r->in2_not_in1 - snap.in2_not_in1;
 	sy_state_record(st, &plan->f[k], now, counts);
 }
@@ -452,7 +649,9 @@ static uint64_t *counter_ptr(struct sy_run *r, int i)
 	                       &r->would_copy,
 	                       &r->retry_copied,
 	                       &r->deleted1,
-	                       &r->deleted2};
+	                       &r->deleted2,
+	                       &r->crossdup2,
+	                       &r->retry_bytes};
 
 	return i < (int)(sizeof(p) / sizeof(p[0])) ? p[i] : NULL;
 }
@@ -642,6 +841,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 		}
 	}
 	banner(r, argc, argv);
+	if (preset_notes[0] != '\0')
+		sy_out(r, "%s", preset_notes);
 	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
 		sy_out(r, "%s", err);
 		return finish(r, SY_EX_NOINPUT);
@@ -699,6 +900,18 @@ static int run(struct sy_run *r, int argc, char **argv)
 	}
 	if (o->justconnect || o->justlogin)
 		return finish(r, 0);
+	sy_select_check_search(r); /* --checknoabletosearch (issue 8) */
+	if (o->skipcrossduplicates) {
+		/* which folder's copy wins depends on the folder order, and every
+		 * folder's host2 keys must be read: full passes, in order */
+		if (o->state || o->parallel > 1)
+			sy_out(r, "Info: --skipcrossduplicates reads every folder in order: no "
+			          "state and no --parallel for this run");
+		o->state = 0;
+		o->delta = 0;
+		o->parallel = 1;
+		r->xdup = sy_xdup_new();
+	}
 	/* the state is read before the folder plan: a folder renamed on host1
 	 * is recognised from it before its new name is created on host2 */
 	if (o->state && !o->dry && !o->justfolders && !o->justfoldersizes && !o->justfolderlists &&
@@ -724,6 +937,9 @@ static int run(struct sy_run *r, int argc, char **argv)
 		sy_plan_free(&plan);
 		return finish(r, 0);
 	}
+	sy_acl_sync(r, &plan);   /* --syncacls (issue 8) */
+	if (sy_labels_usable(r)) /* --synclabels/--resynclabels: Gmail only */
+		o->delta = 0;    /* labels are set by full passes */
 	if (o->foldersizes || o->justfoldersizes)
 		sy_folder_sizes(r, &plan, 0);
 	if (o->justfoldersizes) {
@@ -780,7 +996,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 	sy_plan_free(&plan);
 	code = sy_report(r);
 	if (got_signal != 0) {
-		sy_out(r, "Got signal %d, exiting", (int)got_signal);
+		sy_out(r, "Got signal %s (%d), exiting", sig_name(got_signal), (int)got_signal);
 		code = EXIT_BY_SIGNAL;
 	}
 	return finish(r, code);
@@ -973,7 +1189,6 @@ static int main_args(int argc, char **argv)
 	struct sy_options o;
 	struct sy_run r;
 	char err[8192];
-	struct sigaction sa;
 	int code;
 
 	sy_options_init(&o);
@@ -994,6 +1209,11 @@ static int main_args(int argc, char **argv)
 		sy_options_free(&o);
 		return 0;
 	}
+	if (sy_options_presets(&o, preset_notes, sizeof(preset_notes)) < 0) {
+		fprintf(stderr, "out of memory\n");
+		sy_options_free(&o);
+		return SY_EX_USAGE;
+	}
 	if (sy_options_check(&o, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		sy_options_free(&o);
@@ -1003,6 +1223,11 @@ static int main_args(int argc, char **argv)
 		const char *e;
 
 		log_set_debug(o.debug ? "all" : "imap", &e);
+	}
+	if (sig_setup(&o, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		sy_options_free(&o);
+		return SY_EX_USAGE;
 	}
 	if (o.abort) {
 		code = abort_previous(&o);
@@ -1019,14 +1244,11 @@ static int main_args(int argc, char **argv)
 	r.tty = isatty(STDOUT_FILENO);
 	clock_gettime(CLOCK_MONOTONIC, &r.t0);
 	signal_run = &r;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGQUIT, &sa, NULL);
+	sig_install();
 
 	code = run(&r, argc, argv);
 
+	sy_xdup_free(&r.xdup);
 	sy_hdrkey_opts_free(&r.hk);
 	sy_flags_opts_free(&r.fl);
 	if (r.base != NULL && r.base != sy_pool_base())

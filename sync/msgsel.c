@@ -1,5 +1,6 @@
 /* msgsel.c - see msgsel.h. */
 #include "msgsel.h"
+#include "xform.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,42 @@ int sy_select_window_active(const struct sy_options *o)
 	return sy_options_given(o, SY_OPT_MAXAGE) || sy_options_given(o, SY_OPT_MINAGE) ||
 	       (o->acc[0].search != NULL && o->acc[0].search[0] != '\0') ||
 	       (o->acc[1].search != NULL && o->acc[1].search[0] != '\0');
+}
+
+void sy_select_check_search(struct sy_run *r)
+{
+	struct sy_options *o = r->o;
+	int bad = 0;
+
+	if (!o->checknoabletosearch ||
+	    (!sy_options_given(o, SY_OPT_MAXAGE) && !sy_options_given(o, SY_OPT_MINAGE)))
+		return;
+	for (int i = 0; i < 2 && !bad; i++) {
+		struct sy_msgs m;
+		struct sy_uids u = {NULL, 0, 0};
+		struct sy_res res;
+
+		if (!o->acc[i].abletosearch || (o->acc[i].search != NULL && o->acc[i].search[0]))
+			continue; /* no SEARCH anyway, or --searchN replaces the ages */
+		memset(&m, 0, sizeof(m));
+		m.r = r;
+		m.side = i;
+		if (sy_cmd(r, i, &res, sy_on_select, NULL, &m, "EXAMINE INBOX") == IMAP_STATUS_OK &&
+		    sy_cmd(r, i, &res, sy_on_search, NULL, &u, "UID SEARCH ALL") ==
+		            IMAP_STATUS_OK &&
+		    u.n != m.exists) {
+			sy_out(r, "Host%d: INBOX has %u messages but SEARCH ALL found %zu", i + 1,
+			       m.exists, u.n);
+			bad = 1;
+		}
+		sy_uids_free(&u);
+		sy_msgs_free(&m);
+	}
+	if (!bad)
+		return;
+	sy_out(r, "At least one account can not SEARCH ALL. So acting like --noabletosearch");
+	o->acc[0].abletosearch = 0;
+	o->acc[1].abletosearch = 0;
 }
 
 /* "dd-Mon-yyyy" of now - days, local time (imapsync's day granularity). */
@@ -229,7 +266,7 @@ int sy_select_body(struct sy_run *r, const struct sy_folder *f, struct sy_msg *e
                    struct evbuffer *body)
 {
 	const struct sy_options *o = r->o;
-	size_t len = evbuffer_get_length(body);
+	size_t len = evbuffer_get_length(body), longcmd = 0;
 	const char *s;
 
 	if (!sy_select_needs_body(o))
@@ -257,7 +294,10 @@ int sy_select_body(struct sy_run *r, const struct sy_folder *f, struct sy_msg *e
 		size_t longest = longest_line(s, len);
 
 		if (sy_options_given(o, SY_OPT_MAXLINELENGTH) && o->maxlinelength > 0 &&
-		    longest > (size_t)o->maxlinelength) {
+		    longest > (size_t)o->maxlinelength && o->maxlinelengthcmd != NULL) {
+			longcmd = longest; /* --maxlinelengthcmd rewrites it, below */
+		} else if (sy_options_given(o, SY_OPT_MAXLINELENGTH) && o->maxlinelength > 0 &&
+		           longest > (size_t)o->maxlinelength) {
 			sy_msgline(r,
 			           "- msg %s/%u {%u} skipped: a line of %zu bytes is over "
 			           "--maxlinelength %lld",
@@ -282,6 +322,22 @@ int sy_select_body(struct sy_run *r, const struct sy_folder *f, struct sy_msg *e
 		evbuffer_drain(body, evbuffer_get_length(body));
 		evbuffer_add_buffer(body, tmp);
 		evbuffer_free(tmp);
+	}
+	if (longcmd > 0) {
+		/* imapsync's --maxlinelengthcmd: the message goes through the
+		 * command instead of being skipped; a failure fails it alone */
+		char why[512];
+
+		if (sy_xform_pipe(o->tmpdir, o->maxlinelengthcmd, body, why, sizeof(why)) < 0) {
+			sy_error(r, SY_ERR_UNCLASSIFIED,
+			         "- msg %s/%u {%u}: Failure: --maxlinelengthcmd command \"%s\" %s",
+			         f->name1, e->uid, e->size, o->maxlinelengthcmd, why);
+			return 1;
+		}
+		sy_msgline(r,
+		           "- msg %s/%u {%u}: a line of %zu bytes is over --maxlinelength %lld: "
+		           "rewritten by --maxlinelengthcmd",
+		           f->name1, e->uid, e->size, longcmd, o->maxlinelength);
 	}
 	return e->skip;
 }

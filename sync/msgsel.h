@@ -26,6 +26,14 @@ struct evbuffer;
  * then gives way to the full pass). */
 int sy_select_window_active(const struct sy_options *o);
 
+/* imapsync's --checknoabletosearch (on by default): when the run selects
+ * by age with SEARCH, the message count of INBOX by EXAMINE is compared
+ * with its UID SEARCH ALL count on each side that can search; if one
+ * differs, "At least one account can not SEARCH ALL. So acting like
+ * --noabletosearch" and both sides compute ages from INTERNALDATE. Costs
+ * two commands per side, only with --maxage/--minage. */
+void sy_select_check_search(struct sy_run *r);
+
 /* Keeps in m (side i, read by sy_read_side()) only the messages inside
  * the window: UID SEARCH with the criteria, or INTERNALDATE ages without
  * SEARCH. 0, or -1 when the SEARCH failed (error recorded: the folder pair
@@ -45,7 +53,9 @@ void sy_select_sizes(struct sy_run *r, const struct sy_folder *f, struct sy_msgs
 int sy_select_needs_body(const struct sy_options *o);
 
 /* The body rules on a fetched message: 1 when it is skipped (said,
- * counted, e->skip set), 0 to copy it. */
+ * counted, e->skip set) or when --maxlinelengthcmd failed on it (error
+ * recorded, e->skip not set: it stays "not on host2"), 0 to copy it (body
+ * possibly rewritten by --maxlinelengthcmd). */
 int sy_select_body(struct sy_run *r, const struct sy_folder *f, struct sy_msg *e,
                    struct evbuffer *body);
 

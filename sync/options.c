@@ -164,7 +164,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_FOLDERREC] = {"folderrec", NULL, T_LIST(folderrec), NULL, NULL, NOW, SY_G_FOLDERS, NULL, "sync this folder and its subfolders"},
 	[SY_OPT_INCLUDE] = {"include", NULL, T_LIST(include), NULL, NULL, NOW, SY_G_FOLDERS, "reg", "add the host1 folders matching reg"},
 	[SY_OPT_EXCLUDE] = {"exclude", NULL, T_LIST(exclude), NULL, NULL, NOW, SY_G_FOLDERS, "reg", "skip the folders matching reg"},
-	[SY_OPT_NOEXCLUDE] = {"noexclude", NULL, T_BOOL(noexclude), "0", NULL, LATER, SY_G_FOLDERS, NULL, "drop the --exclude of a preset"},
+	[SY_OPT_NOEXCLUDE] = {"noexclude", NULL, T_BOOL(noexclude), "0", NULL, NOW, SY_G_FOLDERS, NULL, "drop the --exclude of a preset"},
 	[SY_OPT_FOLDERFIRST] = {"folderfirst", NULL, T_LIST(folderfirst), NULL, NULL, NOW, SY_G_FOLDERS, NULL, "sync this folder first"},
 	[SY_OPT_FOLDERLAST] = {"folderlast", NULL, T_LIST(folderlast), NULL, NULL, NOW, SY_G_FOLDERS, NULL, "sync this folder last"},
 	[SY_OPT_SUBSCRIBED] = {"subscribed", NULL, T_BOOL(subscribed), "0", NULL, NOW, SY_G_FOLDERS, NULL, "sync the folders subscribed on host1"},
@@ -185,7 +185,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_REGEXTRANS2] = {"regextrans2", NULL, T_LIST(regextrans2), NULL, NULL, NOW, SY_G_NAMES, "reg", "Perl s/// applied to each host2 folder name"},
 	[SY_OPT_F1F2] = {"f1f2", NULL, T_HASH(f1f2), NULL, NULL, NOW, SY_G_NAMES, "h1=h2", "sync host1 folder h1 into host2 folder h2"},
 	[SY_OPT_F1F2H] = {"f1f2h", NULL, T_HASH(f1f2), NULL, NULL, NOW, SY_G_NAMES, "h1=h2", "same as --f1f2"},
-	[SY_OPT_NOF1F2] = {"nof1f2", NULL, T_BOOL(nof1f2), "0", NULL, LATER, SY_G_NAMES, NULL, "drop the --f1f2 of a preset"},
+	[SY_OPT_NOF1F2] = {"nof1f2", NULL, T_BOOL(nof1f2), "0", NULL, NOW, SY_G_NAMES, NULL, "drop the --f1f2 of a preset"},
 	[SY_OPT_AUTOMAP] = {"automap", NULL, T_NEG(automap), "0", NULL, NOW, SY_G_NAMES, NULL, "map special-use folders (Sent, Trash...) by role"},
 	[SY_OPT_SUBFOLDER1] = {"subfolder1", NULL, T_STR(subfolder1), NULL, NULL, NOW, SY_G_NAMES, NULL, "sync the host1 subtree str to the host2 root"},
 	[SY_OPT_SUBFOLDER2] = {"subfolder2", NULL, T_STR(subfolder2), NULL, NULL, NOW, SY_G_NAMES, NULL, "sync everything under the host2 folder str"},
@@ -211,16 +211,16 @@ static const struct sy_optdesc opts[] = {
 	/* flags, labels, dates */
 	[SY_OPT_RESYNCFLAGS] = {"resyncflags", NULL, T_NEG(resyncflags), "1", NULL, NOW, SY_G_FLAGS, NULL, "update flags of messages on host2"},
 	[SY_OPT_REGEXFLAG] = {"regexflag", NULL, T_LIST(regexflag), NULL, NULL, NOW, SY_G_FLAGS, "reg", "Perl s/// applied to each flag list"},
-	[SY_OPT_NOREGEXFLAG] = {"noregexflag", NULL, T_BOOL(noregexflag), "0", NULL, LATER, SY_G_FLAGS, NULL, "drop the --regexflag of a preset"},
+	[SY_OPT_NOREGEXFLAG] = {"noregexflag", NULL, T_BOOL(noregexflag), "0", NULL, NOW, SY_G_FLAGS, NULL, "drop the --regexflag of a preset"},
 	[SY_OPT_FILTERFLAGS] = {"filterflags", NULL, T_NEG(filterflags), "1", NULL, NOW, SY_G_FLAGS, NULL, "keep what host2 PERMANENTFLAGS allows"},
 	[SY_OPT_FILTERBUGGYFLAGS] = {"filterbuggyflags", NULL, T_NEG(filterbuggyflags), "0", NULL, NOW, SY_G_FLAGS, NULL, "drop flags known to make APPEND fail"},
 	[SY_OPT_FLAGSCASE] = {"flagscase", NULL, T_NEG(flagscase), "1", NULL, NOW, SY_G_FLAGS, NULL, "fix the case of system flags"},
 	[SY_OPT_SYNCFLAGSAFTERCOPY] = {"syncflagsaftercopy", NULL, T_NEG(syncflagsaftercopy), "0", NULL, NOW, SY_G_FLAGS, NULL, "store the flags again after each APPEND"},
-	[SY_OPT_SYNCLABELS] = {"synclabels", NULL, T_NEG(synclabels), "0", NULL, LATER, SY_G_FLAGS, NULL, "copy Gmail labels"},
-	[SY_OPT_RESYNCLABELS] = {"resynclabels", NULL, T_NEG(resynclabels), "0", NULL, LATER, SY_G_FLAGS, NULL, "update Gmail labels of messages on host2"},
+	[SY_OPT_SYNCLABELS] = {"synclabels", NULL, T_NEG(synclabels), "0", NULL, NOW, SY_G_FLAGS, NULL, "copy Gmail labels"},
+	[SY_OPT_RESYNCLABELS] = {"resynclabels", NULL, T_NEG(resynclabels), "0", NULL, NOW, SY_G_FLAGS, NULL, "update Gmail labels of messages on host2"},
 	[SY_OPT_SYNCINTERNALDATES] = {"syncinternaldates", NULL, T_NEG(syncinternaldates), "1", NULL, NOW, SY_G_FLAGS, NULL, "keep the host1 internal dates"},
 	[SY_OPT_IDATEFROMHEADER] = {"idatefromheader", NULL, T_NEG(idatefromheader), "0", NULL, NOW, SY_G_FLAGS, NULL, "take internal dates from the Date: header"},
-	[SY_OPT_SYNCACLS] = {"syncacls", NULL, T_NEG(syncacls), "0", NULL, LATER, SY_G_FLAGS, NULL, "copy ACLs"},
+	[SY_OPT_SYNCACLS] = {"syncacls", NULL, T_NEG(syncacls), "0", NULL, NOW, SY_G_FLAGS, NULL, "copy ACLs"},
 
 	/* message selection */
 	[SY_OPT_MAXAGE] = {"maxage", NULL, T_FLO(maxage), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages older than flo days"},
@@ -237,7 +237,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_CHECKNOABLETOSEARCH] = {"checknoabletosearch", NULL, T_NEG(checknoabletosearch), "1", "unless --justfolders", NOW, SY_G_SELECTION, NULL, "test SEARCH on INBOX"},
 	[SY_OPT_FETCH_HASH_SET] = {"fetch_hash_set", NULL, T_STR(fetch_hash_set), NULL, "1:*", LATER, SY_G_SELECTION, NULL, "UID set fetched without SEARCH"},
 	[SY_OPT_MAXLINELENGTH] = {"maxlinelength", NULL, T_INT(maxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages with a longer line"},
-	[SY_OPT_MAXLINELENGTHCMD] = {"maxlinelengthcmd", NULL, T_STR(maxlinelengthcmd), NULL, NULL, LATER, SY_G_SELECTION, "cmd", "filter messages with too long lines"},
+	[SY_OPT_MAXLINELENGTHCMD] = {"maxlinelengthcmd", NULL, T_STR(maxlinelengthcmd), NULL, NULL, NOW, SY_G_SELECTION, "cmd", "filter messages with too long lines"},
 	[SY_OPT_MINMAXLINELENGTH] = {"minmaxlinelength", NULL, T_INT(minmaxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages whose lines are all short"},
 
 	/* message transforms */
@@ -281,9 +281,9 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_MAXSLEEP] = {"maxsleep", NULL, T_FLO(maxsleep), "2", NULL, NOW, SY_G_RUN, NULL, "longest throttle pause, seconds"},
 	[SY_OPT_ABORT] = {"abort", NULL, T_BOOL(abort), "0", NULL, NOW, SY_G_RUN, NULL, "stop the run named in the pidfile"},
 	[SY_OPT_ABORTBYFILE] = {"abortbyfile", NULL, T_BOOL(abortbyfile), "0", NULL, LATER, SY_G_RUN, NULL, "--abort through an abort file"},
-	[SY_OPT_SIGEXIT] = {"sigexit", NULL, T_LIST(sigexit), NULL, "QUIT TERM", LATER, SY_G_RUN, "sig", "signal that ends the run with stats"},
-	[SY_OPT_SIGRECONNECT] = {"sigreconnect", NULL, T_LIST(sigreconnect), NULL, "INT", LATER, SY_G_RUN, "sig", "signal that reconnects both hosts"},
-	[SY_OPT_SIGIGNORE] = {"sigignore", NULL, T_LIST(sigignore), NULL, NULL, LATER, SY_G_RUN, "sig", "signal to ignore"},
+	[SY_OPT_SIGEXIT] = {"sigexit", NULL, T_LIST(sigexit), NULL, "QUIT TERM", NOW, SY_G_RUN, "sig", "signal that ends the run with stats"},
+	[SY_OPT_SIGRECONNECT] = {"sigreconnect", NULL, T_LIST(sigreconnect), NULL, "INT", NOW, SY_G_RUN, "sig", "signal that reconnects both hosts"},
+	[SY_OPT_SIGIGNORE] = {"sigignore", NULL, T_LIST(sigignore), NULL, NULL, NOW, SY_G_RUN, "sig", "signal to ignore"},
 	[SY_OPT_VERSION] = {"version", NULL, T_BOOL(version), "0", NULL, NOW, SY_G_RUN, NULL, "print the version, then exit"},
 	[SY_OPT_HELP] = {"help", NULL, T_BOOL(help), "0", NULL, NOW, SY_G_RUN, NULL, "print this help, then exit"},
 	[SY_OPT_RELEASECHECK] = {"releasecheck", NULL, T_NEG(releasecheck), "0", NULL, NA, SY_G_INTERNAL, NULL, "check for a newer release (never done)"},
@@ -301,14 +301,14 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_EMAILREPORTFROM] = {"emailreportfrom", NULL, T_STR(emailreportfrom), NULL, NULL, LATER, SY_G_FILES, NULL, "From: of the report message"},
 
 	/* presets */
-	[SY_OPT_GMAIL1] = {"gmail1", NULL, T_BOOL(gmail1), "0", NULL, LATER, SY_G_PRESETS, NULL, "host1 is Gmail"},
-	[SY_OPT_GMAIL2] = {"gmail2", NULL, T_BOOL(gmail2), "0", NULL, LATER, SY_G_PRESETS, NULL, "host2 is Gmail"},
-	[SY_OPT_OFFICE1] = {"office1", NULL, T_BOOL(office1), "0", NULL, LATER, SY_G_PRESETS, NULL, "host1 is Office 365"},
-	[SY_OPT_OFFICE2] = {"office2", NULL, T_BOOL(office2), "0", NULL, LATER, SY_G_PRESETS, NULL, "host2 is Office 365"},
-	[SY_OPT_EXCHANGE1] = {"exchange1", NULL, T_BOOL(exchange1), "0", NULL, LATER, SY_G_PRESETS, NULL, "host1 is Exchange"},
-	[SY_OPT_EXCHANGE2] = {"exchange2", NULL, T_BOOL(exchange2), "0", NULL, LATER, SY_G_PRESETS, NULL, "host2 is Exchange"},
-	[SY_OPT_DOMINO1] = {"domino1", NULL, T_BOOL(domino1), "0", NULL, LATER, SY_G_PRESETS, NULL, "host1 is Domino"},
-	[SY_OPT_DOMINO2] = {"domino2", NULL, T_BOOL(domino2), "0", NULL, LATER, SY_G_PRESETS, NULL, "host2 is Domino"},
+	[SY_OPT_GMAIL1] = {"gmail1", NULL, T_BOOL(gmail1), "0", NULL, NOW, SY_G_PRESETS, NULL, "host1 is Gmail"},
+	[SY_OPT_GMAIL2] = {"gmail2", NULL, T_BOOL(gmail2), "0", NULL, NOW, SY_G_PRESETS, NULL, "host2 is Gmail"},
+	[SY_OPT_OFFICE1] = {"office1", NULL, T_BOOL(office1), "0", NULL, NOW, SY_G_PRESETS, NULL, "host1 is Office 365"},
+	[SY_OPT_OFFICE2] = {"office2", NULL, T_BOOL(office2), "0", NULL, NOW, SY_G_PRESETS, NULL, "host2 is Office 365"},
+	[SY_OPT_EXCHANGE1] = {"exchange1", NULL, T_BOOL(exchange1), "0", NULL, NOW, SY_G_PRESETS, NULL, "host1 is Exchange"},
+	[SY_OPT_EXCHANGE2] = {"exchange2", NULL, T_BOOL(exchange2), "0", NULL, NOW, SY_G_PRESETS, NULL, "host2 is Exchange"},
+	[SY_OPT_DOMINO1] = {"domino1", NULL, T_BOOL(domino1), "0", NULL, NOW, SY_G_PRESETS, NULL, "host1 is Domino"},
+	[SY_OPT_DOMINO2] = {"domino2", NULL, T_BOOL(domino2), "0", NULL, NOW, SY_G_PRESETS, NULL, "host2 is Domino"},
 
 	/* debugging */
 	[SY_OPT_DEBUG] = {"debug", NULL, T_NEG(debug), "0", NULL, NOW, SY_G_DEBUG, NULL, "debug output"},
@@ -320,8 +320,8 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_DEBUGCONTENT] = {"debugcontent", NULL, T_NEG(debugcontent), "0", NULL, LATER, SY_G_DEBUG, NULL, "print message contents (huge)"},
 	[SY_OPT_DEBUGMEMORY] = {"debugmemory", NULL, T_NEG(debugmemory), "0", NULL, LATER, SY_G_DEBUG, NULL, "print memory use after each copy"},
 	[SY_OPT_DEBUGCACHE] = {"debugcache", NULL, T_NEG(debugcache), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug the UID cache"},
-	[SY_OPT_DEBUGCROSSDUPLICATES] = {"debugcrossduplicates", NULL, T_NEG(debugcrossduplicates), "0", NULL, LATER, SY_G_DEBUG, NULL, "show what --skipcrossduplicates skips"},
-	[SY_OPT_DEBUGLABELS] = {"debuglabels", NULL, T_NEG(debuglabels), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug Gmail labels"},
+	[SY_OPT_DEBUGCROSSDUPLICATES] = {"debugcrossduplicates", NULL, T_NEG(debugcrossduplicates), "0", NULL, NOW, SY_G_DEBUG, NULL, "show what --skipcrossduplicates skips"},
+	[SY_OPT_DEBUGLABELS] = {"debuglabels", NULL, T_NEG(debuglabels), "0", NULL, NOW, SY_G_DEBUG, NULL, "debug Gmail labels"},
 	[SY_OPT_DEBUGLIST] = {"debuglist", NULL, T_NEG(debuglist), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug folder listings"},
 	[SY_OPT_DEBUGMAXLINELENGTH] = {"debugmaxlinelength", NULL, T_NEG(debugmaxlinelength), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug --maxlinelength"},
 	[SY_OPT_DEBUGSIG] = {"debugsig", NULL, T_NEG(debugsig), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug signal handling"},
@@ -361,6 +361,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_FULLCHECK] = {"fullcheck", NULL, T_INT(fullcheck), "86400", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between full checks of a user (every folder identified again, no stored state trusted); 0 = never"},
 	[SY_OPT_LEASE] = {"lease", NULL, T_INT(lease), "120", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds a claimed item is held before another worker may take it (renewed while it runs)"},
 	[SY_OPT_HTTP] = {"http", NULL, T_STR(http), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: ADDR:PORT for /metrics and /healthz"},
+	[SY_OPT_NOTIFYSTATUS] = {"notifystatus", "notify-status", T_STR(notifystatus), NULL, NULL, NOW, SY_G_RUN, "prefix", "imapferry daemon: also sync a folder as soon as the source Dovecot's notify_status plugin writes its status into --redis under keys starting with prefix (README: Dovecot notify_status)"},
 	[SY_OPT_QUICKCHECK] = {"quickcheck", NULL, T_BOOL(quickcheck), NULL, NULL, NOW, SY_G_INTERNAL, NULL, "imapferry daemon's own: create missing folders, STATUS both sides, mark changed folders in --redis, sync nothing"},
 	[SY_OPT_MAXDELETE2] = {"maxdelete2", NULL, T_FLO(maxdelete2), "50", NULL, NOW, SY_G_DELETION, "pct", "imapferry: --delete2 refuses to delete more than pct percent of a host2 folder's messages"},
 	[SY_OPT_FORCEDELETE2] = {"forcedelete2", "force-delete2", T_NEG(forcedelete2), "0", NULL, NOW, SY_G_DELETION, NULL, "imapferry: let --delete2 go beyond --maxdelete2"},
@@ -1172,6 +1173,256 @@ static int check_account(struct sy_options *o, int side)
 	for (p = a->authmech; *p != '\0'; p++)
 		*p = (char)toupper((unsigned char)*p);
 	return 0;
+}
+
+/* --- provider presets (imapsync's easyany()) --- */
+
+struct pset {
+	struct sy_options *o;
+	char *buf;
+	size_t size, len;
+	int nomem;
+};
+
+static void pset_note(struct pset *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void pset_note(struct pset *p, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (p->buf == NULL || p->size == 0 || p->len + 1 >= p->size)
+		return;
+	if (p->len > 0)
+		p->buf[p->len++] = '\n';
+	va_start(ap, fmt);
+	n = vsnprintf(p->buf + p->len, p->size - p->len, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		p->len += (size_t)n < p->size - p->len ? (size_t)n : p->size - p->len - 1;
+}
+
+/* A scalar the user did not give gets the preset's value (and then counts
+ * as given, as a Perl "defined" does for the rest of imapsync's start-up). */
+static int pset_take(struct pset *p, enum sy_opt id)
+{
+	if (sy_options_given(p->o, id))
+		return 0;
+	mark_given(p->o, (int)id);
+	return 1;
+}
+
+static void pset_int(struct pset *p, enum sy_opt id, int *field, int value)
+{
+	if (pset_take(p, id))
+		*field = value;
+}
+
+static void pset_ll(struct pset *p, enum sy_opt id, long long *field, long long value)
+{
+	if (pset_take(p, id))
+		*field = value;
+}
+
+static void pset_dbl(struct pset *p, enum sy_opt id, double *field, double value)
+{
+	if (pset_take(p, id))
+		*field = value;
+}
+
+static void pset_str(struct pset *p, enum sy_opt id, char **field, const char *value)
+{
+	if (pset_take(p, id) && str_set(field, value) < 0)
+		p->nomem = 1;
+}
+
+/* List options: the preset's values go after the user's. */
+static void pset_push(struct pset *p, enum sy_opt id, struct sy_strlist *l, const char *value)
+{
+	(void)id;
+	if (list_push(l, value) < 0)
+		p->nomem = 1;
+}
+
+/* Exchange and Office 365 refuse lines over 10 kB: imapsync's "wrap". */
+#define PRESET_WRAP "s,(.{10239}),$1\\r\\n,g"
+
+static void preset_gmail_both(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_str(p, SY_OPT_HOST1, &o->acc[0].host, "imap.gmail.com");
+	pset_int(p, SY_OPT_SSL1, &o->acc[0].ssl, 1);
+	pset_str(p, SY_OPT_HOST2, &o->acc[1].host, "imap.gmail.com");
+	pset_int(p, SY_OPT_SSL2, &o->acc[1].ssl, 1);
+	pset_ll(p, SY_OPT_MAXBYTESPERSECOND, &o->maxbytespersecond, 20000);
+	pset_ll(p, SY_OPT_MAXBYTESAFTER, &o->maxbytesafter, 1000000000LL);
+	pset_int(p, SY_OPT_AUTOMAP, &o->automap, 1);
+	pset_dbl(p, SY_OPT_MAXSLEEP, &o->maxsleep, 2);
+	pset_int(p, SY_OPT_SKIPCROSSDUPLICATES, &o->skipcrossduplicates, 0);
+	pset_int(p, SY_OPT_SYNCLABELS, &o->synclabels, 1);
+	pset_int(p, SY_OPT_RESYNCLABELS, &o->resynclabels, 1);
+	pset_push(p, SY_OPT_USEHEADER, &o->useheader, "X-Gmail-Received");
+	pset_push(p, SY_OPT_USEHEADER, &o->useheader, "Message-Id");
+	if (!o->noexclude)
+		pset_push(p, SY_OPT_EXCLUDE, &o->exclude, "\\[Gmail\\]$");
+	pset_push(p, SY_OPT_FOLDERLAST, &o->folderlast, "[Gmail]/All Mail");
+	pset_note(p,
+	          "Preset --gmail1 --gmail2: host1 and host2 imap.gmail.com with SSL, "
+	          "--maxbytespersecond %lld after --maxbytesafter %lld, --automap, "
+	          "--synclabels %d --resynclabels %d, --skipcrossduplicates %d",
+	          o->maxbytespersecond, o->maxbytesafter, o->synclabels, o->resynclabels,
+	          o->skipcrossduplicates);
+}
+
+static void preset_gmail1(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_str(p, SY_OPT_HOST1, &o->acc[0].host, "imap.gmail.com");
+	pset_int(p, SY_OPT_SSL1, &o->acc[0].ssl, 1);
+	pset_ll(p, SY_OPT_MAXBYTESPERSECOND, &o->maxbytespersecond, 40000);
+	pset_ll(p, SY_OPT_MAXBYTESAFTER, &o->maxbytesafter, 3000000000LL);
+	pset_int(p, SY_OPT_AUTOMAP, &o->automap, 1);
+	pset_dbl(p, SY_OPT_MAXSLEEP, &o->maxsleep, 2);
+	pset_int(p, SY_OPT_SKIPCROSSDUPLICATES, &o->skipcrossduplicates, 1);
+	pset_push(p, SY_OPT_USEHEADER, &o->useheader, "X-Gmail-Received");
+	pset_push(p, SY_OPT_USEHEADER, &o->useheader, "Message-Id");
+	pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s,\\[Gmail\\].,,");
+	pset_push(p, SY_OPT_FOLDERLAST, &o->folderlast, "[Gmail]/All Mail");
+	pset_note(p,
+	          "Preset --gmail1: host1 imap.gmail.com with SSL, --maxbytespersecond %lld "
+	          "after --maxbytesafter %lld, --automap, --skipcrossduplicates %d, "
+	          "--folderlast \"[Gmail]/All Mail\"",
+	          o->maxbytespersecond, o->maxbytesafter, o->skipcrossduplicates);
+}
+
+static void preset_gmail2(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_str(p, SY_OPT_HOST2, &o->acc[1].host, "imap.gmail.com");
+	pset_int(p, SY_OPT_SSL2, &o->acc[1].ssl, 1);
+	pset_ll(p, SY_OPT_MAXBYTESPERSECOND, &o->maxbytespersecond, 20000);
+	pset_ll(p, SY_OPT_MAXBYTESAFTER, &o->maxbytesafter, 1000000000LL);
+	pset_int(p, SY_OPT_AUTOMAP, &o->automap, 1);
+	pset_int(p, SY_OPT_EXPUNGE1, &o->expunge1, 1);
+	pset_int(p, SY_OPT_ADDHEADER, &o->addheader, 1);
+	pset_dbl(p, SY_OPT_MAXSLEEP, &o->maxsleep, 2);
+	if (!o->noexclude)
+		pset_push(p, SY_OPT_EXCLUDE, &o->exclude, "\\[Gmail\\]$");
+	pset_push(p, SY_OPT_USEHEADER, &o->useheader, "Message-Id");
+	pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s,\\[Gmail\\].,,");
+	/* blanks around each level of a name, and ' \ ^ ", which Gmail refuses */
+	pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s,^ +| +$,,g");
+	pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s,/ +| +/,/,g");
+	pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s/['\\\\^\"]/_/g");
+	pset_push(p, SY_OPT_FOLDERLAST, &o->folderlast, "[Gmail]/All Mail");
+	pset_note(p,
+	          "Preset --gmail2: host2 imap.gmail.com with SSL, --maxbytespersecond %lld "
+	          "after --maxbytesafter %lld, --automap, --expunge1 %d, --addheader %d, "
+	          "Gmail's folder name rules (--regextrans2)",
+	          o->maxbytespersecond, o->maxbytesafter, o->expunge1, o->addheader);
+}
+
+static void preset_office1(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_str(p, SY_OPT_HOST1, &o->acc[0].host, "outlook.office365.com");
+	pset_int(p, SY_OPT_SSL1, &o->acc[0].ssl, 1);
+	if (!o->noexclude)
+		pset_push(p, SY_OPT_EXCLUDE, &o->exclude, "^Files$");
+	pset_note(p, "Preset --office1: host1 outlook.office365.com with SSL, folder Files "
+	             "excluded");
+}
+
+static void preset_office2(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_str(p, SY_OPT_HOST2, &o->acc[1].host, "outlook.office365.com");
+	pset_int(p, SY_OPT_SSL2, &o->acc[1].ssl, 1);
+	pset_ll(p, SY_OPT_MAXSIZE, &o->maxsize, 45000000);
+	pset_dbl(p, SY_OPT_MAXMESSAGESPERSECOND, &o->maxmessagespersecond, 4);
+	pset_int(p, SY_OPT_DISARMREADRECEIPTS, &o->disarmreadreceipts, 1);
+	if (!o->noregexmess)
+		pset_push(p, SY_OPT_REGEXMESS, &o->regexmess, PRESET_WRAP);
+	if (!o->nof1f2 && hash_set(&o->f1f2, "Files", 5, "Files_renamed_by_imapsync") < 0)
+		p->nomem = 1;
+	pset_note(p,
+	          "Preset --office2: host2 outlook.office365.com with SSL, --maxsize %lld, "
+	          "--maxmessagespersecond %g, --disarmreadreceipts %d, lines wrapped at "
+	          "10239 bytes%s",
+	          o->maxsize, o->maxmessagespersecond, o->disarmreadreceipts,
+	          o->noregexmess ? " (not: --noregexmess)" : "");
+}
+
+static void preset_exchange2(struct pset *p)
+{
+	struct sy_options *o = p->o;
+
+	pset_ll(p, SY_OPT_MAXSIZE, &o->maxsize, 10000000);
+	pset_dbl(p, SY_OPT_MAXMESSAGESPERSECOND, &o->maxmessagespersecond, 4);
+	pset_int(p, SY_OPT_DISARMREADRECEIPTS, &o->disarmreadreceipts, 1);
+	pset_push(p, SY_OPT_REGEXFLAG, &o->regexflag, "s/\\\\Flagged//g");
+	if (!o->noregexmess)
+		pset_push(p, SY_OPT_REGEXMESS, &o->regexmess, PRESET_WRAP);
+	pset_note(p,
+	          "Preset --exchange2: --maxsize %lld, --maxmessagespersecond %g, "
+	          "--disarmreadreceipts %d, \\Flagged not copied, lines wrapped at 10239 "
+	          "bytes%s",
+	          o->maxsize, o->maxmessagespersecond, o->disarmreadreceipts,
+	          o->noregexmess ? " (not: --noregexmess)" : "");
+}
+
+static void preset_domino(struct pset *p, int side)
+{
+	struct sy_options *o = p->o;
+	struct sy_account *a = &o->acc[side];
+
+	pset_str(p, side == 0 ? SY_OPT_SEP1 : SY_OPT_SEP2, &a->sep, "\\");
+	pset_str(p, side == 0 ? SY_OPT_PREFIX1 : SY_OPT_PREFIX2, &a->prefix, "");
+	pset_int(p, SY_OPT_MESSAGEIDNODOMAIN, &o->messageidnodomain, 1);
+	if (side == 1)
+		pset_push(p, SY_OPT_REGEXTRANS2, &o->regextrans2, "s,^Inbox\\\\(.*),$1,i");
+	pset_note(p,
+	          "Preset --domino%d: --sep%d \"%s\", --prefix%d \"%s\", "
+	          "--messageidnodomain %d",
+	          side + 1, side + 1, a->sep != NULL ? a->sep : "", side + 1,
+	          a->prefix != NULL ? a->prefix : "", o->messageidnodomain);
+}
+
+int sy_options_presets(struct sy_options *o, char *notes, size_t notes_size)
+{
+	struct pset p = {o, notes, notes_size, 0, 0};
+
+	if (notes != NULL && notes_size > 0)
+		notes[0] = '\0';
+	/* imapsync's order: Gmail (both, else one side), Office 365, Exchange,
+	 * Domino; the Gmail pair returns early */
+	if (o->gmail1 && o->gmail2) {
+		preset_gmail_both(&p);
+		return p.nomem ? -1 : 0;
+	}
+	if (o->gmail1)
+		preset_gmail1(&p);
+	if (o->gmail2)
+		preset_gmail2(&p);
+	if (o->office1)
+		preset_office1(&p);
+	if (o->office2)
+		preset_office2(&p);
+	if (o->exchange1)
+		pset_note(&p, "Preset --exchange1: nothing to set for an Exchange host1 (see "
+		              "--exchange2 for an Exchange host2)");
+	if (o->exchange2)
+		preset_exchange2(&p);
+	if (o->domino1)
+		preset_domino(&p, 0);
+	if (o->domino2)
+		preset_domino(&p, 1);
+	return p.nomem ? -1 : 0;
 }
 
 int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)

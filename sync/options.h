@@ -27,7 +27,7 @@
  *   if (sy_options_parse(&o, argc, argv, err, sizeof(err)) < 0)      exit 64
  *   if (o.help || o.nargs == 0) { sy_options_usage(stdout);          exit 0 }
  *   if (o.version)                                                    exit 0
- *   ... presets: --gmail1/2, --office1/2, --exchange1/2, --domino1/2 ...
+ *   if (sy_options_presets(&o, notes, sizeof(notes)) < 0)            exit 64
  *   if (sy_options_check(&o, err, sizeof(err)) < 0)                  exit 64
  *   if (o.justconnect)                                                justconnect
  *   if (sy_options_resolve_passwords(&o, err, sizeof(err)) < 0)      exit 66
@@ -351,6 +351,7 @@ enum sy_opt {
 	SY_OPT_FULLCHECK,
 	SY_OPT_LEASE,
 	SY_OPT_HTTP,
+	SY_OPT_NOTIFYSTATUS,
 	SY_OPT_QUICKCHECK,
 	SY_OPT_MAXDELETE2,
 	SY_OPT_FORCEDELETE2,
@@ -455,6 +456,7 @@ struct sy_options {
 	long long fullcheck;  /* --fullcheck SECS: a whole-user pass that trusts no state */
 	long long lease;      /* --lease SECS */
 	char *http;           /* --http ADDR:PORT: /metrics, /healthz */
+	char *notifystatus;   /* --notifystatus PREFIX: Dovecot notify_status keys (nstatus.c) */
 	int quickcheck;       /* --quickcheck: tree + STATUS, mark changed folders */
 	double simulong;
 	long long buffersize;
@@ -475,6 +477,19 @@ void sy_options_init(struct sy_options *o);
  * errsize). argv is borrowed; o owns copies of what it keeps.
  */
 int sy_options_parse(struct sy_options *o, int argc, char **argv, char *errbuf, size_t errsize);
+
+/*
+ * imapsync's provider presets (its easyany()), to run between
+ * sy_options_parse() and sy_options_check(): --gmail1/2, --office1/2,
+ * --exchange1/2, --domino1/2. A scalar option the user gave is kept, the
+ * preset's value otherwise (and then counts as given); list and hash
+ * options get the preset's values after the user's (--noexclude,
+ * --noregexmess and --nof1f2 leave out the preset's --exclude, wrap and
+ * --f1f2). --gmail1 with --gmail2 is a preset of its own. notes (may be
+ * NULL) receives one line per preset applied, for the log; cut at
+ * notes_size. Returns 0, or -1 when memory ran out.
+ */
+int sy_options_presets(struct sy_options *o, char *notes, size_t notes_size);
 
 /*
  * imapsync's start-up rules, to run after the presets: trims blanks (unless

@@ -241,7 +241,8 @@ int sy_report(struct sy_run *r)
 	                               (r->skipped >= r->retry_copied ? r->retry_copied : 0)));
 	stat_line(r, "Messages found duplicate on host1", "%llu", (unsigned long long)r->dup1);
 	stat_line(r, "Messages found duplicate on host2", "%llu", (unsigned long long)r->dup2);
-	stat_line(r, "Messages found crossduplicate on host2", "%d", 0);
+	stat_line(r, "Messages found crossduplicate on host2", "%llu",
+	          (unsigned long long)r->crossdup2);
 	stat_line(r, "Messages void (noheader) on host1", "%llu", (unsigned long long)r->noheader1);
 	stat_line(r, "Messages void (noheader) on host2", "%llu", (unsigned long long)r->noheader2);
 	stat_line(r, "Messages found in host1 not in host2", "%llu messages",
@@ -253,8 +254,15 @@ int sy_report(struct sy_run *r)
 	stat_line(r, "Total bytes transferred", "%llu (%s)",
 	          (unsigned long long)r->bytes_transferred,
 	          sy_bytes(b1, sizeof(b1), r->bytes_transferred));
-	stat_line(r, "Total bytes skipped", "%llu (%s)", (unsigned long long)r->bytes_skipped,
-	          sy_bytes(b2, sizeof(b2), r->bytes_skipped));
+	{
+		/* a folder redone after a reconnection finds what the broken
+		 * attempt copied: not skipped */
+		uint64_t bs = r->bytes_skipped -
+		              (r->bytes_skipped >= r->retry_bytes ? r->retry_bytes : 0);
+
+		stat_line(r, "Total bytes skipped", "%llu (%s)", (unsigned long long)bs,
+		          sy_bytes(b2, sizeof(b2), bs));
+	}
 	stat_line(r, "Message rate", "%.1f messages/s", secs > 0 ? r->transferred / secs : 0.0);
 	stat_line(r, "Average bandwidth rate", "%.1f KiB/s",
 	          secs > 0 ? r->bytes_transferred / 1024.0 / secs : 0.0);
@@ -278,7 +286,9 @@ int sy_report(struct sy_run *r)
 
 	if (!r->o->justfolders && !r->o->useuid && !r->o->justlogin) {
 		uint64_t missing = r->in1_not_in2;
-		uint64_t ident2 = r->ident2 + r->transferred; /* host2 as it is now */
+		/* host2 as it is now (a redone folder found the broken attempt's copies) */
+		uint64_t ident2 = r->ident2 + r->transferred -
+		                  (r->ident2 >= r->retry_copied ? r->retry_copied : 0);
 
 		if (r->ident1 > 0) {
 			if (missing == 0)

@@ -19,6 +19,7 @@ struct event_base;
 struct tls_client_ctx;
 struct sy_hdrkey_opts;
 struct sy_flags_opts;
+struct sy_xdup;
 
 /* imapsync's error classes; the exit code is the most frequent one's. */
 enum sy_err {
@@ -82,6 +83,11 @@ struct sy_run {
 	unsigned err_count[SY_ERR_COUNT];
 	char **errors;
 	int stop; /* errorsmax reached or fatal */
+
+	/* issue 8: --skipcrossduplicates (xdup.h), NULL without it */
+	struct sy_xdup *xdup;
+	uint64_t crossdup2;   /* "Messages found crossduplicate on host2" */
+	uint64_t retry_bytes; /* bytes of retry_copied (the redo counts them as skipped) */
 };
 
 /* --- report.c: output, errors, statistics, exit code --- */

@@ -165,6 +165,12 @@ done:
 	return rc;
 }
 
+int sy_xform_pipe(const char *tmpdir, const char *cmd, struct evbuffer *body, char *why,
+                  size_t whysize)
+{
+	return pipe_one(tmpdir, cmd, body, why, whysize);
+}
+
 int sy_xform_apply(struct sy_run *r, const struct sy_folder *f, const struct sy_msg *e,
                    struct evbuffer *body)
 {
@@ -248,19 +254,22 @@ int sy_xform_check(const struct sy_options *o, char *err, size_t size, size_t *l
 		}
 		sy_subst_free(&sub);
 	}
-	for (size_t k = 0; o->pipemesscheck && k < o->pipemess.n; k++) {
+	/* the --pipemess commands, then --maxlinelengthcmd (issue 8) */
+	for (size_t k = 0; o->pipemesscheck && k < o->pipemess.n + (o->maxlinelengthcmd != NULL);
+	     k++) {
 		struct evbuffer *b = evbuffer_new();
 		char why[512], line[1200];
+		const char *cmd = k < o->pipemess.n ? o->pipemess.v[k] : o->maxlinelengthcmd;
 
 		if (b == NULL)
 			abort();
 		evbuffer_add(b, " ", 1);
-		if (pipe_one(o->tmpdir, o->pipemess.v[k], b, why, sizeof(why)) < 0 &&
+		if (pipe_one(o->tmpdir, cmd, b, why, sizeof(why)) < 0 &&
 		    strcmp(why, "gave an empty message") != 0) {
 			snprintf(line, sizeof(line),
-			         "--pipemess \"%s\" %s when given a one-space message "
+			         "--%s \"%s\" %s when given a one-space message "
 			         "(--nopipemesscheck skips this check)",
-			         o->pipemess.v[k], why);
+			         k < o->pipemess.n ? "pipemess" : "maxlinelengthcmd", cmd, why);
 			err_add(err, size, len, line);
 			bad++;
 		}

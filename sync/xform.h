@@ -26,9 +26,16 @@ int sy_xform_active(const struct sy_options *o);
 int sy_xform_apply(struct sy_run *r, const struct sy_folder *f, const struct sy_msg *e,
                    struct evbuffer *body);
 
+/* body through the shell command cmd (stdin and stdout are unlinked files
+ * in tmpdir): 0, or -1 with why (a non-zero exit, a signal, an empty
+ * output); --pipemess and --maxlinelengthcmd. */
+int sy_xform_pipe(const char *tmpdir, const char *cmd, struct evbuffer *body, char *why,
+                  size_t whysize);
+
 /* Start-up check: every --regexmess parsed (and run once), every
- * --pipemess run on a one-space message unless --nopipemesscheck (it must
- * exit 0). Lines appended to err at *len; returns the number of bad ones. */
+ * --pipemess, and --maxlinelengthcmd, run on a one-space message unless
+ * --nopipemesscheck (it must exit 0). Lines appended to err at *len;
+ * returns the number of bad ones. */
 int sy_xform_check(const struct sy_options *o, char *err, size_t size, size_t *len);
 
 #endif
