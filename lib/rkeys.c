@@ -97,6 +97,11 @@ int rk_key_hint(char *buf, size_t size, const char *user)
 	return fmt(buf, size, RK_PREFIX "{%u}:hint:%s", rk_shard(user), user);
 }
 
+int rk_key_last(char *buf, size_t size, const char *user)
+{
+	return fmt(buf, size, RK_PREFIX "{%u}:last:%s", rk_shard(user), user);
+}
+
 int rk_key_route(char *buf, size_t size, const char *user)
 {
 	return fmt(buf, size, RK_PREFIX "route:%s", user);

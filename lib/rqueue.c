@@ -40,6 +40,8 @@ enum rq_script_id {
 	RQ_S_REAP,
 	RQ_S_MARK,
 	RQ_S_POLL,
+	RQ_S_LAST_OK,
+	RQ_S_LAST_ERR,
 	RQ_S_COUNT
 };
 
@@ -148,6 +150,15 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
         "  for _, m in ipairs(u) do redis.call('ZADD', KEYS[1], now + lease, m) end\n"
         "end\n"
         "return u\n",
+
+        /* last sync of a user. KEYS: last. ARGV: by. */
+        [RQ_S_LAST_OK] = LUA_NOW "redis.call('HSET', KEYS[1], 'ok_ms', now, 'ok_by', ARGV[1])\n"
+                                 "return 1\n",
+
+        /* last error of a user. KEYS: last. ARGV: by, error. */
+        [RQ_S_LAST_ERR] = LUA_NOW
+        "redis.call('HSET', KEYS[1], 'err_ms', now, 'err_by', ARGV[1], 'err', ARGV[2])\n"
+        "return 1\n",
 };
 _Static_assert(sizeof(rq_scripts) / sizeof(rq_scripts[0]) == RQ_S_COUNT, "one body per script");
 
@@ -945,6 +956,66 @@ int rq_poll_sooner(struct rq *q, const char *user, int64_t next_ms)
 int rq_poll_remove(struct rq *q, const char *user)
 {
 	return rq_poll_cmd(q, "ZREM", user, NULL, 0);
+}
+
+int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r)
+{
+	char k[RQ_KEY_MAX];
+	const char *argv[3] = {"HGET", k, "state"};
+	size_t lens[3];
+	redisReply *r;
+	int rc = 0;
+
+	*state_r = RK_ROUTE_SRC;
+	if (user == NULL || user[0] == '\0' || rk_key_route(k, sizeof(k), user) < 0) {
+		rq_set_error(q, "redis: bad user");
+		return -1;
+	}
+	for (int i = 0; i < 3; i++)
+		lens[i] = strlen(argv[i]);
+	r = rq_cmd(q, 3, argv, lens, 1);
+	if (r == NULL || rq_reply_check(q, r, "HGET") < 0)
+		return -1;
+	if (r->type == REDIS_REPLY_STRING) {
+		if (rk_route_state_parse(r->str, state_r) < 0) {
+			rq_set_error(q, "redis: route of %s: unknown state %.40s", user, r->str);
+			rc = -1;
+		}
+	} else if (r->type != REDIS_REPLY_NIL) {
+		rc = rq_bad_reply(q, r, "HGET");
+		return rc;
+	}
+	freeReplyObject(r);
+	return rc;
+}
+
+int rq_last_record(struct rq *q, const char *user, const char *by, const char *error)
+{
+	char k[RQ_KEY_MAX], err[RK_LAST_ERROR_MAX + 1];
+	const char *args[3];
+	redisReply *r;
+
+	if (user == NULL || user[0] == '\0' || rk_key_last(k, sizeof(k), user) < 0) {
+		rq_set_error(q, "redis: bad user");
+		return -1;
+	}
+	args[0] = k;
+	args[1] = by;
+	if (error != NULL) {
+		/* one line, bounded */
+		snprintf(err, sizeof(err), "%s", error);
+		for (char *p = err; *p != '\0'; p++) {
+			if ((unsigned char)*p < 0x20)
+				*p = ' ';
+		}
+		args[2] = err;
+	}
+	r = rq_eval(q, error == NULL ? RQ_S_LAST_OK : RQ_S_LAST_ERR, 1, error == NULL ? 2 : 3, args,
+	            NULL, 1);
+	if (r == NULL)
+		return -1;
+	freeReplyObject(r);
+	return 0;
 }
 
 int rq_state_forget(struct rq *q, const char *user)

@@ -56,6 +56,7 @@
 #include "imapferry/mutf7.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
+#include "nstatus.h"
 #include "options.h"
 #include "sync.h"
 #include "worker.h"
@@ -67,8 +68,14 @@
 #define DM_RETRY_MAX_MS 300000 /* ... up to 5 min */
 #define DM_USERS_MAX    100000 /* users kept in memory (the poll set lives in Redis) */
 #define DM_STOP_GRACE_S 30     /* children get this long after SIGTERM */
-#define DM_AFFINITY     8      /* users remembered per worker (its pool holds their connections) */
+#define DM_AFFINITY     32     /* users remembered per worker (its pool holds their connections) */
+#define DM_FAILS_SLOTS  4096   /* failure counts kept for the backoff */
 #define DM_EXIT_WAIT_MS 3000   /* workers get this long to log out when the daemon ends */
+
+struct dm_fail {
+	uint32_t id; /* which item (fail_id()), 0 = free */
+	unsigned count;
+};
 
 /* A worker process (worker.c) and the users whose connections it keeps. */
 struct dm_worker {
@@ -112,6 +119,7 @@ struct daemon {
 	struct event *tick, *claim, *sigs[3];
 	unsigned rr;            /* the shard fill_workers() looks at first */
 	unsigned long connects; /* rq_connects() when last looked at */
+	struct dm_fail *fails;  /* [DM_FAILS_SLOTS] */
 	struct evhttp *http;
 	struct dm_job *jobs;       /* [workers] */
 	struct dm_worker *workers; /* [workers]: job i runs on worker i */
@@ -272,11 +280,11 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 		const char *name;
 		int value;
 	} drop[] = {
-	        {"daemon", 0},     {"workers", 1},     {"users", 1},     {"poll", 1},
-	        {"pollactive", 1}, {"poll-active", 1}, {"lease", 1},     {"http", 1},
-	        {"user1", 1},      {"user2", 1},       {"password1", 1}, {"password2", 1},
-	        {"folder", 1},     {"folderrec", 1},   {"pidfile", 1},   {"logfile", 1},
-	        {"quickcheck", 0},
+	        {"daemon", 0},     {"workers", 1},      {"users", 1},         {"poll", 1},
+	        {"pollactive", 1}, {"poll-active", 1},  {"lease", 1},         {"http", 1},
+	        {"user1", 1},      {"user2", 1},        {"password1", 1},     {"password2", 1},
+	        {"folder", 1},     {"folderrec", 1},    {"pidfile", 1},       {"logfile", 1},
+	        {"quickcheck", 0}, {"notifystatus", 1}, {"notify-status", 1},
 	};
 	const char *name = arg, *eq;
 	size_t len;
@@ -372,20 +380,31 @@ static void job_clear(struct dm_job *j)
 	memset(j, 0, sizeof(*j));
 }
 
-/* The last line of a child's output that says what went wrong. */
+/* What went wrong, from a sync's output: its first "Err n/N: ..." line (the
+ * error listing at the end of a run), else the last line that mentions an
+ * error, else the last line. */
 static void job_last_error(const struct dm_job *j, char *buf, size_t size)
 {
 	FILE *fp = fopen(j->logpath, "r");
 	char line[1024];
+	int listed = 0;
 
 	buf[0] = '\0';
 	if (fp == NULL)
 		return;
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		line[strcspn(line, "\r\n")] = '\0';
-		/* the last error line, else the last line */
-		if (line[0] != '\0' &&
-		    (strstr(line, "rror") != NULL || strstr(buf, "rror") == NULL))
+		if (strncmp(line, "Err ", 4) == 0 && strchr(line, ':') != NULL) {
+			if (!listed)
+				snprintf(buf, size, "%s", line);
+			listed = 1;
+			continue;
+		}
+		if (listed || line[0] == '\0' ||
+		    strncmp(line, "Exiting with return value", 25) == 0)
+			continue;
+		if (strstr(line, "rror") != NULL || strstr(line, "failure") != NULL ||
+		    strstr(buf, "rror") == NULL)
 			snprintf(buf, size, "%s", line);
 	}
 	fclose(fp);
@@ -682,9 +701,9 @@ static int job_start(struct daemon *d, unsigned k, struct rq_item *item)
 		j->folder = strdup(folder);
 	if (j->user == NULL || j->folder == NULL)
 		abort();
-	snprintf(j->logpath, sizeof(j->logpath), "%s/imapferry-daemon-%d-%llu.log",
-	         d->o->tmpdir != NULL ? d->o->tmpdir : "/tmp", (int)getpid(),
-	         (unsigned long long)item->token);
+	/* per worker slot: tokens count per shard, so they repeat across shards */
+	snprintf(j->logpath, sizeof(j->logpath), "%s/imapferry-daemon-%d-%u.log",
+	         d->o->tmpdir != NULL ? d->o->tmpdir : "/tmp", (int)getpid(), k);
 	{
 		struct dm_user *u = (struct dm_user *)user_of(d, j->user);
 
@@ -723,13 +742,50 @@ static int job_start(struct daemon *d, unsigned k, struct rq_item *item)
 	return 0;
 }
 
-static unsigned backoff_ms(const struct rq_item *item)
+/*
+ * Failures in a row per item, for the backoff: 2 s, doubling per failure,
+ * up to 5 min; a success forgets the item. A direct-mapped table
+ * (DM_FAILS_SLOTS): a collision only restarts one item's backoff at 2 s,
+ * and memory stays fixed whatever fails. Per daemon: another daemon that
+ * claims the item starts at 2 s, which is fine.
+ */
+static struct dm_fail *fail_slot(struct daemon *d, const struct rq_item *item)
 {
-	/* the claim's lateness tells how long the item has been failing */
-	int64_t late = item->claimed_ms - item->due_ms;
-	int64_t ms = late > DM_RETRY_MIN_MS ? late * 2 : DM_RETRY_MIN_MS;
+	uint32_t h = 2166136261u; /* FNV-1a of the member */
 
+	for (size_t i = 0; i < item->member_len; i++)
+		h = (h ^ (unsigned char)item->member[i]) * 16777619u;
+	return &d->fails[h % DM_FAILS_SLOTS];
+}
+
+static uint32_t fail_id(const struct rq_item *item)
+{
+	/* a second hash tells items of one slot apart; never 0 (free) */
+	return rk_crc16(item->member, item->member_len) | 0x10000u;
+}
+
+static unsigned backoff_ms(struct daemon *d, const struct rq_item *item)
+{
+	struct dm_fail *f = fail_slot(d, item);
+	uint64_t ms = DM_RETRY_MIN_MS;
+
+	if (f->id != fail_id(item)) {
+		f->id = fail_id(item);
+		f->count = 0;
+	}
+	for (unsigned i = 0; i < f->count && ms < DM_RETRY_MAX_MS; i++)
+		ms *= 2;
+	if (f->count < 32)
+		f->count++;
 	return (unsigned)(ms > DM_RETRY_MAX_MS ? DM_RETRY_MAX_MS : ms);
+}
+
+static void backoff_forget(struct daemon *d, const struct rq_item *item)
+{
+	struct dm_fail *f = fail_slot(d, item);
+
+	if (f->id == fail_id(item))
+		memset(f, 0, sizeof(*f));
 }
 
 /* The folder syncs a quick check itself marked (a bulk start, a poll) are
@@ -800,6 +856,8 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 	         (unsigned long long)j->item->token, j->wall_ms, wall_ms());
 
 	if (code == 0) {
+		rq_last_record(d->q, j->user, "daemon", NULL); /* for status and the page */
+		backoff_forget(d, j->item);
 		if (rq_finish(d->q, j->item, NULL, NULL) == 1) {
 			d->ok++;
 			log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] done in %.2f s (%s)", j->user,
@@ -825,10 +883,11 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 	} else {
 		d->failed++;
 		job_last_error(j, why, sizeof(why));
+		rq_last_record(d->q, j->user, "daemon", why[0] != '\0' ? why : "sync failed");
 		log_msg(LOG_LVL_WARN, "daemon",
 		        "sync %s [%s] failed (exit %d) after %.2f s (%s): %s; retrying", j->user,
 		        j->item->folder, code, secs, window, why[0] != '\0' ? why : "no output");
-		rq_retry(d->q, j->item, backoff_ms(j->item));
+		rq_retry(d->q, j->item, backoff_ms(d, j->item));
 	}
 	job_clear(j);
 	d->njobs--;
@@ -948,6 +1007,33 @@ static void housekeeping(struct daemon *d)
 	poll_users(d);
 }
 
+/*
+ * A user being cut over (FREEZE: the cutover runs its own final sync) or
+ * already on the destination (DST: the source is history; a sync would
+ * undo the user's new changes there, and with --delete2 delete new mail)
+ * is not synced by the daemon. Takes the item (finished or put back) and
+ * returns 1 then; 0 for a user on the source. An unknown route (Redis
+ * error) puts the item back too: never guess.
+ */
+static int route_keeps_us_out(struct daemon *d, struct rq_item *one)
+{
+	enum rk_route_state st;
+
+	if (rq_route_get(d->q, one->user, &st) == 0 && st == RK_ROUTE_SRC)
+		return 0;
+	if (st == RK_ROUTE_DST && rq_finish(d->q, one, NULL, NULL) >= 0) {
+		log_msg(LOG_LVL_INFO, "daemon",
+		        "user %s is on the destination (cut over): [%s] is not synced, and the "
+		        "user is no longer polled",
+		        one->user, one->folder);
+		rq_poll_remove(d->q, one->user);
+	} else {
+		rq_retry(d->q, one, DM_RETRY_MIN_MS);
+	}
+	item_free(one);
+	return 1;
+}
+
 /* Starts the job of one claimed item (the array is freed by the caller). */
 static void start_item(struct daemon *d, const struct rq_item *item)
 {
@@ -964,6 +1050,8 @@ static void start_item(struct daemon *d, const struct rq_item *item)
 	one->owner = strdup(item->owner);
 	if (one->user == NULL || one->folder == NULL || one->member == NULL || one->owner == NULL)
 		abort();
+	if (route_keeps_us_out(d, one))
+		return;
 	slot = slot_for(d, one->user);
 	if (slot < 0 || job_start(d, (unsigned)slot, one) < 0) {
 		rq_retry(d->q, one, DM_RETRY_MIN_MS);
@@ -1164,6 +1252,7 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	const char *unix_path, *error;
 	int port, code = 0;
 	static const int sigs[3] = {SIGTERM, SIGINT, SIGCHLD};
+	struct sy_nstatus *ns = NULL; /* --notifystatus (nstatus.h) */
 
 	memset(&d, 0, sizeof(d));
 	log_set_level(LOG_LVL_INFO);
@@ -1201,8 +1290,9 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	         getenv("HOSTNAME") != NULL ? getenv("HOSTNAME") : "imapferry", (int)getpid());
 	d.jobs = calloc((size_t)o->workers, sizeof(*d.jobs));
 	d.workers = calloc((size_t)o->workers, sizeof(*d.workers));
+	d.fails = calloc(DM_FAILS_SLOTS, sizeof(*d.fails));
 	d.base = event_base_new();
-	if (d.jobs == NULL || d.workers == NULL || d.base == NULL)
+	if (d.jobs == NULL || d.workers == NULL || d.fails == NULL || d.base == NULL)
 		abort();
 	for (unsigned k = 0; k < (unsigned)o->workers; k++)
 		d.workers[k].fd = -1;
@@ -1212,6 +1302,12 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	}
 	if (http_start(&d) < 0) {
 		code = 1;
+		goto out;
+	}
+	if (o->notifystatus != NULL &&
+	    (ns = sy_nstatus_new(d.base, o->redis, o->notifystatus, &error)) == NULL) {
+		fprintf(stderr, "%s\n", error);
+		code = SY_EX_USAGE;
 		goto out;
 	}
 	for (int i = 0; i < 3; i++) {
@@ -1256,6 +1352,7 @@ out:
 	workers_stop(&d);
 	free(d.jobs);
 	free(d.workers);
+	free(d.fails);
 	for (size_t i = 0; i < d.nusers; i++) {
 		free(d.users[i].user1);
 		free(d.users[i].user2);
@@ -1263,6 +1360,7 @@ out:
 		free(d.users[i].pw2);
 	}
 	free(d.users);
+	sy_nstatus_free(&ns);
 	event_base_free(d.base);
 	rq_close(&d.q);
 	return code;

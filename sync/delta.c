@@ -29,8 +29,9 @@
  * state: a vanished host1 message leaves the map and is counted as "on
  * host2, not on host1", as the full pass would count it. With --delete2
  * its host2 copy, found through the map, is marked \Deleted and expunged
- * by UID (exactly those UIDs), under the --maxdelete2 cap; with CONDSTORE
- * only, the UID list must agree with the message count first.
+ * by UID (exactly those UIDs); with CONDSTORE only, the UID list must
+ * agree with the message count first and the --maxdelete2 cap applies
+ * (with QRESYNC the server names the expunged UIDs itself: no cap).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -370,7 +371,10 @@ static uint64_t delete_vanished(struct delta *d, const struct sy_folder *f, stru
 		       f->name1, d->present.n, d->m1.exists - (uint32_t)d->m1.n);
 		return 0;
 	}
-	if (!sy_delete2_allowed(r, f->name2, (size_t)nvanished, m2->exists))
+	/* the cap is for deletions inferred from what host1 seems to lack; the
+	 * expunges QRESYNC reports (VANISHED) are host1's own word: a user
+	 * who empties a Trash of 1,000 messages is mirrored, not refused */
+	if (!qresync && !sy_delete2_allowed(r, f->name2, (size_t)nvanished, m2->exists))
 		return 0;
 	uids = malloc((nmap + 1) * sizeof(*uids));
 	if (uids == NULL)

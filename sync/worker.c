@@ -44,7 +44,7 @@
 #include "sync.h"
 #include "worker.h"
 
-#define SY_POOL_MAX        16      /* pooled connections per worker (both sides) */
+#define SY_POOL_MAX        64      /* pooled connections per worker (both sides) */
 #define SY_POOL_IDLE_S     30      /* a pooled connection idle longer is logged out */
 #define SY_WORKER_JOBS_MAX 1000    /* jobs before a worker makes way for a fresh one */
 #define SY_WORKER_MSG_MAX  1048576 /* a job message's size limit */

@@ -17,6 +17,8 @@
  *   rep:{s}:hint:<user>   LIST  move/rename hints (LPUSH + LTRIM + EXPIRE)
  *   rep:{s}:poll          ZSET  user -> next poll time (ms)
  *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream
+ *   rep:{s}:last:<user>   HASH  ok_ms, ok_by, err_ms, err_by, err: the user's last
+ *                               sync and last error, by whom (daemon, cutover, ...)
  *   rep:ctl               pub/sub channel: route changes ("route <user> <epoch>")
  *
  * Folder names in members and keys are the source server's names decoded to
@@ -73,6 +75,9 @@ int rk_key_state(char *buf, size_t size, const char *user);
 int rk_key_map(char *buf, size_t size, const char *user, const char *folder);
 int rk_key_hint(char *buf, size_t size, const char *user);
 int rk_key_route(char *buf, size_t size, const char *user);
+int rk_key_last(char *buf, size_t size, const char *user);
+/* Longest error text kept in rep:{s}:last:<user> (one line). */
+#define RK_LAST_ERROR_MAX 300u
 
 /* Due-set member "user\tfolder" (-1 also when user is empty or holds a tab,
  * or folder is empty: it could not split back). rk_member_split() parses one back: the

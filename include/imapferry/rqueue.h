@@ -221,6 +221,16 @@ void rq_users_free(char ***users, size_t n);
  */
 int rq_sweep_all_take(struct rq *q, int64_t *value_r);
 
+/* The route of user (rep:route:<user> field state): RK_ROUTE_SRC when
+ * none is stored. 0, or -1 (Redis error, or a state this build does not
+ * know: the caller must not assume SRC then). */
+int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r);
+
+/* Records user's last sync (error NULL) or last error in
+ * rep:{s}:last:<user>, by `by` ("daemon", "cutover", ...), on Redis's clock;
+ * the error is cut to one line of RK_LAST_ERROR_MAX bytes. 0 or -1. */
+int rq_last_record(struct rq *q, const char *user, const char *by, const char *error);
+
 /* Connections made so far (1 after rq_open()): a caller that sees it grow
  * knows Redis went away meanwhile, perhaps losing data (a restart). */
 unsigned long rq_connects(const struct rq *q);
