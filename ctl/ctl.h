@@ -18,25 +18,35 @@
 
 #include <imapferry/rkeys.h>
 
-#define CT_TIMEOUT_MS          5000u /* every Redis call */
-#define CT_DRAIN_TIMEOUT_S     30u   /* proxies confirming a freeze */
-#define CT_QUIESCE_TIMEOUT_S   120u  /* the daemon's syncs of the user finishing */
-#define CT_CONCURRENCY_DEFAULT 4u
-#define CT_CONCURRENCY_MAX     256u
-#define CT_POLL_MS             50u        /* waiting loops */
-#define CT_KEY_FRZ             "rep:frz:" /* + user: HASH proxy id -> acked epoch */
+#define CT_TIMEOUT_MS           5000u /* every Redis call */
+#define CT_DRAIN_TIMEOUT_S      30u   /* proxies confirming a freeze */
+#define CT_QUIESCE_TIMEOUT_S    120u  /* the daemon's syncs of the user finishing */
+#define CT_CONCURRENCY_DEFAULT  4u
+#define CT_CONCURRENCY_MAX      256u
+#define CT_POLL_MS              50u              /* waiting loops */
+#define CT_REKICK_MS            1000u            /* a freeze's kick is repeated this often */
+#define CT_KEY_STRAG            "rep:strag:"     /* + user: HASH, the straggler record */
+#define CT_KEY_STRAG_INDEX      "rep:stragglers" /* ZSET user -> end of the window (ms) */
+#define CT_STRAGGLERS_DEFAULT_S 86400u           /* --stragglers: a day of late deliveries */
+#define CT_STRAG_KEEP_S         (30u * 86400u)   /* the record outlives its window this long */
+#define CT_KEY_FRZ              "rep:frz:"       /* + user: HASH proxy id -> acked epoch */
 
 /* Exit codes. */
-#define CT_EXIT_OK      0
-#define CT_EXIT_FAILED  1 /* a difference, a refused step: rolled back */
-#define CT_EXIT_USAGE   64
-#define CT_EXIT_NOREDIS 69
+#define CT_EXIT_OK       0
+#define CT_EXIT_FAILED   1 /* a difference, a refused step: rolled back */
+#define CT_EXIT_USAGE    64
+#define CT_EXIT_NOREDIS  69
+#define CT_EXIT_SKIPPED  3  /* internal (a child's exit): already on the destination */
+#define CT_SUMMARY_NAMES 50 /* failed users named in a batch's summary */
 
 struct ct {
 	const char *redis; /* HOST:PORT or a socket path */
 	int json;
 	const char *sync_path; /* imapferry-sync */
 	unsigned concurrency;
+	int all;               /* --all: every user known in Redis */
+	unsigned stragglers_s; /* cutover: straggler window after the flip, 0 = none */
+	int force;             /* rollback: without syncing back */
 	unsigned drain_timeout_s, quiesce_timeout_s;
 	char **sync_argv; /* the options after "--" (borrowed from argv) */
 	int sync_argc;
@@ -67,6 +77,16 @@ int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r
  * due now (rollback, or the end of a final delta). 0 or -1. */
 int ct_user_resume(redisContext *c, const char *user);
 
+/* The last sync of a user and its last error: HASH rep:{s}:last:<user>
+ * (s = rk_shard(user), so a daemon's Lua script may write it too), fields
+ * ok_ms, ok_by (who synced: cutover, final-delta, stragglers, rollback;
+ * a daemon would write "daemon"), err_ms, err_by, err (one line, at most
+ * CT_LAST_ERROR_MAX bytes). Times are Redis's clock (ms). */
+#define CT_LAST_ERROR_MAX 300u
+int ct_key_last(char *buf, size_t size, const char *user);
+/* Records a success (error NULL) or a failure of `by` for user. 0 or -1. */
+int ct_last_record(redisContext *c, const char *user, const char *by, const char *error);
+
 /* --- status.c --- */
 /* Totals of one status run (ct_status_json). */
 struct ct_totals {
@@ -83,6 +103,11 @@ int ct_status(struct ct *ct, char **users, int n);
  * 0, or -1 on a Redis error (printed; fp may then hold a partial document,
  * *totals_r is undefined). */
 int ct_status_json(redisContext *c, char **users, int n, FILE *fp, struct ct_totals *totals_r);
+/* Every user the replication knows (the poll schedule, the route keys, the
+ * sync state keys), sorted, without duplicates: a NULL-terminated array of
+ * *n_r names in *users_r, all malloc'ed (free each, then the array).
+ * 0, or -1 on a Redis error (printed). */
+int ct_users_list(redisContext *c, char ***users_r, int *n_r);
 
 /* --- serve.c --- */
 #define CT_SERVE_HTTP_DEFAULT "127.0.0.1:8480"
@@ -99,5 +124,13 @@ enum ct_mode { CT_CUTOVER, CT_FINAL_DELTA, CT_MODE_COUNT };
 /* Runs the cutover (or final delta) of every user, ct->concurrency at a
  * time, one child process each. Returns an exit code. */
 int ct_cutover(struct ct *ct, char **users, int n, enum ct_mode mode);
+/* One straggler pass (source INBOX mail that arrived after the flip, copied
+ * to the destination) for users, or for every user whose window is open when
+ * n == 0. Exit code. */
+int ct_stragglers(struct ct *ct, char **users, int n);
+/* rollback USER...: SRC again; a user on the destination is first synced
+ * back (destination to source) when SYNC-OPTIONS are given, else only with
+ * --force. Exit code. */
+int ct_rollback(struct ct *ct, char **users, int n);
 
 #endif

@@ -32,6 +32,8 @@
 
 static volatile sig_atomic_t ct_stop;
 
+static const char *const mode_names[CT_MODE_COUNT] = {"cutover", "final-delta"};
+
 static void on_signal(int sig)
 {
 	(void)sig;
@@ -55,12 +57,18 @@ static void nap(void)
 
 /* ---- 1. freeze acks ---- */
 
-/* 1 when `need` proxies acked epoch, 0 on timeout or interrupt, -1 error. */
+/* 1 when `need` proxies acked epoch, 0 on timeout or interrupt, -1 error.
+ * The kick is repeated every CT_REKICK_MS: a proxy that restarted (or lost
+ * its subscription) since knows nothing of the freeze until it hears one;
+ * then it reads the route, has no session left and acknowledges. need only
+ * grows with the receivers of a repeated kick: a proxy that is gone for good
+ * makes the freeze time out (roll back) rather than be skipped, since it
+ * might only be cut off from Redis with live sessions of the user. */
 static int wait_acks(redisContext *c, const char *user, uint64_t epoch, long long need,
                      unsigned timeout_s)
 {
-	char key[1024], want[24];
-	double end = mono() + timeout_s;
+	char key[1024], want[24], kick[1100];
+	double end = mono() + timeout_s, next_kick = mono() + CT_REKICK_MS / 1000.0;
 
 	snprintf(key, sizeof(key), "%s%s", CT_KEY_FRZ, user);
 	snprintf(want, sizeof(want), "%llu", (unsigned long long)epoch);
@@ -76,6 +84,16 @@ static int wait_acks(redisContext *c, const char *user, uint64_t epoch, long lon
 		freeReplyObject(r);
 		if (have >= need)
 			return 1;
+		if (mono() >= next_kick) {
+			next_kick = mono() + CT_REKICK_MS / 1000.0;
+			snprintf(kick, sizeof(kick), "route %s %llu", user,
+			         (unsigned long long)epoch);
+			if ((r = ct_cmd(c, "PUBLISH %s %s", RK_CTL_CHANNEL, kick)) == NULL)
+				return -1;
+			if (r->type == REDIS_REPLY_INTEGER && r->integer > need)
+				need = r->integer;
+			freeReplyObject(r);
+		}
 		if (mono() > end) {
 			printf("%s: only %lld of %lld proxies confirmed the freeze within %u s\n",
 			       user, have, need, timeout_s);
@@ -195,7 +213,9 @@ struct ct_verdict {
 	long long m1;    /* its messages, -1 = does not exist */
 	unsigned folders, mismatches;
 	int good, not_finished, strict, not_strict;
-	long errors; /* -1 = no "Detected N errors" line */
+	long errors;                      /* -1 = no "Detected N errors" line */
+	unsigned long copied, max_uid1;   /* "msg F/UID {size} copied to ..." lines */
+	char last_err[CT_LAST_ERROR_MAX]; /* the last line that tells of an error */
 	int exit_code;
 };
 
@@ -246,6 +266,25 @@ static void verdict_line(struct ct_verdict *v, const char *user, const char *lin
 			printf("%s: %s\n", user, line);
 			break;
 		}
+	if ((strstr(line, "rror") != NULL || starts(line, "Err ") ||
+	     strstr(line, "cannot") != NULL || strstr(line, "failed") != NULL) &&
+	    !starts(line, "Detected ") && strstr(line, "nb_errors") == NULL &&
+	    strstr(line, "0 errors") == NULL)
+		snprintf(v->last_err, sizeof(v->last_err), "%s", line);
+	if (starts(line, "msg ") && strstr(line, " copied to ") != NULL) {
+		/* "msg INBOX/307 {286}           copied to INBOX/367 ..." */
+		const char *br = strstr(line, " {"), *sl = br;
+
+		while (sl != NULL && sl > line && *sl != '/')
+			sl--;
+		if (sl != NULL && *sl == '/') {
+			unsigned long uid = strtoul(sl + 1, NULL, 10);
+
+			v->copied++;
+			if (uid > v->max_uid1)
+				v->max_uid1 = uid;
+		}
+	}
 	if (starts(line, "The sync looks good"))
 		v->good = 1;
 	else if (starts(line, "The sync is not finished"))
@@ -276,6 +315,12 @@ static void verdict_line(struct ct_verdict *v, const char *user, const char *lin
 	}
 }
 
+enum ct_pass {
+	CT_PASS_FINAL, /* the final sync: the options as given, + --redis */
+	CT_PASS_STRAG, /* stragglers: copy only, no deletion, no state */
+	CT_PASS_BACK   /* destination to source: servers swapped, no state */
+};
+
 static int has_opt(const struct ct *ct, const char *name)
 {
 	size_t n = strlen(name);
@@ -290,12 +335,166 @@ static int has_opt(const struct ct *ct, const char *name)
 	return 0;
 }
 
+/* The option name of a, without dashes; *len_r stops before an '='. NULL
+ * when a is not an option. */
+static const char *opt_name(const char *a, size_t *len_r, int *inline_r)
+{
+	const char *eq;
+
+	if (a[0] != '-')
+		return NULL;
+	a += a[1] == '-' ? 2 : 1;
+	eq = strchr(a, '=');
+	*len_r = eq != NULL ? (size_t)(eq - a) : strlen(a);
+	*inline_r = eq != NULL;
+	return a;
+}
+
+static int in_list(const char *name, size_t len, const char *const *list)
+{
+	for (; *list != NULL; list++)
+		if (strlen(*list) == len && strncmp(*list, name, len) == 0)
+			return 1;
+	return 0;
+}
+
+/* Options a straggler or a reverse pass must not inherit from the cutover's
+ * SYNC-OPTIONS: with a value, and without. */
+static const char *const drop_val[] = {"search",
+                                       "search1",
+                                       "search2",
+                                       "folder",
+                                       "folderrec",
+                                       "folderfirst",
+                                       "folderlast",
+                                       "include",
+                                       "exclude",
+                                       "f1f2",
+                                       "maxage",
+                                       "minage",
+                                       "redis",
+                                       "delete2foldersonly",
+                                       "delete2foldersbutnot",
+                                       "subfolder1",
+                                       "subfolder2",
+                                       NULL};
+static const char *const drop_bool[] = {"delete",
+                                        "delete1",
+                                        "delete2",
+                                        "delete2duplicates",
+                                        "delete2folders",
+                                        "nodelete2",
+                                        "expunge1",
+                                        "expunge2",
+                                        "uidexpunge2",
+                                        "justfolders",
+                                        "resyncflags",
+                                        "noresyncflags",
+                                        "syncflagsaftercopy",
+                                        "foldersizes",
+                                        "nofoldersizes",
+                                        "foldersizesatend",
+                                        "nofoldersizesatend",
+                                        "state",
+                                        "nostate",
+                                        "delta",
+                                        "nodelta",
+                                        "usecache",
+                                        "nousecache",
+                                        "useuid",
+                                        NULL};
+/* Server options (…1 / …2) swapped for a destination-to-source pass. */
+static const char *const swap_stems[] = {"abletosearch", "authmd5",
+                                         "authmech",     "authuser",
+                                         "compress",     "debugimap",
+                                         "domain",       "domino",
+                                         "exchange",     "fastio",
+                                         "gmail",        "host",
+                                         "keepalive",    "oauthaccesstoken",
+                                         "oauthdirect",  "office",
+                                         "passfile",     "password",
+                                         "port",         "prefix",
+                                         "proxyauth",    "reconnectretry",
+                                         "sep",          "split",
+                                         "ssl",          "sslargs",
+                                         "timeout",      "tls",
+                                         "user",         NULL};
+
+/* Whether name (len bytes, maybe "no" + stem) is stem + '1' or '2'. */
+static int is_server_opt(const char *name, size_t len)
+{
+	if (len > 2 && strncmp(name, "no", 2) == 0 && is_server_opt(name + 2, len - 2))
+		return 1;
+	return len > 1 && (name[len - 1] == '1' || name[len - 1] == '2') &&
+	       in_list(name, len - 1, swap_stems);
+}
+
+/* The argv of one imapferry-sync run of user (NULL-terminated, strings
+ * borrowed or in *own_r, which the caller frees). extra is appended. */
+static const char **sync_argv(const struct ct *ct, const char *user, enum ct_pass pass,
+                              const char *const *extra, int nextra, char ***own_r)
+{
+	const char **argv = calloc((size_t)ct->sync_argc + (size_t)nextra + 10, sizeof(*argv));
+	char **own = calloc((size_t)ct->sync_argc + 1, sizeof(*own));
+	int n = 0, o = 0;
+
+	if (argv == NULL || own == NULL)
+		abort();
+	argv[n++] = ct->sync_path;
+	for (int i = 0; i < ct->sync_argc; i++) {
+		const char *a = ct->sync_argv[i], *name;
+		size_t len;
+		int inl;
+
+		name = opt_name(a, &len, &inl);
+		if (pass != CT_PASS_FINAL && name != NULL) {
+			if (in_list(name, len, drop_val)) {
+				i += !inl; /* its value too */
+				continue;
+			}
+			if (in_list(name, len, drop_bool))
+				continue;
+			if (pass == CT_PASS_BACK && len == 11 &&
+			    strncmp(name, "regextrans2", 11) == 0) {
+				i += !inl; /* a renaming does not run backwards */
+				continue;
+			}
+			if (pass == CT_PASS_BACK && is_server_opt(name, len)) {
+				char *sw = strdup(a);
+
+				if (sw == NULL)
+					abort();
+				sw[(size_t)(name - a) + len - 1] ^= '1' ^ '2';
+				own[o++] = sw;
+				argv[n++] = sw;
+				continue;
+			}
+		}
+		argv[n++] = a;
+	}
+	argv[n++] = "--user1";
+	argv[n++] = user;
+	argv[n++] = "--user2";
+	argv[n++] = user;
+	if (pass == CT_PASS_FINAL && !has_opt(ct, "redis")) {
+		argv[n++] = "--redis";
+		argv[n++] = ct->redis;
+	}
+	for (int i = 0; i < nextra; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	*own_r = own;
+	return argv;
+}
+
 /* Runs imapferry-sync for user, reading its output; fills v. 0, or -1 when
  * it could not be started. */
-static int run_sync(const struct ct *ct, const char *user, struct ct_verdict *v)
+static int run_sync(const struct ct *ct, const char *user, enum ct_pass pass,
+                    const char *const *extra, int nextra, struct ct_verdict *v)
 {
-	const char **argv = calloc((size_t)ct->sync_argc + 8, sizeof(*argv));
-	int fd[2], n = 0, status;
+	char **own;
+	const char **argv = sync_argv(ct, user, pass, extra, nextra, &own);
+	int fd[2], status;
 	pid_t pid;
 	FILE *fp;
 	char *line = NULL;
@@ -305,29 +504,16 @@ static int run_sync(const struct ct *ct, const char *user, struct ct_verdict *v)
 	memset(v, 0, sizeof(*v));
 	v->errors = -1;
 	v->m1 = -1;
-	if (argv == NULL || pipe(fd) < 0) {
-		free(argv);
-		return -1;
+	if (pipe(fd) < 0) {
+		pid = -1;
+		goto out;
 	}
-	argv[n++] = ct->sync_path;
-	for (int i = 0; i < ct->sync_argc; i++)
-		argv[n++] = ct->sync_argv[i];
-	argv[n++] = "--user1";
-	argv[n++] = user;
-	argv[n++] = "--user2";
-	argv[n++] = user;
-	if (!has_opt(ct, "redis")) {
-		argv[n++] = "--redis";
-		argv[n++] = ct->redis;
-	}
-	argv[n] = NULL;
 	fflush(stdout);
 	pid = fork();
 	if (pid < 0) {
 		close(fd[0]);
 		close(fd[1]);
-		free(argv);
-		return -1;
+		goto out;
 	}
 	if (pid == 0) {
 		dup2(fd[1], 1);
@@ -338,7 +524,6 @@ static int run_sync(const struct ct *ct, const char *user, struct ct_verdict *v)
 		fprintf(stderr, "cannot run %s: %s\n", ct->sync_path, strerror(errno));
 		_exit(127);
 	}
-	free(argv);
 	close(fd[1]);
 	fp = fdopen(fd[0], "r");
 	if (fp == NULL) {
@@ -357,11 +542,18 @@ static int run_sync(const struct ct *ct, const char *user, struct ct_verdict *v)
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	v->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-	return 0;
+	if ((v->exit_code != 0 || v->errors != 0) && v->last_err[0] != '\0')
+		printf("%s: imapferry-sync: %s\n", user, v->last_err);
+out:
+	for (char **p = own; *p != NULL; p++)
+		free(*p);
+	free(own);
+	free(argv);
+	return pid < 0 ? -1 : 0;
 }
 
 /* Why the verdict is not a pass, or NULL. */
-static const char *verdict_fail(const struct ct_verdict *v)
+static const char *verdict_fail(const struct ct_verdict *v, int has_delete2)
 {
 	if (v->exit_code != 0)
 		return "imapferry-sync did not exit 0";
@@ -370,7 +562,10 @@ static const char *verdict_fail(const struct ct_verdict *v)
 	if (v->not_finished)
 		return "messages of host1 are missing on host2";
 	if (v->not_strict || !v->strict)
-		return "host2 has messages that host1 does not have";
+		return has_delete2
+		               ? "host2 has messages that host1 does not have"
+		               : "host2 has messages that host1 does not have (mail expunged on "
+		                 "host1 after it was copied? give --delete2)";
 	if (!v->end_seen)
 		return "no folder sizes at end (--nofoldersizesatend?): counts not verified";
 	if (v->mismatches > 0)
@@ -395,12 +590,397 @@ static int route(redisContext *c, const char *user, enum rk_route_state st, uint
 	return (int)(receivers > 1000000 ? 1000000 : receivers);
 }
 
+/* The last error of user, with the sync's own error line when there is one
+ * (v zeroed when no sync ran). */
+static void record_failure(redisContext *c, const char *user, const char *by, const char *why,
+                           const struct ct_verdict *v)
+{
+	char buf[1024]; /* ct_last_record() keeps CT_LAST_ERROR_MAX bytes of it */
+
+	if (v->last_err[0] == '\0') {
+		ct_last_record(c, user, by, why);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "%s (%s)", why, v->last_err);
+	ct_last_record(c, user, by, buf);
+}
+
+/* ---- stragglers: mail delivered to the source INBOX after the flip ---- */
+
+static void strag_key(char *buf, size_t size, const char *user)
+{
+	snprintf(buf, size, "%s%s", CT_KEY_STRAG, user);
+}
+
+/* At the flip: the source INBOX's UIDVALIDITY and UIDNEXT from the final
+ * sync's state, the flip time and the end of the straggler window, in
+ * rep:strag:<user>; the user joins rep:stragglers (user -> window end) when
+ * the window is not 0. The record outlives the window by CT_STRAG_KEEP_S: a
+ * rollback after the flip needs it. */
+static void strag_record(redisContext *c, const char *user, unsigned window_s)
+{
+	char key[1100], until[32], now_s[32], uv[16], next[16];
+	unsigned uidvalidity, uidnext;
+	redisReply *r;
+	int64_t now;
+
+	rk_key_state(key, sizeof(key), user);
+	if ((r = ct_cmd(c, "HGET %s INBOX", key)) == NULL)
+		return;
+	if (r->type != REDIS_REPLY_STRING ||
+	    sscanf(r->str, "F %*s %*s %u %u", &uidvalidity, &uidnext) != 2) {
+		freeReplyObject(r);
+		printf("%s: no sync state of the source INBOX: stragglers cannot be told apart, "
+		       "none will be copied\n",
+		       user);
+		return;
+	}
+	freeReplyObject(r);
+	if (ct_now_ms(c, &now) < 0)
+		return;
+	strag_key(key, sizeof(key), user);
+	snprintf(until, sizeof(until), "%lld", (long long)now + (long long)window_s * 1000);
+	snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
+	snprintf(uv, sizeof(uv), "%u", uidvalidity);
+	snprintf(next, sizeof(next), "%u", uidnext);
+	if ((r = ct_cmd(c, "HSET %s uidvalidity %s next_uid %s flip_ms %s until_ms %s copied 0",
+	                key, uv, next, now_s, until)) == NULL)
+		return;
+	freeReplyObject(r);
+	if ((r = ct_cmd(c, "EXPIRE %s %u", key, window_s + CT_STRAG_KEEP_S)) != NULL)
+		freeReplyObject(r);
+	if (window_s == 0)
+		return;
+	if ((r = ct_cmd(c, "ZADD %s %s %s", CT_KEY_STRAG_INDEX, until, user)) != NULL)
+		freeReplyObject(r);
+	printf("%s: stragglers: source INBOX mail from UID %u on is copied for %u s "
+	       "(imapferryctl stragglers)\n",
+	       user, uidnext, window_s);
+}
+
+/* One straggler pass of user: the source INBOX's UIDs from next_uid on that
+ * the destination lacks are copied (identified by header, so a re-run copies
+ * nothing twice), nothing is deleted or reflagged; next_uid then moves past
+ * what was copied, so a straggler the user deletes on the destination is
+ * not copied again. 1 done (*copied_r), 0 no record, -1 failed. */
+static int strag_pass(const struct ct *ct, redisContext *c, const char *user,
+                      unsigned long *copied_r)
+{
+	char key[1100], search[64];
+	const char *extra[] = {
+	        "--folder",        "INBOX",     "--search1",       search,
+	        "--noresyncflags", "--nostate", "--nofoldersizes", "--nofoldersizesatend"};
+	struct ct_verdict v;
+	unsigned long next;
+	redisReply *r;
+
+	*copied_r = 0;
+	strag_key(key, sizeof(key), user);
+	if ((r = ct_cmd(c, "HGET %s next_uid", key)) == NULL)
+		return -1;
+	if (r->type != REDIS_REPLY_STRING) {
+		freeReplyObject(r);
+		return 0;
+	}
+	next = strtoul(r->str, NULL, 10);
+	freeReplyObject(r);
+	/* no "*": "n:*" would also match the last message below n */
+	snprintf(search, sizeof(search), "UID %lu:4294967295", next > 0 ? next : 1);
+	if (run_sync(ct, user, CT_PASS_STRAG, extra, (int)(sizeof(extra) / sizeof(extra[0])), &v) <
+	    0)
+		return -1;
+	if (v.exit_code != 0 || v.errors != 0) {
+		const char *why = v.exit_code != 0 ? "straggler pass: imapferry-sync did not exit 0"
+		                                   : "straggler pass: errors detected";
+
+		printf("%s: FAILED: %s\n", user, why);
+		record_failure(c, user, "stragglers", why, &v);
+		return -1;
+	}
+	ct_last_record(c, user, "stragglers", NULL);
+	if (v.copied > 0 && v.max_uid1 + 1 > next) {
+		if ((r = ct_cmd(c, "HSET %s next_uid %lu", key, v.max_uid1 + 1)) == NULL)
+			return -1;
+		freeReplyObject(r);
+	}
+	if ((r = ct_cmd(c, "HINCRBY %s copied %lu", key, v.copied)) != NULL)
+		freeReplyObject(r);
+	*copied_r = v.copied;
+	return 1;
+}
+
+int ct_stragglers(struct ct *ct, char **users, int n)
+{
+	const char *err;
+	redisContext *c = ct_connect(ct->redis, &err);
+	redisReply *idx = NULL, *r;
+	int64_t now;
+	int rc = CT_EXIT_OK, ran = 0;
+	char now_s[32];
+
+	if (c == NULL) {
+		fprintf(stderr, "imapferryctl: %s\n", err);
+		return CT_EXIT_NOREDIS;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (ct_now_ms(c, &now) < 0)
+		goto noredis;
+	snprintf(now_s, sizeof(now_s), "%lld", (long long)now);
+	if (n == 0) {
+		/* windows that ended leave the index (the record stays) */
+		if ((r = ct_cmd(c, "ZREMRANGEBYSCORE %s -inf %s", CT_KEY_STRAG_INDEX, now_s)) ==
+		    NULL)
+			goto noredis;
+		if (r->integer > 0)
+			printf("stragglers: %lld window%s ended\n", r->integer,
+			       r->integer == 1 ? "" : "s");
+		freeReplyObject(r);
+		if ((idx = ct_cmd(c, "ZRANGEBYSCORE %s (%s +inf", CT_KEY_STRAG_INDEX, now_s)) ==
+		    NULL)
+			goto noredis;
+		if (idx->type != REDIS_REPLY_ARRAY)
+			goto noredis;
+		n = (int)idx->elements;
+	}
+	for (int i = 0; i < n && !ct_stop; i++) {
+		const char *user = idx != NULL ? idx->element[i]->str : users[i];
+		enum rk_route_state st;
+		uint64_t epoch;
+		unsigned long copied;
+		int prc;
+
+		if (ct_route_get(c, user, &st, &epoch) < 0)
+			goto noredis;
+		if (st != RK_ROUTE_DST) {
+			printf("%s: route %s: no straggler copy (only after a cutover)\n", user,
+			       rk_route_state_names[st]);
+			if ((r = ct_cmd(c, "ZREM %s %s", CT_KEY_STRAG_INDEX, user)) != NULL)
+				freeReplyObject(r);
+			continue;
+		}
+		ran++;
+		prc = strag_pass(ct, c, user, &copied);
+		if (prc < 0) {
+			rc = CT_EXIT_FAILED;
+		} else if (prc == 0) {
+			printf("%s: no straggler record (cut over with --stragglers 0, or no sync "
+			       "state of INBOX)\n",
+			       user);
+			rc = CT_EXIT_FAILED;
+		} else {
+			printf("%s: %lu straggler%s copied\n", user, copied,
+			       copied == 1 ? "" : "s");
+		}
+	}
+	if (ran == 0)
+		printf("stragglers: no user in a straggler window\n");
+	if (idx != NULL)
+		freeReplyObject(idx);
+	redisFree(c);
+	return rc;
+noredis:
+	if (idx != NULL)
+		freeReplyObject(idx);
+	redisFree(c);
+	return CT_EXIT_NOREDIS;
+}
+
+/* Freeze user (route FREEZE, proxies drain the sessions and confirm). NULL
+ * when done (*epoch_r, *t_frozen_r), else why not. */
+static const char *freeze_user(const struct ct *ct, redisContext *c, const char *user,
+                               uint64_t *epoch_r, double *t_frozen_r)
+{
+	int proxies, rc;
+
+	if ((proxies = route(c, user, RK_ROUTE_FREEZE, epoch_r)) < 0)
+		return "the route could not be set";
+	*t_frozen_r = mono();
+	printf("%s: frozen (epoch %llu), %d prox%s to confirm\n", user,
+	       (unsigned long long)*epoch_r, proxies, proxies == 1 ? "y" : "ies");
+	rc = wait_acks(c, user, *epoch_r, proxies, ct->drain_timeout_s);
+	if (rc <= 0)
+		return rc < 0 ? "Redis error while waiting for the proxies"
+		              : "the proxies did not confirm the freeze";
+	printf("%s: no session left (%.2f s)\n", user, mono() - *t_frozen_r);
+	return NULL;
+}
+
+/* Deletes the user's source-to-destination sync state (a rollback after the
+ * flip changed the source behind it: the daemon starts over by identifying
+ * messages, which copies nothing twice). */
+static int state_drop(redisContext *c, const char *user)
+{
+	char key[1100], match[1200], cursor[32] = "0";
+	redisReply *r;
+
+	rk_key_state(key, sizeof(key), user);
+	if ((r = ct_cmd(c, "DEL %s", key)) == NULL)
+		return -1;
+	freeReplyObject(r);
+	rk_key_map(match, sizeof(match), user, "");
+	strcat(match, "*");
+	do {
+		if ((r = ct_cmd(c, "SCAN %s MATCH %b COUNT 1000", cursor, match, strlen(match))) ==
+		    NULL)
+			return -1;
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+			freeReplyObject(r);
+			return -1;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		for (size_t i = 0; i < r->element[1]->elements; i++) {
+			redisReply *d = ct_cmd(c, "DEL %b", r->element[1]->element[i]->str,
+			                       r->element[1]->element[i]->len);
+
+			if (d != NULL)
+				freeReplyObject(d);
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return 0;
+}
+
+/* rollback of a user on the destination: freeze, stragglers, destination to
+ * source (--delete2), verify, then SRC; any failure leaves the user on DST. */
+static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
+{
+	const char *extra[] = {"--delete2", "--syncduplicates", "--nostate"};
+	const char *why;
+	struct ct_verdict v = {0};
+	unsigned long copied = 0;
+	uint64_t epoch;
+	double t0 = mono(), t_frozen;
+	long long flip_ms = -1;
+	char key[1100];
+	redisReply *r;
+	int prc;
+
+	strag_key(key, sizeof(key), user);
+	if ((r = ct_cmd(c, "HGET %s flip_ms", key)) == NULL)
+		return CT_EXIT_NOREDIS;
+	if (r->type == REDIS_REPLY_STRING)
+		flip_ms = atoll(r->str);
+	freeReplyObject(r);
+	if (ct->sync_argc == 0 && !ct->force) {
+		printf("%s: on the destination: what the user changed there since the cutover "
+		       "(new mail, flags, deletions, folders) is not on the source and would be "
+		       "lost, and so would mail delivered to the destination. Give -- "
+		       "SYNC-OPTIONS to sync it back first (destination to source), or --force "
+		       "to roll back without it. Nothing done.\n",
+		       user);
+		return CT_EXIT_FAILED;
+	}
+	if (ct->sync_argc == 0) {
+		if (route(c, user, RK_ROUTE_SRC, &epoch) < 0 || ct_user_resume(c, user) < 0)
+			return CT_EXIT_NOREDIS;
+		printf("%s: route SRC, epoch %llu (--force: what changed on the destination since "
+		       "the cutover is not on the source)\n",
+		       user, (unsigned long long)epoch);
+		return CT_EXIT_OK;
+	}
+	if (flip_ms < 0 && !ct->force) {
+		printf("%s: no straggler record of the cutover: mail delivered to the source after "
+		       "it cannot be told from mail deleted on the destination, and the sync back "
+		       "(--delete2) would delete it on the source; --force to do it anyway. "
+		       "Nothing done.\n",
+		       user);
+		return CT_EXIT_FAILED;
+	}
+	if ((why = freeze_user(ct, c, user, &epoch, &t_frozen)) != NULL)
+		goto fail;
+	if (flip_ms >= 0) {
+		if ((prc = strag_pass(ct, c, user, &copied)) < 0) {
+			why = "the straggler pass failed";
+			goto fail;
+		}
+		printf("%s: %lu straggler%s copied first\n", user, copied, copied == 1 ? "" : "s");
+	}
+	printf("%s: sync back: destination to source\n", user);
+	if (run_sync(ct, user, CT_PASS_BACK, extra, (int)(sizeof(extra) / sizeof(extra[0])), &v) <
+	    0) {
+		why = "imapferry-sync could not be started";
+		goto fail;
+	}
+	if (ct_stop) {
+		why = "interrupted";
+		goto fail;
+	}
+	if ((why = verdict_fail(&v, 1)) != NULL)
+		goto fail;
+	printf("%s: verified: %u folders, the source equals the destination\n", user, v.folders);
+	ct_last_record(c, user, "rollback", NULL);
+	if (route(c, user, RK_ROUTE_SRC, &epoch) < 0) {
+		why = "the route could not be set back";
+		goto fail;
+	}
+	if (state_drop(c, user) < 0 || ct_user_resume(c, user) < 0)
+		printf("%s: could not give the user back to the daemon\n", user);
+	if ((r = ct_cmd(c, "ZREM %s %s", CT_KEY_STRAG_INDEX, user)) != NULL)
+		freeReplyObject(r);
+	if ((r = ct_cmd(c, "DEL %s", key)) != NULL)
+		freeReplyObject(r);
+	printf("%s: rolled back to the source (epoch %llu) in %.2f s, frozen %.2f s\n", user,
+	       (unsigned long long)epoch, mono() - t0, mono() - t_frozen);
+	return CT_EXIT_OK;
+fail:
+	printf("%s: FAILED: %s\n", user, why);
+	record_failure(c, user, "rollback", why, &v);
+	if (route(c, user, RK_ROUTE_DST, &epoch) >= 0)
+		printf("%s: stays on the destination (epoch %llu)\n", user,
+		       (unsigned long long)epoch);
+	return CT_EXIT_FAILED;
+}
+
+int ct_rollback(struct ct *ct, char **users, int n)
+{
+	const char *err;
+	redisContext *c;
+	int rc = CT_EXIT_OK;
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if ((c = ct_connect(ct->redis, &err)) == NULL) {
+		fprintf(stderr, "imapferryctl: %s\n", err);
+		return CT_EXIT_NOREDIS;
+	}
+	for (int i = 0; i < n && !ct_stop; i++) {
+		enum rk_route_state st;
+		uint64_t epoch;
+		long long rcv;
+		int one;
+
+		if (ct_route_get(c, users[i], &st, &epoch) < 0) {
+			rc = CT_EXIT_NOREDIS;
+			continue;
+		}
+		if (st == RK_ROUTE_DST) {
+			one = rollback_dst(ct, c, users[i]);
+			if (one != CT_EXIT_OK && rc == CT_EXIT_OK)
+				rc = one;
+			continue;
+		}
+		if (ct_route_set(c, users[i], RK_ROUTE_SRC, &epoch, &rcv) < 0 ||
+		    ct_user_resume(c, users[i]) < 0) {
+			rc = CT_EXIT_NOREDIS;
+			continue;
+		}
+		printf("%s: route SRC, epoch %llu (%lld prox%s notified)\n", users[i],
+		       (unsigned long long)epoch, rcv, rcv == 1 ? "y" : "ies");
+	}
+	redisFree(c);
+	return rc;
+}
+
 static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 {
 	const char *err, *why = NULL;
 	redisContext *c = ct_connect(ct->redis, &err);
 	struct ct_quiet q;
-	struct ct_verdict v;
+	struct ct_verdict v = {0};
 	enum rk_route_state st;
 	uint64_t epoch = 0;
 	double t0 = mono(), t_frozen = 0;
@@ -418,7 +998,16 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		printf("%s: already on the destination (epoch %llu): nothing to do\n", user,
 		       (unsigned long long)epoch);
 		redisFree(c);
-		return CT_EXIT_OK;
+		return CT_EXIT_SKIPPED;
+	}
+	if (mode == CT_FINAL_DELTA && st != RK_ROUTE_SRC) {
+		/* a source-to-destination pass would undo what the user changed on
+		 * the destination (and --delete2 would delete new mail there) */
+		printf("%s: route %s: %s\n", user, rk_route_state_names[st],
+		       st == RK_ROUTE_DST ? "on the destination already: no final delta (skipped)"
+		                          : "a cutover is running: no final delta");
+		redisFree(c);
+		return st == RK_ROUTE_DST ? CT_EXIT_SKIPPED : CT_EXIT_FAILED;
 	}
 	if (mode == CT_CUTOVER) {
 		if ((proxies = route(c, user, RK_ROUTE_FREEZE, &epoch)) < 0) {
@@ -444,7 +1033,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	}
 	quiet = 1;
 	printf("%s: final sync%s\n", user, q.removed > 0 ? " (queued changes taken over)" : "");
-	if (run_sync(ct, user, &v) < 0) {
+	if (run_sync(ct, user, CT_PASS_FINAL, NULL, 0, &v) < 0) {
 		why = "imapferry-sync could not be started";
 		goto fail;
 	}
@@ -452,9 +1041,10 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		why = "interrupted";
 		goto fail;
 	}
-	if ((why = verdict_fail(&v)) != NULL)
+	if ((why = verdict_fail(&v, has_opt(ct, "delete2"))) != NULL)
 		goto fail;
 	printf("%s: verified: %u folders, message counts equal on both sides\n", user, v.folders);
+	ct_last_record(c, user, mode_names[mode], NULL);
 	if (mode == CT_FINAL_DELTA) {
 		unquiesce(c, user, &q);
 		printf("%s: final delta done in %.2f s\n", user, mono() - t0);
@@ -475,10 +1065,12 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	}
 	printf("%s: cut over to the destination (epoch %llu) in %.2f s, frozen %.2f s\n", user,
 	       (unsigned long long)epoch, mono() - t0, mono() - t_frozen);
+	strag_record(c, user, ct->stragglers_s);
 	redisFree(c);
 	return CT_EXIT_OK;
 fail:
 	printf("%s: FAILED: %s\n", user, why);
+	record_failure(c, user, mode_names[mode], why, &v);
 	if (mode == CT_CUTOVER) {
 		if (route(c, user, RK_ROUTE_SRC, &epoch) >= 0)
 			printf("%s: rolled back to the source (epoch %llu)\n", user,
@@ -492,18 +1084,66 @@ fail:
 	return CT_EXIT_FAILED;
 }
 
+/* The end of a batch: counts, time, and who failed. */
+static void summary(const char *what, char **users, int n, const int *rcs, double took)
+{
+	int done = 0, skipped = 0, failed = 0, unstarted = 0, shown = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (rcs[i] < 0)
+			unstarted++;
+		else if (rcs[i] == CT_EXIT_OK)
+			done++;
+		else if (rcs[i] == CT_EXIT_SKIPPED)
+			skipped++;
+		else
+			failed++;
+	}
+	printf("%s: %d user%s in %.1f s: %d done", what, n, n == 1 ? "" : "s", took, done);
+	if (skipped > 0)
+		printf(", %d already on the destination", skipped);
+	printf(", %d failed", failed);
+	if (unstarted > 0)
+		printf(", %d not started (interrupted)", unstarted);
+	printf("\n");
+	if (failed == 0)
+		return;
+	printf("failed:");
+	for (int i = 0; i < n; i++) {
+		if (rcs[i] < 0 || rcs[i] == CT_EXIT_OK || rcs[i] == CT_EXIT_SKIPPED)
+			continue;
+		if (shown++ == CT_SUMMARY_NAMES) {
+			printf(" ... (%d more)", failed - CT_SUMMARY_NAMES);
+			break;
+		}
+		printf(" %s", users[i]);
+	}
+	printf("\n");
+}
+
 int ct_cutover(struct ct *ct, char **users, int n, enum ct_mode mode)
 {
 	struct sigaction sa;
-	int next = 0, running = 0, failed = 0, done = 0;
+	int next = 0, running = 0, failed = 0, rc;
+	pid_t *pids;
+	int *rcs;
+	double t0 = mono();
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (n == 1)
-		return cutover_one(ct, users[0], mode);
+	if (n == 1 && !ct->all) {
+		rc = cutover_one(ct, users[0], mode);
+		return rc == CT_EXIT_SKIPPED ? CT_EXIT_OK : rc;
+	}
+	pids = calloc((size_t)n + 1, sizeof(*pids));
+	rcs = calloc((size_t)n + 1, sizeof(*rcs));
+	if (pids == NULL || rcs == NULL)
+		abort();
+	for (int i = 0; i < n; i++)
+		rcs[i] = -1;
 	while (next < n || running > 0) {
 		int status;
 		pid_t pid;
@@ -517,11 +1157,11 @@ int ct_cutover(struct ct *ct, char **users, int n, enum ct_mode mode)
 			}
 			if (pid == 0)
 				_exit(cutover_one(ct, users[next], mode));
-			next++;
+			pids[next++] = pid;
 			running++;
 		}
-		if (ct_stop && running == 0)
-			break;
+		if (running == 0)
+			break; /* interrupted, or fork failed with nothing running */
 		pid = wait(&status);
 		if (pid < 0) {
 			if (errno == EINTR)
@@ -529,11 +1169,17 @@ int ct_cutover(struct ct *ct, char **users, int n, enum ct_mode mode)
 			break;
 		}
 		running--;
-		done++;
-		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-			failed++;
+		for (int i = 0; i < next; i++)
+			if (pids[i] == pid) {
+				rcs[i] = WIFEXITED(status) ? WEXITSTATUS(status) : CT_EXIT_FAILED;
+				if (rcs[i] != CT_EXIT_OK && rcs[i] != CT_EXIT_SKIPPED)
+					failed++;
+				pids[i] = 0;
+			}
 	}
-	printf("%d user%s: %d done, %d failed%s\n", n, n == 1 ? "" : "s", done - failed, failed,
-	       next < n ? ", the rest not started (interrupted)" : "");
-	return failed > 0 || next < n ? CT_EXIT_FAILED : CT_EXIT_OK;
+	summary(mode == CT_CUTOVER ? "cutover" : "final-delta", users, n, rcs, mono() - t0);
+	rc = failed > 0 || next < n ? CT_EXIT_FAILED : CT_EXIT_OK;
+	free(pids);
+	free(rcs);
+	return rc;
 }

@@ -17,12 +17,19 @@ static void usage(FILE *fp)
 	        "  status [USER...] [--json]        route, queue, last sync state; all users\n"
 	        "                                   (poll schedule and routes) when none given\n"
 	        "  route USER src|freeze|dst        set a route (epoch bumped, proxies told)\n"
-	        "  cutover USER... [--concurrency N] -- SYNC-OPTIONS\n"
+	        "  cutover USER...|--all [--concurrency N] -- SYNC-OPTIONS\n"
 	        "                                   freeze, final verified sync, flip to the\n"
 	        "                                   destination; any difference rolls back\n"
-	        "  final-delta USER... -- SYNC-OPTIONS\n"
+	        "  final-delta USER...|--all -- SYNC-OPTIONS\n"
 	        "                                   the final verified sync only (no proxy)\n"
-	        "  rollback USER...                 route back to the source\n"
+	        "  rollback USER... [--force] [-- SYNC-OPTIONS]\n"
+	        "                                   route back to the source; a user on the\n"
+	        "                                   destination is synced back first (with\n"
+	        "                                   SYNC-OPTIONS) or only with --force\n"
+	        "  stragglers [USER...] -- SYNC-OPTIONS\n"
+	        "                                   copy source INBOX mail that arrived after\n"
+	        "                                   the cutover (users in their window when\n"
+	        "                                   none given); run it from cron\n"
 	        "  serve [--http ADDR:PORT] [--sample SECS]\n"
 	        "                                   read-only status web page (default %s,\n"
 	        "                                   a throughput sample every %u s)\n"
@@ -30,15 +37,18 @@ static void usage(FILE *fp)
 	        "  --redis HOST:PORT|PATH   default 127.0.0.1:6379\n"
 	        "  --sync PATH              imapferry-sync (default: next to imapferryctl, or\n"
 	        "                           ../sync/imapferry-sync in a build tree, or $PATH)\n"
-	        "  --concurrency N          users at once (%u)\n"
+	        "  --concurrency N          users at once (%u); also --jobs N, -j N\n"
+	        "  --all                    cutover, final-delta: every user known in Redis\n"
+	        "                           (poll schedule, routes, sync states)\n"
 	        "  --drain-timeout SECS     proxies confirming a freeze (%u)\n"
 	        "  --quiesce-timeout SECS   the daemon's syncs of a user finishing (%u)\n"
 	        "  --users-file FILE        users, one a line (# comments), besides USER...\n"
+	        "  --stragglers SECS        cutover: straggler window after the flip (%u, 0 off)\n"
 	        "SYNC-OPTIONS are imapferry-sync's connection options (--host1, --authuser1,\n"
 	        "--passfile1, ...); --user1/--user2 are added per user, and --redis unless given.\n"
 	        "Exit codes: 0 done, 1 a user failed (rolled back), 64 usage, 69 Redis.\n",
 	        CT_SERVE_HTTP_DEFAULT, CT_SERVE_SAMPLE_S, CT_CONCURRENCY_DEFAULT,
-	        CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S);
+	        CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S, CT_STRAGGLERS_DEFAULT_S);
 }
 
 /* imapferry-sync next to us, or in ../sync/ (a build tree), else by $PATH. */
@@ -94,6 +104,9 @@ static void list_add(struct ct_list *l, char *s)
 	l->v[l->n++] = s;
 }
 
+/* Strings malloc'ed here (users files, --all), freed at exit. */
+static struct ct_list ct_owned;
+
 static int read_users(struct ct_list *l, const char *path)
 {
 	FILE *fp = fopen(path, "r");
@@ -115,7 +128,8 @@ static int read_users(struct ct_list *l, const char *path)
 
 			if (d == NULL)
 				abort();
-			list_add(l, d); /* lives until exit */
+			list_add(l, d);
+			list_add(&ct_owned, d);
 		}
 	}
 	fclose(fp);
@@ -160,41 +174,49 @@ static int cmd_route(struct ct *ct, char **args, int n)
 	return CT_EXIT_OK;
 }
 
-static int cmd_rollback(struct ct *ct, char **users, int n)
+static int str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* --all: every user known in Redis joins the list (sorted, each once). */
+static int add_all(struct ct *ct, struct ct_list *l, const char *cmd)
 {
 	const char *err;
 	redisContext *c;
-	int rc = CT_EXIT_OK;
+	char **all;
+	int n, j = 0;
 
-	if (n == 0) {
-		fprintf(stderr, "imapferryctl: rollback USER...\n");
+	if (cmd == NULL || (strcmp(cmd, "cutover") != 0 && strcmp(cmd, "final-delta") != 0)) {
+		fprintf(stderr, "imapferryctl: --all is for cutover and final-delta\n");
 		return CT_EXIT_USAGE;
 	}
 	if ((c = ct_connect(ct->redis, &err)) == NULL) {
 		fprintf(stderr, "imapferryctl: %s\n", err);
 		return CT_EXIT_NOREDIS;
 	}
-	for (int i = 0; i < n; i++) {
-		enum rk_route_state st;
-		uint64_t epoch;
-		long long rcv;
-
-		if (ct_route_get(c, users[i], &st, &epoch) < 0 ||
-		    ct_route_set(c, users[i], RK_ROUTE_SRC, &epoch, &rcv) < 0 ||
-		    ct_user_resume(c, users[i]) < 0) {
-			rc = CT_EXIT_NOREDIS;
-			continue;
-		}
-		printf("%s: route SRC, epoch %llu (%lld prox%s notified)\n", users[i],
-		       (unsigned long long)epoch, rcv, rcv == 1 ? "y" : "ies");
-		if (st == RK_ROUTE_DST)
-			printf("%s: WARNING: the user was on the destination: what changed there "
-			       "since the cutover is not on the source (sync host2 to host1 "
-			       "with imapferry-sync first if it matters)\n",
-			       users[i]);
+	if (ct_users_list(c, &all, &n) < 0) {
+		redisFree(c);
+		return CT_EXIT_NOREDIS;
 	}
 	redisFree(c);
-	return rc;
+	for (int i = 0; i < n; i++) {
+		list_add(l, all[i]);
+		list_add(&ct_owned, all[i]);
+	}
+	free(all);
+	if (l->n > 1)
+		qsort(l->v, (size_t)l->n, sizeof(*l->v), str_cmp);
+	for (int i = 0; i < l->n; i++)
+		if (j == 0 || strcmp(l->v[i], l->v[j - 1]) != 0)
+			l->v[j++] = l->v[i];
+	l->n = j;
+	printf("imapferryctl: --all: %d user%s known in Redis\n", j, j == 1 ? "" : "s");
+	if (j == 0) {
+		fprintf(stderr, "imapferryctl: --all: no user known in Redis\n");
+		return CT_EXIT_USAGE;
+	}
+	return CT_EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -209,6 +231,7 @@ int main(int argc, char **argv)
 	ct.concurrency = CT_CONCURRENCY_DEFAULT;
 	ct.drain_timeout_s = CT_DRAIN_TIMEOUT_S;
 	ct.quiesce_timeout_s = CT_QUIESCE_TIMEOUT_S;
+	ct.stragglers_s = CT_STRAGGLERS_DEFAULT_S;
 	ct.sync_path = find_sync(argv[0]);
 	ct.http = CT_SERVE_HTTP_DEFAULT;
 	ct.sample_s = CT_SERVE_SAMPLE_S;
@@ -243,7 +266,16 @@ int main(int argc, char **argv)
 			if (parse_uint(a, v, 1, 3600, &ct.sample_s) < 0)
 				return CT_EXIT_USAGE;
 			i++;
-		} else if (strcmp(a, "--concurrency") == 0) {
+		} else if (strcmp(a, "--force") == 0) {
+			ct.force = 1;
+		} else if (strcmp(a, "--stragglers") == 0) {
+			if (parse_uint(a, v, 0, 365u * 86400u, &ct.stragglers_s) < 0)
+				return CT_EXIT_USAGE;
+			i++;
+		} else if (strcmp(a, "--all") == 0) {
+			ct.all = 1;
+		} else if (strcmp(a, "--concurrency") == 0 || strcmp(a, "--jobs") == 0 ||
+		           strcmp(a, "-j") == 0) {
 			if (parse_uint(a, v, 1, CT_CONCURRENCY_MAX, &ct.concurrency) < 0)
 				return CT_EXIT_USAGE;
 			i++;
@@ -265,13 +297,14 @@ int main(int argc, char **argv)
 			list_add(&args, argv[i]);
 		}
 	}
-	if (users_file != NULL && read_users(&args, users_file) < 0)
-		return CT_EXIT_USAGE;
-	if (cmd == NULL) {
+	if (users_file != NULL && read_users(&args, users_file) < 0) {
+		rc = CT_EXIT_USAGE;
+	} else if (ct.all && (rc = add_all(&ct, &args, cmd)) != CT_EXIT_OK) {
+		/* rc says why */
+	} else if (cmd == NULL) {
 		usage(stderr);
-		return CT_EXIT_USAGE;
-	}
-	if (strcmp(cmd, "status") == 0) {
+		rc = CT_EXIT_USAGE;
+	} else if (strcmp(cmd, "status") == 0) {
 		rc = ct_status(&ct, args.v, args.n);
 	} else if (strcmp(cmd, "route") == 0) {
 		rc = cmd_route(&ct, args.v, args.n);
@@ -283,7 +316,20 @@ int main(int argc, char **argv)
 			rc = ct_serve(&ct);
 		}
 	} else if (strcmp(cmd, "rollback") == 0) {
-		rc = cmd_rollback(&ct, args.v, args.n);
+		if (args.n == 0) {
+			fprintf(stderr,
+			        "imapferryctl: rollback USER... [--force] [-- SYNC-OPTIONS]\n");
+			rc = CT_EXIT_USAGE;
+		} else {
+			rc = ct_rollback(&ct, args.v, args.n);
+		}
+	} else if (strcmp(cmd, "stragglers") == 0) {
+		if (ct.sync_argc == 0) {
+			fprintf(stderr, "imapferryctl: stragglers [USER...] -- SYNC-OPTIONS\n");
+			rc = CT_EXIT_USAGE;
+		} else {
+			rc = ct_stragglers(&ct, args.v, args.n);
+		}
 	} else if (strcmp(cmd, "cutover") == 0 || strcmp(cmd, "final-delta") == 0) {
 		if (args.n == 0 || ct.sync_argc == 0) {
 			fprintf(stderr, "imapferryctl: %s USER... -- SYNC-OPTIONS\n", cmd);
@@ -298,5 +344,8 @@ int main(int argc, char **argv)
 		rc = CT_EXIT_USAGE;
 	}
 	free(args.v);
+	for (int k = 0; k < ct_owned.n; k++)
+		free(ct_owned.v[k]);
+	free(ct_owned.v);
 	return rc;
 }

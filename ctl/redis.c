@@ -166,3 +166,48 @@ int ct_user_resume(redisContext *c, const char *user)
 	freeReplyObject(r);
 	return 0;
 }
+
+int ct_key_last(char *buf, size_t size, const char *user)
+{
+	return rk_key_last(buf, size, user) < 0 ? -1 : 0;
+}
+
+int ct_last_record(redisContext *c, const char *user, const char *by, const char *error)
+{
+	char key[1100], err[CT_LAST_ERROR_MAX + 1];
+	redisReply *r;
+	size_t n;
+
+	if (ct_key_last(key, sizeof(key), user) < 0)
+		return -1;
+	if (error == NULL) {
+		r = ct_cmd(c, "EVAL %s 1 %s %s", /* Redis's clock, as everywhere else */
+		           "local t = redis.call('TIME')\n"
+		           "redis.call('HSET', KEYS[1], 'ok_ms', t[1] * 1000 + math.floor(t[2] / "
+		           "1000),"
+		           " 'ok_by', ARGV[1])\n"
+		           "return 1\n",
+		           key, by);
+	} else {
+		/* one line, bounded */
+		n = strlen(error);
+		if (n > CT_LAST_ERROR_MAX)
+			n = CT_LAST_ERROR_MAX;
+		memcpy(err, error, n);
+		err[n] = '\0';
+		for (char *p = err; *p != '\0'; p++)
+			if ((unsigned char)*p < 0x20)
+				*p = ' ';
+		r = ct_cmd(c, "EVAL %s 1 %s %s %s",
+		           "local t = redis.call('TIME')\n"
+		           "redis.call('HSET', KEYS[1], 'err_ms', t[1] * 1000 + math.floor(t[2] / "
+		           "1000),"
+		           " 'err_by', ARGV[1], 'err', ARGV[2])\n"
+		           "return 1\n",
+		           key, by, err);
+	}
+	if (r == NULL)
+		return -1;
+	freeReplyObject(r);
+	return 0;
+}

@@ -21,6 +21,9 @@ struct ct_user {
 	unsigned folders;
 	unsigned long long msgs1, msgs2;
 	int has_state;
+	long long ok_ms, err_ms; /* rep:{s}:last:<user>; -1 unknown */
+	char ok_by[16], err_by[16];
+	char *err;
 };
 
 struct ct_users {
@@ -50,6 +53,7 @@ static void users_add(struct ct_users *us, const char *name, size_t len)
 		abort();
 	strcpy(u->route, "-");
 	u->changed_ms = u->oldest_due_ms = u->next_poll_ms = -1;
+	u->ok_ms = u->err_ms = -1;
 }
 
 /* Sorts and removes duplicates. */
@@ -224,6 +228,28 @@ static int user_fill(redisContext *c, struct ct_user *u)
 	if (r->type == REDIS_REPLY_STRING)
 		u->next_poll_ms = atoll(r->str);
 	freeReplyObject(r);
+	ct_key_last(key, sizeof(key), u->name);
+	if ((r = ct_cmd(c, "HMGET %s ok_ms ok_by err_ms err_by err", key)) == NULL)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
+		redisReply **e = r->element;
+
+		if (e[0]->type == REDIS_REPLY_STRING)
+			u->ok_ms = atoll(e[0]->str);
+		if (e[1]->type == REDIS_REPLY_STRING)
+			snprintf(u->ok_by, sizeof(u->ok_by), "%s", e[1]->str);
+		if (e[2]->type == REDIS_REPLY_STRING)
+			u->err_ms = atoll(e[2]->str);
+		if (e[3]->type == REDIS_REPLY_STRING)
+			snprintf(u->err_by, sizeof(u->err_by), "%s", e[3]->str);
+		if (e[4]->type == REDIS_REPLY_STRING) {
+			free(u->err);
+			u->err = strndup(e[4]->str, CT_LAST_ERROR_MAX);
+			if (u->err == NULL)
+				abort();
+		}
+	}
+	freeReplyObject(r);
 	rk_key_state(key, sizeof(key), u->name);
 	if ((r = ct_cmd(c, "HGETALL %s", key)) == NULL)
 		return -1;
@@ -281,11 +307,20 @@ static void print_json(FILE *fp, const struct ct_users *us, int64_t now, struct 
 		        ",\"route\":\"%s\",\"epoch\":%llu,\"route_changed_ms\":%lld,"
 		        "\"due\":%u,\"oldest_due_age_ms\":%lld,\"inflight\":%u,"
 		        "\"next_poll_ms\":%lld,\"state\":%s,\"folders\":%u,"
-		        "\"messages1\":%llu,\"messages2\":%llu}",
+		        "\"messages1\":%llu,\"messages2\":%llu,\"last_sync_ms\":%lld,"
+		        "\"last_sync_by\":",
 		        strcmp(u->route, "-") == 0 ? "SRC" : u->route, u->epoch, u->changed_ms,
 		        u->due, u->oldest_due_ms < 0 ? -1LL : (long long)(now - u->oldest_due_ms),
 		        u->inflight, u->next_poll_ms, u->has_state ? "true" : "false", u->folders,
-		        u->msgs1, u->msgs2);
+		        u->msgs1, u->msgs2, u->ok_ms);
+		json_str(fp, u->ok_by);
+		fprintf(fp, ",\"last_error_ms\":%lld,\"last_error_by\":", u->err_ms);
+		json_str(fp, u->err_by);
+		fprintf(fp, ",\"last_error\":");
+		json_str(fp, u->err != NULL ? u->err : "");
+		/* the error is current when no success came after it */
+		fprintf(fp, ",\"error_current\":%s}",
+		        u->err_ms >= 0 && u->err_ms >= u->ok_ms ? "true" : "false");
 		t->due += u->due;
 		t->inflight += u->inflight;
 		t->msgs1 += u->msgs1;
@@ -303,8 +338,9 @@ static void print_table(const struct ct_users *us, int64_t now)
 	unsigned n_route[RK_ROUTE_STATE_COUNT] = {0};
 	char a1[32], a2[32];
 
-	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s\n", "USER", "ROUTE", "EPOCH", "DUE",
-	       "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN");
+	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s %9s %s\n", "USER", "ROUTE", "EPOCH",
+	       "DUE", "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN", "LAST-SYNC",
+	       "LAST-ERROR");
 	for (size_t i = 0; i < us->n; i++) {
 		const struct ct_user *u = &us->u[i];
 		enum rk_route_state st = RK_ROUTE_SRC;
@@ -322,7 +358,13 @@ static void print_table(const struct ct_users *us, int64_t now)
 			printf("%7u %9llu %9llu", u->folders, u->msgs1, u->msgs2);
 		else
 			printf("%7s %9s %9s", "-", "-", "-");
-		printf(" %8s\n", a2);
+		age(a1, sizeof(a1), u->ok_ms < 0 ? -1 : (now > u->ok_ms ? now - u->ok_ms : 0));
+		printf(" %8s %9s", a2, a1);
+		if (u->err_ms >= 0 && u->err_ms >= u->ok_ms)
+			printf(" %s: %.60s", u->err_by, u->err != NULL ? u->err : "");
+		else
+			printf(" -");
+		printf("\n");
 		t_due += u->due;
 		t_infl += u->inflight;
 		t_m1 += u->msgs1;
@@ -336,8 +378,10 @@ static void print_table(const struct ct_users *us, int64_t now)
 
 static void users_free(struct ct_users *us)
 {
-	for (size_t i = 0; i < us->n; i++)
+	for (size_t i = 0; i < us->n; i++) {
 		free(us->u[i].name);
+		free(us->u[i].err);
+	}
 	free(us->u);
 	memset(us, 0, sizeof(*us));
 }
@@ -355,6 +399,29 @@ static int status_gather(redisContext *c, char **users, int n, struct ct_users *
 	for (size_t i = 0; i < us->n; i++)
 		if (user_fill(c, &us->u[i]) < 0)
 			return -1;
+	return 0;
+}
+
+int ct_users_list(redisContext *c, char ***users_r, int *n_r)
+{
+	struct ct_users us = {0};
+	char **v;
+
+	*users_r = NULL;
+	*n_r = 0;
+	if (users_all(c, &us) < 0) {
+		users_free(&us);
+		return -1;
+	}
+	users_finish(&us);
+	v = calloc(us.n + 1, sizeof(*v));
+	if (v == NULL)
+		abort();
+	for (size_t i = 0; i < us.n; i++)
+		v[i] = us.u[i].name; /* ownership moves to v */
+	*n_r = (int)us.n;
+	*users_r = v;
+	free(us.u);
 	return 0;
 }
 

@@ -39,10 +39,20 @@
 
 /* ---- observer sink ---- */
 
+/* A session on the destination (its user was cut over) marks nothing: a
+ * source-to-destination sync of that user would undo what the user changes
+ * there (and with --delete2 delete new mail). */
+static int sink_off(const struct px_session *s)
+{
+	return s->srv->dst_host != NULL && s->up_host == s->srv->dst_host;
+}
+
 static void sink_mark(void *aux, const char *folder, enum rk_prio prio)
 {
 	struct px_session *s = aux;
 
+	if (sink_off(s))
+		return;
 	if (log_debug_enabled(LOG_CAT_PROXY))
 		px_session_log(s, LOG_LVL_DEBUG, "mark %s (%s)", folder,
 		               prio == RK_PRIO_HIGH ? "high" : "low");
@@ -53,6 +63,8 @@ static void sink_hint(void *aux, const char *line)
 {
 	struct px_session *s = aux;
 
+	if (sink_off(s))
+		return;
 	px_marks_hint(s->srv->marks, s->user, line);
 }
 

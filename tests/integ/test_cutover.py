@@ -175,7 +175,7 @@ class Cutover(unittest.TestCase):
         self.assert_bye(imap)   # a source session of a DST user is closed
         imap = self.proxy_imap()
         self.assertEqual(separator(imap), ENV.sep("dst"))
-        self.ctl("rollback", USER, check=0)
+        self.ctl("rollback", USER, "--force", check=0)
         self.assert_bye(imap)
         imap = self.proxy_imap()
         self.assertEqual(separator(imap), ENV.sep("src"))
@@ -216,7 +216,7 @@ class Cutover(unittest.TestCase):
         self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
         rc, out = self.ctl("status", USER, check=0)
         self.assertRegex(out, rf"(?m)^{USER}\s+DST\s")
-        self.ctl("rollback", USER, check=0)
+        self.ctl("rollback", USER, "--force", check=0)
 
     def test_5_failed_final_sync_rolls_back(self):
         src = ENV.imap("src", USER)

@@ -136,6 +136,9 @@ ROWS_JS = """JSON.stringify(Array.from(document.querySelectorAll('#rows tr')).ma
           inflight: tr.querySelector('.inflight').textContent,
           m1: tr.querySelector('.m1').textContent, m2: tr.querySelector('.m2').textContent,
           cmd: tr.querySelector('.cmd').textContent,
+          lastsync: tr.querySelector('.lastsync').textContent,
+          lasterror: tr.querySelector('.lasterror').textContent,
+          errclass: tr.querySelector('.lasterror').classList.contains('err'),
           html: tr.querySelector('.user').innerHTML}; }))"""
 
 
@@ -154,8 +157,15 @@ class StatusPage(unittest.TestCase):
         r("ZADD", f"rep:{{{s}}}:inflight", str(now + 30000), "alice\tSent")
         r("HSET", f"rep:{{{s}}}:st:alice", "INBOX", "F INBOX INBOX 1 11 10 0 7 11 10 0",
           "Sent", "F Sent Sent 1 6 5 0 7 4 3 0")
-        # bob: in the poll schedule only; EVIL: on the destination
+        # alice's last sync 90 s ago, an older error since cured
+        r("HSET", f"rep:{{{s}}}:last:alice", "ok_ms", str(now - 90000), "ok_by", "daemon",
+          "err_ms", str(now - 600000), "err_by", "daemon", "err", "old news")
+        # bob: in the poll schedule only, and its last sync failed;
+        # EVIL: on the destination
         r("ZADD", f"rep:{{{shard('bob')}}}:poll", str(now + 1000), "bob")
+        r("HSET", f"rep:{{{shard('bob')}}}:last:bob", "ok_ms", str(now - 7200000), "ok_by",
+          "final-delta", "err_ms", str(now - 30000), "err_by", "final-delta",
+          "err", "<i>folder counts differ</i>")
         r("HSET", f"rep:route:{EVIL}", "state", "DST", "epoch", "4")
         cls.serve = subprocess.Popen(
             [CTL, "--redis", f"{HOST}:{cls.redis.port}", "serve", "--http", f"{HOST}:0",
@@ -229,6 +239,16 @@ class StatusPage(unittest.TestCase):
         self.assertEqual(strip(doc["users"]), strip(cli["users"]))
         self.assertEqual(doc["totals"], cli["totals"])
         self.assertEqual([u["user"] for u in doc["users"]], [EVIL, "alice", "bob"])
+        by = {u["user"]: u for u in doc["users"]}
+        self.assertEqual((by["alice"]["last_sync_by"], by["alice"]["error_current"],
+                          by["alice"]["last_error"]), ("daemon", False, "old news"))
+        self.assertEqual((by["bob"]["last_error_by"], by["bob"]["error_current"]),
+                         ("final-delta", True))
+        self.assertEqual((by[EVIL]["last_sync_ms"], by[EVIL]["last_error"]), (-1, ""))
+        # and in the table of "status"
+        out = self.ctl("status")
+        self.assertRegex(out, r"(?m)^bob\s.*\s2\.0h final-delta: <i>folder counts differ</i>$")
+        self.assertRegex(out, r"(?m)^alice\s.*\s9\ds -$")
         code, _, body = self.get("api/samples")
         self.assertEqual(code, 200)
         s = json.loads(body)
@@ -251,12 +271,23 @@ class StatusPage(unittest.TestCase):
         self.assertEqual(a["cmd"], f"imapferryctl --redis {HOST}:{self.redis.port} cutover "
                                    "alice -- SYNC-OPTIONS")
         self.assertEqual(rows["bob"]["m1"], "-")   # no sync state yet
+        # last sync and last error: a cured error is not shown, a current one
+        # is, as text
+        self.assertRegex(a["lastsync"], r"^9\ds ago$")
+        self.assertEqual((a["lasterror"], a["errclass"]), ("-", False))
+        b = rows["bob"]
+        self.assertEqual(b["lastsync"], "2.0h ago")
+        self.assertRegex(b["lasterror"], r"^final-delta: <i>folder counts differ</i> \(3\ds ago\)$")
+        self.assertTrue(b["errclass"])
+        self.assertEqual(self.page().js("document.querySelectorAll('#rows i').length"), 0)
+        self.assertEqual(rows[EVIL]["lastsync"], "-")
         # the name is text: escaped in the cell, no <b> element; shell-quoted
         e = rows[EVIL]
         self.assertEqual(e["route"], "DST")
         self.assertEqual(e["html"], "&lt;b&gt;x&amp;y&lt;/b&gt;'; rm")
         self.assertEqual(self.page().js("document.querySelectorAll('#rows b').length"), 0)
-        self.assertTrue(e["cmd"].endswith(" rollback '<b>x&y</b>'\\''; rm'"), e["cmd"])
+        self.assertTrue(e["cmd"].endswith(" rollback '<b>x&y</b>'\\''; rm' -- SYNC-OPTIONS"),
+                        e["cmd"])
         totals = json.loads(self.page().js(
             "JSON.stringify(Array.from(document.querySelectorAll('#totals tr')).map("
             "function (tr) { return [tr.dataset.total, tr.cells[1].textContent]; }))"))
