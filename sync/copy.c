@@ -289,18 +289,26 @@ size_t sy_uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t 
 int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t from_uid)
 {
 	struct sy_res res;
-	char item[256], *set;
+	char item[256], uids[256], *set;
 	uint32_t *need;
 	size_t nneed = 0, pos = 0;
 
 	if (m->exists == 0)
 		return 0;
 	m->from_uid = from_uid;
+	if (i == 0 && from_uid <= 1 && r->o->fetch_hash_set != NULL) {
+		/* --fetch_hash_set: imapsync's UID window (checked at start-up), on
+		 * host1 only: host2's UIDs are other numbers, and a window there
+		 * would hide copies already made (duplicates on the next run) */
+		snprintf(uids, sizeof(uids), "%s", r->o->fetch_hash_set);
+	} else {
+		snprintf(uids, sizeof(uids), "%u:*", from_uid);
+	}
 	if (!keys) {
 		/* --useuid: the UID map identifies; no header is read */
 		if (sy_cmd(r, i, &res, on_meta, NULL, m,
-		           "UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE)",
-		           from_uid) != IMAP_STATUS_OK) {
+		           "UID FETCH %a (UID FLAGS INTERNALDATE RFC822.SIZE)",
+		           uids) != IMAP_STATUS_OK) {
 			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 			         "Host%d: could not fetch the folder's messages: %s", i + 1,
 			         res.text);
@@ -316,7 +324,7 @@ int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t 
 			memcpy(item + il - 2, " DATE)]", 8);
 	}
 	if (sy_cmd(r, i, &res, on_meta, NULL, m,
-	           "UID FETCH %u:* (UID FLAGS INTERNALDATE RFC822.SIZE %a)", from_uid,
+	           "UID FETCH %a (UID FLAGS INTERNALDATE RFC822.SIZE %a)", uids,
 	           item) != IMAP_STATUS_OK) {
 		sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 		         "Host%d: could not fetch the headers of the folder: %s", i + 1, res.text);

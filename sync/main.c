@@ -841,6 +841,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 		}
 	}
 	banner(r, argc, argv);
+	if (o->justbanner)
+		return finish(r, 0);
 	if (preset_notes[0] != '\0')
 		sy_out(r, "%s", preset_notes);
 	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
@@ -901,6 +903,17 @@ static int run(struct sy_run *r, int argc, char **argv)
 	if (o->justconnect || o->justlogin)
 		return finish(r, 0);
 	sy_select_check_search(r); /* --checknoabletosearch (issue 8) */
+	if (o->fetch_hash_set != NULL && strcmp(o->fetch_hash_set, "1:*") != 0) {
+		/* a UID window: what lies outside it is neither read nor copied
+		 * nor deleted, so nothing about whole folders can be recorded */
+		if (o->state)
+			sy_out(r,
+			       "Info: --fetch_hash_set %s reads only those UIDs: no state for this "
+			       "run",
+			       o->fetch_hash_set);
+		o->state = 0;
+		o->delta = 0;
+	}
 	if (o->skipcrossduplicates) {
 		/* which folder's copy wins depends on the folder order, and every
 		 * folder's host2 keys must be read: full passes, in order */

@@ -127,9 +127,9 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_OAUTHACCESSTOKEN2] = {"oauthaccesstoken2", NULL, T_STR(acc[1].oauthaccesstoken), NULL, NULL, NOW, SY_G_ACCOUNTS, "str|file", "XOAUTH2 access token for host2"},
 	[SY_OPT_OAUTHDIRECT1] = {"oauthdirect1", NULL, T_STR(acc[0].oauthdirect), NULL, NULL, NOW, SY_G_ACCOUNTS, "str|file", "ready-made XOAUTH2 string for host1"},
 	[SY_OPT_OAUTHDIRECT2] = {"oauthdirect2", NULL, T_STR(acc[1].oauthdirect), NULL, NULL, NOW, SY_G_ACCOUNTS, "str|file", "ready-made XOAUTH2 string for host2"},
-	[SY_OPT_AUTHMD5] = {"authmd5", NULL, T_NEG(authmd5), "0", NULL, LATER, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on both hosts"},
-	[SY_OPT_AUTHMD51] = {"authmd51", NULL, T_NEG(acc[0].authmd5), "0", NULL, LATER, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host1"},
-	[SY_OPT_AUTHMD52] = {"authmd52", NULL, T_NEG(acc[1].authmd5), "0", NULL, LATER, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host2"},
+	[SY_OPT_AUTHMD5] = {"authmd5", NULL, T_NEG(authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on both hosts"},
+	[SY_OPT_AUTHMD51] = {"authmd51", NULL, T_NEG(acc[0].authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host1"},
+	[SY_OPT_AUTHMD52] = {"authmd52", NULL, T_NEG(acc[1].authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host2"},
 	[SY_OPT_DOMAIN1] = {"domain1", NULL, T_STR(acc[0].domain), NULL, NULL, LATER, SY_G_ACCOUNTS, NULL, "NTLM domain on host1"},
 	[SY_OPT_DOMAIN2] = {"domain2", NULL, T_STR(acc[1].domain), NULL, NULL, LATER, SY_G_ACCOUNTS, NULL, "NTLM domain on host2"},
 	[SY_OPT_TRYLOGIN] = {"trylogin", NULL, T_NEG(trylogin), "1", NULL, NOW, SY_G_ACCOUNTS, NULL, "retry with LOGIN when the mechanism fails"},
@@ -235,7 +235,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_ABLETOSEARCH1] = {"abletosearch1", NULL, T_NEG(acc[0].abletosearch), "1", "--abletosearch", NOW, SY_G_SELECTION, NULL, "use SEARCH on host1"},
 	[SY_OPT_ABLETOSEARCH2] = {"abletosearch2", NULL, T_NEG(acc[1].abletosearch), "1", "--abletosearch", NOW, SY_G_SELECTION, NULL, "use SEARCH on host2"},
 	[SY_OPT_CHECKNOABLETOSEARCH] = {"checknoabletosearch", NULL, T_NEG(checknoabletosearch), "1", "unless --justfolders", NOW, SY_G_SELECTION, NULL, "test SEARCH on INBOX"},
-	[SY_OPT_FETCH_HASH_SET] = {"fetch_hash_set", NULL, T_STR(fetch_hash_set), NULL, "1:*", LATER, SY_G_SELECTION, NULL, "UID set fetched without SEARCH"},
+	[SY_OPT_FETCH_HASH_SET] = {"fetch_hash_set", NULL, T_STR(fetch_hash_set), NULL, "1:*", NOW, SY_G_SELECTION, "set", "the host1 UIDs listed (and so copied) in each folder; not 1:*: no state, no --delete2"},
 	[SY_OPT_MAXLINELENGTH] = {"maxlinelength", NULL, T_INT(maxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages with a longer line"},
 	[SY_OPT_MAXLINELENGTHCMD] = {"maxlinelengthcmd", NULL, T_STR(maxlinelengthcmd), NULL, NULL, NOW, SY_G_SELECTION, "cmd", "filter messages with too long lines"},
 	[SY_OPT_MINMAXLINELENGTH] = {"minmaxlinelength", NULL, T_INT(minmaxlinelength), NULL, NULL, NOW, SY_G_SELECTION, NULL, "skip messages whose lines are all short"},
@@ -271,7 +271,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_JUSTFOLDERSIZES] = {"justfoldersizes", NULL, T_NEG(justfoldersizes), "0", NULL, NOW, SY_G_RUN, NULL, "print folder sizes, then exit"},
 	[SY_OPT_JUSTFOLDERLISTS] = {"justfolderlists", NULL, T_NEG(justfolderlists), "0", NULL, NOW, SY_G_RUN, NULL, "print folder lists, then exit"},
 	[SY_OPT_JUSTAUTOMAP] = {"justautomap", NULL, T_NEG(justautomap), "0", NULL, NOW, SY_G_RUN, NULL, "print the --automap mapping, then exit"},
-	[SY_OPT_JUSTBANNER] = {"justbanner", NULL, T_NEG(justbanner), "0", NULL, LATER, SY_G_RUN, NULL, "print the banner, then exit"},
+	[SY_OPT_JUSTBANNER] = {"justbanner", NULL, T_NEG(justbanner), "0", NULL, NOW, SY_G_RUN, NULL, "print the banner, then exit"},
 	[SY_OPT_ERRORSMAX] = {"errorsmax", NULL, T_INT(errorsmax), "50", NULL, NOW, SY_G_RUN, NULL, "stop after int errors"},
 	[SY_OPT_ERRORSDUMP] = {"errorsdump", NULL, T_NEG(errorsdump), "1", NULL, NOW, SY_G_RUN, NULL, "list the errors at the end"},
 	[SY_OPT_EXITWHENOVER] = {"exitwhenover", NULL, T_INT(exitwhenover), NULL, NULL, NOW, SY_G_RUN, NULL, "stop after int bytes transferred"},
@@ -1508,6 +1508,19 @@ int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 	if (o->maxdelete2 < 0 || o->maxdelete2 > 100)
 		err_add(&e, "Error: --maxdelete2 %g: give a percentage from 0 to 100",
 		        o->maxdelete2);
+	if (o->fetch_hash_set != NULL &&
+	    (o->fetch_hash_set[0] == '\0' || strlen(o->fetch_hash_set) > 200 ||
+	     strspn(o->fetch_hash_set, "0123456789:,*") != strlen(o->fetch_hash_set)))
+		err_add(&e,
+		        "Error: --fetch_hash_set %.200s: give an IMAP UID set such as 1:* or "
+		        "1:500,900:*",
+		        o->fetch_hash_set);
+	else if (o->fetch_hash_set != NULL && strcmp(o->fetch_hash_set, "1:*") != 0 && o->delete2)
+		err_add(&e,
+		        "Error: --fetch_hash_set %.200s with --delete2: host2's copies of host1's "
+		        "messages outside the window would be deleted; sync the window without "
+		        "--delete2",
+		        o->fetch_hash_set);
 	for (side = 0; side < 2; side++) {
 		if (o->acc[side].proxyauth && empty(o->acc[side].authuser))
 			err_add(&e,

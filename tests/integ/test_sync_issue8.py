@@ -552,5 +552,50 @@ class Throttles(Base):
         rc, out = run_sync("--abort")  # nothing running any more
         self.assertIn("no running process", out)
 
+
+class OtherOptions(Base):
+    """Options that were accepted before they were acted on."""
+
+    def test_fetch_hash_set_window(self):
+        put("src", "INBOX", "w", 10)
+        imap = ENV.imap("src", USER)
+        try:
+            imap.select("INBOX", readonly=True)
+            u = sorted(int(x) for x in imap.uid("SEARCH", "ALL")[1][0].split())
+        finally:
+            imap.logout()
+        window = f"{u[0]}:{u[2]},{u[8]}"
+        rc, out = run_sync("--fetch_hash_set", window)
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn(f"--fetch_hash_set {window} reads only those UIDs: no state", out)
+        self.assertEqual(4, stat(out, "Messages transferred"), out[-3000:])
+        self.assertEqual([f"w-{i}@issue8.example" for i in (0, 1, 2, 8)], ids("dst", "INBOX"))
+        # another window: host2 is read whole, so nothing is copied twice
+        rc, out = run_sync("--fetch_hash_set", f"{u[0]}:{u[3]}")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"), out[-3000:])
+        self.assertEqual(5, len(ids("dst", "INBOX")))
+        # host2 copies of host1 UIDs outside the window would look deleted
+        rc, out = run_sync("--fetch_hash_set", f"{u[0]}:{u[1]}", "--delete2")
+        self.assertEqual(64, rc, out)
+        self.assertIn("with --delete2", out)
+        self.assertEqual(5, len(ids("dst", "INBOX")))
+        rc, out = run_sync("--fetch_hash_set", "1:x")
+        self.assertEqual(64, rc, out)
+        self.assertIn("--fetch_hash_set 1:x: give an IMAP UID set", out)
+
+    def test_justbanner_and_authmd5(self):
+        rc, out = run_sync("--justbanner")
+        self.assertEqual(0, rc, out)
+        self.assertIn("imapsync-compatible", out)
+        self.assertNotIn("connecting on host1", out)
+        rc, out = run_sync("--justlogin", "--authmd5")
+        self.assertEqual(0, rc, out)
+        self.assertIn(f"Host1: success login on [127.0.0.1] with user [{USER}] auth [CRAM-MD5]", out)
+        self.assertIn(f"Host2: success login on [127.0.0.1] with user [{USER}] auth [CRAM-MD5]", out)
+        rc, out = run_sync("--justlogin", "--authmd52")
+        self.assertIn("auth [CRAM-MD5]", out)
+        self.assertEqual(1, out.count("auth [CRAM-MD5]"), out)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
