@@ -426,6 +426,60 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 	return 0;
 }
 
+struct id_wait {
+	struct sy_run *r;
+	int n;
+};
+
+/* "* ID ("name" "Dovecot" ...)": the server's fields, one line. */
+static void on_id(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+{
+	struct id_wait *w = aux;
+	char line[600];
+	size_t len = 0;
+
+	(void)cl;
+	if (msg->name == NULL || strcmp(msg->name, "ID") != 0 || msg->args == NULL ||
+	    msg->args->type != IMAP_ARG_LIST)
+		return;
+	line[0] = '\0';
+	for (const struct imap_arg *k = msg->args->child; k != NULL && k->next != NULL;
+	     k = k->next->next) {
+		const char *ks, *vs;
+		size_t kl, vl;
+
+		if (imap_arg_get_astring(k, &ks, &kl) < 0 ||
+		    imap_arg_get_nstring(k->next, &vs, &vl) < 0 || len >= sizeof(line) - 1)
+			break;
+		len += (size_t)snprintf(line + len, sizeof(line) - len, "%s%.*s: %.*s",
+		                        len > 0 ? ", " : "", (int)(kl > 60 ? 60 : kl), ks,
+		                        (int)(vs == NULL ? 3
+		                              : vl > 120 ? 120
+		                                         : vl),
+		                        vs == NULL ? "NIL" : vs);
+		if (len >= sizeof(line))
+			len = sizeof(line) - 1;
+	}
+	sy_out(w->r, "Host%d: ID of the server: %s", w->n, line[0] != '\0' ? line : "(none)");
+}
+
+/* imapsync's --id (on by default): the ID command (RFC 2971) after login,
+ * when the server announces it. */
+static void side_id(struct sy_run *r, int i)
+{
+	struct id_wait w = {r, i + 1};
+
+	if (!r->o->id || r->side[i].cl == NULL ||
+	    !imap_caps_has(imap_client_caps(r->side[i].cl), IMAP_CAP_ID))
+		return;
+	sy_out(r,
+	       "Host%d: found ID capability. Sending/receiving ID, presented here as name: value. "
+	       "In order to avoid sending/receiving ID, use option --noid",
+	       i + 1);
+	sy_cmd(r, i, NULL, on_id, NULL, &w, "ID (\"name\" \"imapferry-sync\" \"version\" \"%a\")",
+	       IMAPFERRY_VERSION);
+}
+
 int sy_side_open(struct sy_run *r, int i)
 {
 	struct sy_side *s = &r->side[i];
@@ -546,6 +600,7 @@ int sy_side_open(struct sy_run *r, int i)
 	}
 	sy_out(r, "Host%d: success login on [%s] with user [%s] auth [%s]", n, a->host,
 	       a->user != NULL ? a->user : "", mech);
+	side_id(r, i);
 	(void)res;
 	return 0;
 }

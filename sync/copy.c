@@ -952,7 +952,7 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 	}
 	/* per-message --delete1 only on a full, complete list of a folder
 	 * SELECTed read-write, with UIDPLUS (else sy_delete_after_pass()) */
-	x.del1 = r->o->delete1 && r->o->expungeaftereach && !r->o->dry && m1->n >= m1->exists &&
+	x.del1 = r->o->delete1 && r->o->expungeaftereach && !sy_dry1(r) && m1->n >= m1->exists &&
 	         m2->n >= m2->exists && sy_delete1_expunge(r) == SY_XP_UIDS && m1->rw;
 	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
 	for (;;) {
@@ -1249,7 +1249,7 @@ void sy_copy_folder(struct sy_run *r, const struct sy_folder *f, unsigned idx, u
 	snprintf(n2, sizeof(n2), "[%s]", f->name2);
 	sy_out(r, "Folder %7s %-35s -> %-35s", pos, n1, n2);
 	/* host1 is only written to for --delete1 and --expunge1 */
-	m1.rw = (r->o->delete1 || r->o->expunge1) && !r->o->dry;
+	m1.rw = (r->o->delete1 || r->o->expunge1) && !sy_dry1(r);
 	if (sy_cmd(r, 0, &res, sy_on_select, NULL, &m1, m1.rw ? "SELECT %m" : "EXAMINE %m",
 	           f->name1) != IMAP_STATUS_OK) {
 		sy_error(r, SY_ERR_SELECT, "Host1 folder %s: Could not select: %s", f->name1,

@@ -17,6 +17,16 @@ const char *sy_dry_suffix(const struct sy_run *r)
 	return r->o->dry ? "\t(not really since --dry mode)" : "";
 }
 
+int sy_dry1(const struct sy_run *r)
+{
+	return r->o->dry || r->o->dry1;
+}
+
+const char *sy_dry1_suffix(const struct sy_run *r)
+{
+	return r->o->dry ? sy_dry_suffix(r) : r->o->dry1 ? "\t(not really since --dry1 mode)" : "";
+}
+
 static int side_has(const struct sy_run *r, int i, enum imap_cap cap)
 {
 	return r->side[i].cl != NULL && imap_caps_has(imap_client_caps(r->side[i].cl), cap);
@@ -208,10 +218,10 @@ static void delete1_pass(struct sy_run *r, const struct sy_folder *f, struct sy_
 		if (!(e->match > 0 || (e->match == -1 && e->uid2 != 0)))
 			continue; /* not confirmed on host2: kept */
 		sy_msgline(r, "Host1: msg %s/%u marked \\Deleted on host1%s", f->name1, e->uid,
-		           sy_dry_suffix(r));
+		           sy_dry1_suffix(r));
 		uvec_add(&del, e->uid);
 	}
-	if (o->dry || del.n == 0)
+	if (sy_dry1(r) || del.n == 0)
 		goto out;
 	if (xp == SY_XP_NONE && o->expunge1) {
 		/* implied --expunge1 without UIDPLUS: a folder EXPUNGE would also
@@ -276,7 +286,7 @@ void sy_delete_after_pass(struct sy_run *r, const struct sy_folder *f, struct sy
 		         res.text);
 	if (o->delete1)
 		delete1_pass(r, f, m1);
-	else if (o->expunge1 && !o->dry &&
+	else if (o->expunge1 && !sy_dry1(r) &&
 	         sy_cmd(r, 0, &res, NULL, NULL, NULL, "EXPUNGE") != IMAP_STATUS_OK)
 		sy_error(r, SY_ERR_UNCLASSIFIED, "Host1 folder %s: could not EXPUNGE: %s", f->name1,
 		         res.text);
@@ -374,8 +384,8 @@ void sy_delete1_empty_folders(struct sy_run *r, const struct sy_plan *plan)
 			continue;
 		}
 		sy_cmd(r, 0, NULL, NULL, NULL, NULL, "CLOSE"); /* read-only: expunges nothing */
-		sy_out(r, "Host1: deleting empty folder [%s]%s", order[k], sy_dry_suffix(r));
-		if (r->o->dry)
+		sy_out(r, "Host1: deleting empty folder [%s]%s", order[k], sy_dry1_suffix(r));
+		if (sy_dry1(r))
 			continue;
 		if (sy_cmd(r, 0, &res, NULL, NULL, NULL, "DELETE %m", order[k]) != IMAP_STATUS_OK) {
 			sy_error(r, SY_ERR_UNCLASSIFIED, "Host1: could not delete folder [%s]: %s",

@@ -37,6 +37,10 @@ enum sy_expunge {
 
 /* imapsync's "\t(not really since --dry mode)" when --dry, else "". */
 const char *sy_dry_suffix(const struct sy_run *r);
+/* --dry or --dry1: nothing is changed on host1 (deletions, expunges, folder
+ * deletions are only said, with sy_dry1_suffix()). */
+int sy_dry1(const struct sy_run *r);
+const char *sy_dry1_suffix(const struct sy_run *r);
 
 /*
  * Marks uids (n of them, any order; sorted in place) \Deleted on side i

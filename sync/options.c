@@ -153,7 +153,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_RECONNECTRETRY2] = {"reconnectretry2", NULL, T_INT(acc[1].reconnectretry), "3", NULL, NOW, SY_G_CONNECTION, NULL, "reconnections per command on host2"},
 	[SY_OPT_INET4] = {"inet4", "ipv4", T_BOOL(inet4), "0", NULL, LATER, SY_G_CONNECTION, NULL, "IPv4 only"},
 	[SY_OPT_INET6] = {"inet6", "ipv6", T_BOOL(inet6), "0", NULL, LATER, SY_G_CONNECTION, NULL, "IPv6 only"},
-	[SY_OPT_ID] = {"id", NULL, T_NEG(id), "1", NULL, LATER, SY_G_CONNECTION, NULL, "send the ID command"},
+	[SY_OPT_ID] = {"id", NULL, T_NEG(id), "1", NULL, NOW, SY_G_CONNECTION, NULL, "send the ID command"},
 	[SY_OPT_COMPRESS1] = {"compress1", NULL, T_NEG(acc[0].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host1"},
 	[SY_OPT_COMPRESS2] = {"compress2", NULL, T_NEG(acc[1].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host2"},
 	[SY_OPT_SPLIT1] = {"split1", NULL, T_INT(acc[0].split), "100", NULL, LATER, SY_G_CONNECTION, NULL, "batch size on host1"},
@@ -264,7 +264,7 @@ static const struct sy_optdesc opts[] = {
 
 	/* run modes and limits */
 	[SY_OPT_DRY] = {"dry", NULL, T_NEG(dry), "0", NULL, NOW, SY_G_RUN, NULL, "show what would be done, change nothing"},
-	[SY_OPT_DRY1] = {"dry1", NULL, T_NEG(dry1), "0", NULL, LATER, SY_G_RUN, NULL, "change nothing on host1 only"},
+	[SY_OPT_DRY1] = {"dry1", NULL, T_NEG(dry1), "0", NULL, NOW, SY_G_RUN, NULL, "change nothing on host1 only"},
 	[SY_OPT_JUSTCONNECT] = {"justconnect", NULL, T_NEG(justconnect), "0", "without hosts/users", NOW, SY_G_RUN, NULL, "connect, then exit"},
 	[SY_OPT_JUSTLOGIN] = {"justlogin", NULL, T_NEG(justlogin), "0", NULL, NOW, SY_G_RUN, NULL, "log in to both hosts, then exit"},
 	[SY_OPT_JUSTFOLDERS] = {"justfolders", NULL, T_NEG(justfolders), "0", NULL, NOW, SY_G_RUN, NULL, "sync folders only, no messages"},

@@ -584,6 +584,18 @@ class OtherOptions(Base):
         self.assertEqual(64, rc, out)
         self.assertIn("--fetch_hash_set 1:x: give an IMAP UID set", out)
 
+    def test_dry1_copies_but_leaves_host1_alone(self):
+        put("src", "INBOX", "d", 4)
+        rc, out = run_sync("--delete1", "--dry1", "--nostate")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(4, stat(out, "Messages transferred"), out[-3000:])
+        self.assertIn("marked \\Deleted on host1\t(not really since --dry1 mode)", out)
+        self.assertEqual(4, len(ids("src", "INBOX")))  # nothing deleted on host1
+        self.assertEqual(ids("src", "INBOX"), ids("dst", "INBOX"))
+        rc, out = run_sync("--delete1", "--nostate")  # for real
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual([], ids("src", "INBOX"))
+
     def test_justbanner_and_authmd5(self):
         rc, out = run_sync("--justbanner")
         self.assertEqual(0, rc, out)
@@ -593,6 +605,10 @@ class OtherOptions(Base):
         self.assertEqual(0, rc, out)
         self.assertIn(f"Host1: success login on [127.0.0.1] with user [{USER}] auth [CRAM-MD5]", out)
         self.assertIn(f"Host2: success login on [127.0.0.1] with user [{USER}] auth [CRAM-MD5]", out)
+        self.assertIn("Host1: ID of the server: name: Dovecot", out)  # --id, on by default
+        rc, out = run_sync("--justlogin", "--noid")
+        self.assertEqual(0, rc, out)
+        self.assertNotIn("ID of the server", out)
         rc, out = run_sync("--justlogin", "--authmd52")
         self.assertIn("auth [CRAM-MD5]", out)
         self.assertEqual(1, out.count("auth [CRAM-MD5]"), out)
