@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -27,6 +26,9 @@
 #include "imapferry/tls.h"
 
 /* Addresses tried per connect; more are ignored. */
+/* Bytes one read of a plain socket may take (libevent reads 16 KiB at most
+ * by default, with a FIONREAD before each read). */
+#define CONN_READ_MORE (60u << 10)
 #define CONN_MAX_ADDRS 16
 /*
  * Encrypted bytes a TLS filter may queue on its socket bufferevent before it
@@ -730,6 +732,9 @@ static void conn_established(struct conn *c, enum conn_event ev)
 	conn_apply_timeouts(c);
 	if (c->ssl == NULL && c->bev == c->sock_bev) {
 		c->direct = 1;
+		/* one read per wake-up of what the socket holds, not libevent's
+		 * default 16 KiB slices (each read also costs it a FIONREAD) */
+		bufferevent_set_max_single_read(c->bev, CONN_READ_MORE);
 		bufferevent_disable(c->bev, EV_WRITE);
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 && !c->flush_armed) {
 			c->flush_armed = 1;
@@ -841,64 +846,10 @@ static void conn_check_eof(struct conn *c, int offered)
 	conn_terminate(c, CONN_EV_EOF, "connection closed by %s", c->peer);
 }
 
-#define CONN_READ_MORE (60u << 10)
-
-/* libevent 2.1 reads at most 4 KiB per wake-up; when that much came, the
- * socket likely holds more: take what FIONREAD reports, up to
- * CONN_READ_MORE and the read watermark, in one readv. */
-static void conn_read_more(struct conn *c, struct evbuffer *in)
-{
-	size_t have = evbuffer_get_length(in), want;
-	struct evbuffer_iovec v[2];
-	struct iovec iov[2];
-	evutil_socket_t fd;
-	int avail = 0, nv, i;
-	ssize_t n;
-
-	if (!c->direct || c->read_paused || have < c->in_offered + 4096)
-		return;
-	fd = bufferevent_getfd(c->bev);
-	if (fd < 0 || ioctl(fd, FIONREAD, &avail) < 0 || avail <= 0)
-		return;
-	want = (size_t)avail < CONN_READ_MORE ? (size_t)avail : CONN_READ_MORE;
-	if (c->read_high != 0) {
-		if (have >= c->read_high)
-			return;
-		if (want > c->read_high - have)
-			want = c->read_high - have;
-	}
-	/* bufferevent_socket freezes the end of its input to all but itself. */
-	evbuffer_unfreeze(in, 0);
-	nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
-	if (nv <= 0) {
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	for (i = 0; i < nv; i++) {
-		iov[i].iov_base = v[i].iov_base;
-		iov[i].iov_len = v[i].iov_len;
-	}
-	n = readv(fd, iov, nv);
-	if (n <= 0) {
-		evbuffer_commit_space(in, v, 0);
-		evbuffer_freeze(in, 0);
-		return;
-	}
-	for (i = 0; i < nv; i++) {
-		size_t take = (size_t)n < v[i].iov_len ? (size_t)n : v[i].iov_len;
-
-		v[i].iov_len = take;
-		n -= (ssize_t)take;
-	}
-	evbuffer_commit_space(in, v, nv);
-	evbuffer_freeze(in, 0);
-}
-
 static void conn_offer_input(struct conn *c)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
 
-	conn_read_more(c, in);
 	if (!c->read_paused && c->on_read != NULL && evbuffer_get_length(in) > 0)
 		c->on_read(c, in, c->aux);
 	if (!c->freed && c->bev != NULL)
