@@ -22,6 +22,7 @@ struct ct_user {
 	unsigned long long msgs1, msgs2;
 	int has_state;
 	long long ok_ms, err_ms; /* rep:{s}:last:<user>; -1 unknown */
+	long long full_ms;       /* the daemon's last full check there; -1 none */
 	char ok_by[16], err_by[16];
 	char *err;
 };
@@ -53,7 +54,7 @@ static void users_add(struct ct_users *us, const char *name, size_t len)
 		abort();
 	strcpy(u->route, "-");
 	u->changed_ms = u->oldest_due_ms = u->next_poll_ms = -1;
-	u->ok_ms = u->err_ms = -1;
+	u->ok_ms = u->err_ms = u->full_ms = -1;
 }
 
 /* Sorts and removes duplicates. */
@@ -229,9 +230,9 @@ static int user_fill(redisContext *c, struct ct_user *u)
 		u->next_poll_ms = atoll(r->str);
 	freeReplyObject(r);
 	ct_key_last(key, sizeof(key), u->name);
-	if ((r = ct_cmd(c, "HMGET %s ok_ms ok_by err_ms err_by err", key)) == NULL)
+	if ((r = ct_cmd(c, "HMGET %s ok_ms ok_by err_ms err_by err full_ms", key)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
 		redisReply **e = r->element;
 
 		if (e[0]->type == REDIS_REPLY_STRING)
@@ -248,6 +249,8 @@ static int user_fill(redisContext *c, struct ct_user *u)
 			if (u->err == NULL)
 				abort();
 		}
+		if (e[5]->type == REDIS_REPLY_STRING)
+			u->full_ms = atoll(e[5]->str);
 	}
 	freeReplyObject(r);
 	rk_key_state(key, sizeof(key), u->name);
@@ -314,6 +317,7 @@ static void print_json(FILE *fp, const struct ct_users *us, int64_t now, struct 
 		        u->inflight, u->next_poll_ms, u->has_state ? "true" : "false", u->folders,
 		        u->msgs1, u->msgs2, u->ok_ms);
 		json_str(fp, u->ok_by);
+		fprintf(fp, ",\"last_full_check_ms\":%lld", u->full_ms);
 		fprintf(fp, ",\"last_error_ms\":%lld,\"last_error_by\":", u->err_ms);
 		json_str(fp, u->err_by);
 		fprintf(fp, ",\"last_error\":");
@@ -338,9 +342,9 @@ static void print_table(const struct ct_users *us, int64_t now)
 	unsigned n_route[RK_ROUTE_STATE_COUNT] = {0};
 	char a1[32], a2[32];
 
-	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s %9s %s\n", "USER", "ROUTE", "EPOCH",
-	       "DUE", "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN", "LAST-SYNC",
-	       "LAST-ERROR");
+	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s %10s %9s %s\n", "USER", "ROUTE", "EPOCH",
+	       "DUE", "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN", "LAST-FULL",
+	       "LAST-SYNC", "LAST-ERROR");
 	for (size_t i = 0; i < us->n; i++) {
 		const struct ct_user *u = &us->u[i];
 		enum rk_route_state st = RK_ROUTE_SRC;
@@ -358,8 +362,11 @@ static void print_table(const struct ct_users *us, int64_t now)
 			printf("%7u %9llu %9llu", u->folders, u->msgs1, u->msgs2);
 		else
 			printf("%7s %9s %9s", "-", "-", "-");
+		age(a1, sizeof(a1),
+		    u->full_ms < 0 ? -1 : (now > u->full_ms ? now - u->full_ms : 0));
+		printf(" %8s %10s", a2, a1);
 		age(a1, sizeof(a1), u->ok_ms < 0 ? -1 : (now > u->ok_ms ? now - u->ok_ms : 0));
-		printf(" %8s %9s", a2, a1);
+		printf(" %9s", a1);
 		if (u->err_ms >= 0 && u->err_ms >= u->ok_ms)
 			printf(" %s: %.60s", u->err_by, u->err != NULL ? u->err : "");
 		else

@@ -42,6 +42,7 @@ enum rq_script_id {
 	RQ_S_POLL,
 	RQ_S_LAST_OK,
 	RQ_S_LAST_ERR,
+	RQ_S_LAST_FULL,
 	RQ_S_COUNT
 };
 
@@ -154,6 +155,10 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
         /* last sync of a user. KEYS: last. ARGV: by. */
         [RQ_S_LAST_OK] = LUA_NOW "redis.call('HSET', KEYS[1], 'ok_ms', now, 'ok_by', ARGV[1])\n"
                                  "return 1\n",
+
+        /* last full check of a user. KEYS: last. */
+        [RQ_S_LAST_FULL] = LUA_NOW "redis.call('HSET', KEYS[1], 'full_ms', now)\n"
+                                   "return 1\n",
 
         /* last error of a user. KEYS: last. ARGV: by, error. */
         [RQ_S_LAST_ERR] = LUA_NOW
@@ -1012,6 +1017,24 @@ int rq_last_record(struct rq *q, const char *user, const char *by, const char *e
 	}
 	r = rq_eval(q, error == NULL ? RQ_S_LAST_OK : RQ_S_LAST_ERR, 1, error == NULL ? 2 : 3, args,
 	            NULL, 1);
+	if (r == NULL)
+		return -1;
+	freeReplyObject(r);
+	return 0;
+}
+
+int rq_last_full(struct rq *q, const char *user)
+{
+	char k[RQ_KEY_MAX];
+	const char *args[1];
+	redisReply *r;
+
+	if (user == NULL || user[0] == '\0' || rk_key_last(k, sizeof(k), user) < 0) {
+		rq_set_error(q, "redis: bad user");
+		return -1;
+	}
+	args[0] = k;
+	r = rq_eval(q, RQ_S_LAST_FULL, 1, 1, args, NULL, 1);
 	if (r == NULL)
 		return -1;
 	freeReplyObject(r);

@@ -857,6 +857,8 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 
 	if (code == 0) {
 		rq_last_record(d->q, j->user, "daemon", NULL); /* for status and the page */
+		if (j->full)
+			rq_last_full(d->q, j->user);
 		backoff_forget(d, j->item);
 		if (rq_finish(d->q, j->item, NULL, NULL) == 1) {
 			d->ok++;

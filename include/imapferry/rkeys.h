@@ -18,7 +18,8 @@
  *   rep:{s}:poll          ZSET  user -> next poll time (ms)
  *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream
  *   rep:{s}:last:<user>   HASH  ok_ms, ok_by, err_ms, err_by, err: the user's last
- *                               sync and last error, by whom (daemon, cutover, ...)
+ *                               sync and last error, by whom (daemon, cutover, ...);
+ *                               full_ms: the daemon's last full check
  *   rep:ctl               pub/sub channel: route changes ("route <user> <epoch>")
  *
  * Folder names in members and keys are the source server's names decoded to

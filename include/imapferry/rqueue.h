@@ -230,6 +230,8 @@ int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r);
  * rep:{s}:last:<user>, by `by` ("daemon", "cutover", ...), on Redis's clock;
  * the error is cut to one line of RK_LAST_ERROR_MAX bytes. 0 or -1. */
 int rq_last_record(struct rq *q, const char *user, const char *by, const char *error);
+/* Records the end of user's full check (field full_ms, Redis's clock). 0 or -1. */
+int rq_last_full(struct rq *q, const char *user);
 
 /* Connections made so far (1 after rq_open()): a caller that sees it grow
  * knows Redis went away meanwhile, perhaps losing data (a restart). */
