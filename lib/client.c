@@ -1030,6 +1030,7 @@ void imap_client_connect(struct imap_client *cl, imap_done_cb *cb, void *aux)
 		co.connect_timeout_ms = cl->opts.connect_timeout_ms;
 	co.read_timeout_ms = cl->opts.timeout_ms;
 	co.keepalive = cl->opts.keepalive;
+	co.family = cl->opts.family;
 	co.on_read = on_read;
 	co.on_event = on_event;
 	co.on_drained = on_conn_drained;

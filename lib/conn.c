@@ -101,6 +101,7 @@ struct conn {
 
 	unsigned connect_timeout_ms, read_timeout_ms, write_timeout_ms;
 	int keepalive;
+	int family; /* AF_INET, AF_INET6 or 0 (conn_opts.family) */
 	unsigned keepalive_idle_s, keepalive_intvl_s, keepalive_cnt;
 	size_t read_high, write_low;
 
@@ -458,6 +459,7 @@ static struct conn *conn_alloc(struct event_base *base, const struct conn_opts *
 	c->read_timeout_ms = opts->read_timeout_ms;
 	c->write_timeout_ms = opts->write_timeout_ms;
 	c->keepalive = opts->keepalive;
+	c->family = opts->family;
 	c->keepalive_idle_s = opts->keepalive_idle_s;
 	c->keepalive_intvl_s = opts->keepalive_intvl_s;
 	c->keepalive_cnt = opts->keepalive_cnt;
@@ -586,7 +588,7 @@ static void conn_start(struct conn *c)
 	int rc;
 
 	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
+	hints.ai_family = c->family != 0 ? c->family : AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_protocol = IPPROTO_TCP;
 	hints.ai_flags = AI_NUMERICSERV;
@@ -613,7 +615,7 @@ static void conn_start(struct conn *c)
 			return;
 		}
 		memset(&ehints, 0, sizeof(ehints));
-		ehints.ai_family = AF_UNSPEC;
+		ehints.ai_family = c->family != 0 ? c->family : AF_UNSPEC;
 		ehints.ai_socktype = SOCK_STREAM;
 		ehints.ai_protocol = IPPROTO_TCP;
 		r->conn = c;

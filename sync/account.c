@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -192,6 +193,7 @@ static struct imap_client *try_connect(struct sy_run *r, int i, uint16_t port,
 	co.timeout_ms = s->acc->timeout > 0 ? (unsigned)(s->acc->timeout * 1000) : 0;
 	co.connect_timeout_ms = co.timeout_ms;
 	co.keepalive = s->acc->keepalive;
+	co.family = r->o->inet4 ? AF_INET : r->o->inet6 ? AF_INET6 : 0;
 	co.name = name;
 	memset(w, 0, sizeof(*w));
 	cl = imap_client_new(r->base, NULL, &co, &error);

@@ -151,8 +151,8 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_KEEPALIVE2] = {"keepalive2", NULL, T_NEG(acc[1].keepalive), "1", NULL, NOW, SY_G_CONNECTION, NULL, "TCP keepalive on host2"},
 	[SY_OPT_RECONNECTRETRY1] = {"reconnectretry1", NULL, T_INT(acc[0].reconnectretry), "3", NULL, NOW, SY_G_CONNECTION, NULL, "reconnections per command on host1"},
 	[SY_OPT_RECONNECTRETRY2] = {"reconnectretry2", NULL, T_INT(acc[1].reconnectretry), "3", NULL, NOW, SY_G_CONNECTION, NULL, "reconnections per command on host2"},
-	[SY_OPT_INET4] = {"inet4", "ipv4", T_BOOL(inet4), "0", NULL, LATER, SY_G_CONNECTION, NULL, "IPv4 only"},
-	[SY_OPT_INET6] = {"inet6", "ipv6", T_BOOL(inet6), "0", NULL, LATER, SY_G_CONNECTION, NULL, "IPv6 only"},
+	[SY_OPT_INET4] = {"inet4", "ipv4", T_BOOL(inet4), "0", NULL, NOW, SY_G_CONNECTION, NULL, "IPv4 only"},
+	[SY_OPT_INET6] = {"inet6", "ipv6", T_BOOL(inet6), "0", NULL, NOW, SY_G_CONNECTION, NULL, "IPv6 only"},
 	[SY_OPT_ID] = {"id", NULL, T_NEG(id), "1", NULL, NOW, SY_G_CONNECTION, NULL, "send the ID command"},
 	[SY_OPT_COMPRESS1] = {"compress1", NULL, T_NEG(acc[0].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host1"},
 	[SY_OPT_COMPRESS2] = {"compress2", NULL, T_NEG(acc[1].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host2"},
@@ -1515,7 +1515,10 @@ int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 		        "Error: --fetch_hash_set %.200s: give an IMAP UID set such as 1:* or "
 		        "1:500,900:*",
 		        o->fetch_hash_set);
-	else if (o->fetch_hash_set != NULL && strcmp(o->fetch_hash_set, "1:*") != 0 && o->delete2)
+	if (o->inet4 && o->inet6)
+		err_add(&e, "Error: --inet4 and --inet6 together: give one (or neither: both "
+		            "families)");
+	if (o->fetch_hash_set != NULL && strcmp(o->fetch_hash_set, "1:*") != 0 && o->delete2)
 		err_add(&e,
 		        "Error: --fetch_hash_set %.200s with --delete2: host2's copies of host1's "
 		        "messages outside the window would be deleted; sync the window without "

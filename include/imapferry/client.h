@@ -78,7 +78,8 @@ struct imap_client_opts {
 	unsigned connect_timeout_ms; /* 0 = 30 s */
 	unsigned timeout_ms;         /* no answer for that long = failure; 0 = none */
 	int keepalive;
-	const char *name;                 /* log prefix, e.g. "host1"; copied */
+	int family;       /* AF_INET or AF_INET6 only; 0 = both (conn_opts.family) */
+	const char *name; /* log prefix, e.g. "host1"; copied */
 	const struct imap_limits *limits; /* NULL = defaults; copied */
 	imap_untagged_cb *on_untagged;    /* responses no command claims; may be NULL */
 	void *aux;

@@ -103,6 +103,9 @@ struct conn_opts {
 	/* TCP keepalive (SO_KEEPALIVE); 0 values take 60 s idle, 15 s
 	 * interval, 4 probes. TCP_NODELAY is always on. */
 	int keepalive;
+	/* Client side: AF_INET or AF_INET6 to use only that address family
+	 * (imapsync's --inet4/--inet6); 0 = both. */
+	int family;
 	unsigned keepalive_idle_s;
 	unsigned keepalive_intvl_s;
 	unsigned keepalive_cnt;

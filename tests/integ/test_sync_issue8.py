@@ -596,6 +596,17 @@ class OtherOptions(Base):
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual([], ids("src", "INBOX"))
 
+    def test_inet4_inet6(self):
+        # the harness listens on 127.0.0.1 only
+        rc, out = run_sync("--justlogin", "--inet4")
+        self.assertEqual(0, rc, out)
+        rc, out = run_sync("--justlogin", "--inet6")
+        self.assertEqual(101, rc, out)
+        self.assertIn("cannot resolve host name (Address family for hostname not supported)", out)
+        rc, out = run_sync("--justlogin", "--inet4", "--inet6")
+        self.assertEqual(64, rc, out)
+        self.assertIn("--inet4 and --inet6 together", out)
+
     def test_justbanner_and_authmd5(self):
         rc, out = run_sync("--justbanner")
         self.assertEqual(0, rc, out)
