@@ -344,14 +344,15 @@ class Reliability(unittest.TestCase):
                                           message(tag, 20000 + n)), "APPEND")
         finally:
             imap.logout()
+        # counted before the mark: the sync it starts may begin at once
+        pattern = re.compile(rf"sync {USER} \[Archive\] started")
+        seen = len(pattern.findall(self.daemons.text()))
         proxy = self.proxy_imap()  # one mark through the proxy starts the sync
         try:
             fh.imap_check(proxy.append("Archive", "()", None, message(tag, 1)), "APPEND")
         finally:
             proxy.logout()
         deadline = time.monotonic() + 20
-        pattern = re.compile(rf"sync {USER} \[Archive\] started")
-        seen = len(pattern.findall(self.daemons.text()))
         while len(pattern.findall(self.daemons.text())) == seen:
             self.assertLess(time.monotonic(), deadline, "no sync of Archive started")
             time.sleep(0.02)
