@@ -94,6 +94,18 @@ class HarnessError(Exception):
 # characters is UTF-16BE in base64 with "," for "/" and no padding, in "&...-".
 
 
+def shard(user):
+    """rk_shard() of include/imapferry/rkeys.h: CRC16/XMODEM of the name mod 16,
+    for tests that read or write the rep:{s}:... keys themselves."""
+    crc = 0
+    for b in user.encode():
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc % 16
+
+
 def mutf7_encode(name):
     """Encode a Unicode mailbox name to modified UTF-7 (an ASCII str)."""
     out, run = [], []

@@ -56,17 +56,6 @@ def sync_options():
     return opts + ["--syncduplicates", "--delete2", "--nolog", "--tmpdir", WORKDIR]
 
 
-def fh_shard(user):
-    """rk_shard(): CRC16-XMODEM of the name mod 16."""
-    crc = 0
-    for b in user.encode():
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc % 16
-
-
 def separator(imap):
     typ, data = imap.list('""', '""')
     fh.imap_check((typ, data), "LIST")
@@ -202,17 +191,6 @@ class Writer(threading.Thread):
             self.error = repr(e)
 
 
-def crc16(data):
-    """CRC16/XMODEM: the shard function of include/imapferry/rkeys.h."""
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
 class Base(unittest.TestCase):
     proxy_args = ["--freeze-hold", "20", "--freeze-drain", "3"]
     daemon = None
@@ -319,8 +297,8 @@ class AllUsers(Base):
 
     def test_cutover_all_with_a_limit_and_a_summary(self):
         ghost = "ghost"  # known in Redis, not on the servers: its final sync fails
-        self.redis.cli("ZADD", f"rep:{{{fh_shard(ghost)}}}:poll", "1", ghost)
-        self.redis.cli("ZADD", f"rep:{{{fh_shard(USER)}}}:poll", "1", USER)
+        self.redis.cli("ZADD", f"rep:{{{fh.shard(ghost)}}}:poll", "1", ghost)
+        self.redis.cli("ZADD", f"rep:{{{fh.shard(USER)}}}:poll", "1", USER)
         self.redis.cli("HSET", "rep:route:zed", "state", "DST", "epoch", "3")
         rc, out = self.ctl("cutover", "--all", "--jobs", "2", "--", *sync_options(), check=1)
         self.assertIn("--all: 3 users known in Redis", out)
@@ -390,7 +368,7 @@ class Busy(Base):
         # a sync source -> destination now would undo the user's new changes
         # there (with --delete2, delete the mail written since the flip)
         before = self.daemon_log_text().count("is on the destination (cut over)")
-        shard = crc16(USER.encode()) % 16
+        shard = fh.shard(USER)
         for f in ["*", *FOLDERS]:
             self.redis.cli("ZADD", f"rep:{{{shard}}}:due", "0", f"{USER}\t{f}")
         self.wait_for("the daemon drops the marks of a cut-over user",
@@ -595,7 +573,7 @@ class AfterFlip(Base):
         self.assertEqual(len(self.find("src", "after-flip-1")), 1)
         self.assertEqual(len(self.find("src", "strag-3")), 1)
         self.assertEqual(self.redis.cli("EXISTS", f"rep:strag:{USER}"), "0")
-        self.assertEqual(self.redis.cli("EXISTS", f"rep:{{{fh_shard(USER)}}}:st:{USER}"), "0")
+        self.assertEqual(self.redis.cli("EXISTS", f"rep:{{{fh.shard(USER)}}}:st:{USER}"), "0")
         imap = self.proxy_imap()
         self.assertEqual(separator(imap), ENV.sep("src"))
         imap.logout()

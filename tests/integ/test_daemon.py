@@ -42,28 +42,6 @@ def message(n, tag):
             f"Message-Id: <{tag}-{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
 
 
-def crc16(data):
-    """CRC16/XMODEM: the shard function of include/imapferry/rkeys.h."""
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
-def crc16(data):
-    """CRC16/XMODEM: the shard function of include/imapferry/rkeys.h."""
-    crc = 0
-    for b in data:
-        crc ^= b << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
 class Daemon(unittest.TestCase):
 
     @classmethod
@@ -246,11 +224,7 @@ poll = 600
         self.assertNotIn(ENV.password(USER), self.log())
         self.wait_identical(5)  # the full check's passes duplicated nothing
         # what imapferryctl status shows: the last sync and the last full check
-        last = f"rep:{{{crc16(USER.encode()) % 16}}}:last:{USER}"
-        self.assertEqual(self.redis.cli("HGET", last, "ok_by"), "daemon")
-        self.assertRegex(self.redis.cli("HGET", last, "full_ms"), r"^\d{13}$")
-        # what imapferryctl status shows: the last sync and the last full check
-        last = f"rep:{{{crc16(USER.encode()) % 16}}}:last:{USER}"
+        last = f"rep:{{{fh.shard(USER)}}}:last:{USER}"
         self.assertEqual(self.redis.cli("HGET", last, "ok_by"), "daemon")
         self.assertRegex(self.redis.cli("HGET", last, "full_ms"), r"^\d{13}$")
 
