@@ -25,10 +25,11 @@
 #include "imapferry/log.h"
 #include "imapferry/tls.h"
 
+/* Bytes one read of a plain socket may take. libevent 2.1's own reads take
+ * 4 KiB at most, each after an ioctl(FIONREAD): a 1 MB FETCH would cost 250
+ * wake-ups of three system calls. */
+#define CONN_READ_MAX (64u << 10)
 /* Addresses tried per connect; more are ignored. */
-/* Bytes one read of a plain socket may take (libevent reads 16 KiB at most
- * by default, with a FIONREAD before each read). */
-#define CONN_READ_MORE (60u << 10)
 #define CONN_MAX_ADDRS 16
 /*
  * Encrypted bytes a TLS filter may queue on its socket bufferevent before it
@@ -137,10 +138,14 @@ struct conn {
 	int read_paused, eof_pending;
 	/* Plain established socket: output is written straight from the loop
 	 * pass that queued it (flush_ev), the bufferevent's write event is
-	 * only enabled while the kernel refuses bytes; input is read beyond
-	 * libevent's 4 KiB per wake-up. */
+	 * only enabled while the kernel refuses bytes; input is read by our
+	 * own persistent read event (read_ev), up to CONN_READ_MAX at a time,
+	 * with the bufferevent's reading disabled for good. */
 	int direct, flush_armed;
 	struct event *flush_ev;
+	struct event *read_ev;
+	int read_armed;    /* read_ev added */
+	int read_done;     /* direct reading saw EOF or an error */
 	size_t in_offered; /* input length after the last offer */
 	unsigned busy;     /* depth of our callbacks on the stack */
 	int freed;         /* conn_free() ran while busy */
@@ -153,6 +158,8 @@ struct conn {
 
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_sock_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_direct_read_update(struct conn *c);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_bev_read_cb(struct bufferevent *bev, void *arg);
 static void conn_bev_write_cb(struct bufferevent *bev, void *arg);
@@ -273,9 +280,12 @@ static void conn_count_in(struct evbuffer *buf, const struct evbuffer_cb_info *i
 
 	(void)buf;
 	c->bytes_in += info->n_added;
-	/* The caller consumed input: an EOF held back may be due now. */
+	/* The caller consumed input: an EOF held back may be due now, and
+	 * direct reading may go on below the high mark. */
 	if (info->n_deleted > 0 && c->eof_pending)
 		conn_kick(c, CONN_KICK_EOF);
+	if (info->n_deleted > 0 && c->direct && !c->read_armed)
+		conn_direct_read_update(c);
 }
 
 static void conn_count_out(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
@@ -340,6 +350,10 @@ static void conn_stop_io(struct conn *c)
 	evtimer_del(c->timer_ev);
 	conn_cancel_dns(c);
 	c->eof_pending = 0;
+	if (c->read_ev != NULL && c->read_armed) {
+		event_del(c->read_ev);
+		c->read_armed = 0;
+	}
 	if (c->bev != NULL) {
 		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
 		bufferevent_disable(c->bev, EV_READ);
@@ -413,6 +427,8 @@ static void conn_destroy(struct conn *c)
 	event_free(c->timer_ev);
 	event_free(c->kick_ev);
 	event_free(c->flush_ev);
+	if (c->read_ev != NULL)
+		event_free(c->read_ev);
 	conn_detach_counters(c);
 	conn_goodbye(c);
 	if (c->bev != NULL) {
@@ -723,6 +739,29 @@ static void conn_apply_timeouts(struct conn *c)
 	 * are queued (a filter's generic timers do neither). */
 	bufferevent_set_timeouts(c->sock_bev, c->read_timeout_ms != 0 ? &rtv : NULL,
 	                         c->write_timeout_ms != 0 ? &wtv : NULL);
+	if (c->read_armed) /* a pending event takes the new timeout */
+		event_add(c->read_ev, c->read_timeout_ms != 0 ? &rtv : NULL);
+}
+
+/* Direct reading runs while the connection is open, not paused, not at
+ * EOF and its input below the high mark; this arms or disarms read_ev. */
+static void conn_direct_read_update(struct conn *c)
+{
+	int want = c->direct && c->read_ev != NULL && c->state == CONN_ST_OPEN && !c->read_paused &&
+	           !c->read_done &&
+	           (c->read_high == 0 ||
+	            evbuffer_get_length(bufferevent_get_input(c->bev)) < c->read_high);
+	struct timeval tv;
+
+	if (want && !c->read_armed) {
+		tv.tv_sec = c->read_timeout_ms / 1000;
+		tv.tv_usec = (suseconds_t)(c->read_timeout_ms % 1000) * 1000;
+		if (event_add(c->read_ev, c->read_timeout_ms != 0 ? &tv : NULL) == 0)
+			c->read_armed = 1;
+	} else if (!want && c->read_armed) {
+		event_del(c->read_ev);
+		c->read_armed = 0;
+	}
 }
 
 static void conn_established(struct conn *c, enum conn_event ev)
@@ -732,23 +771,24 @@ static void conn_established(struct conn *c, enum conn_event ev)
 		c->tls_up = 1;
 	conn_set_state(c, CONN_ST_OPEN);
 	conn_apply_timeouts(c);
-	if (c->ssl == NULL && c->bev == c->sock_bev) {
+	if (c->ssl == NULL && c->bev == c->sock_bev && c->read_ev == NULL)
+		c->read_ev = event_new(c->base, bufferevent_getfd(c->bev), EV_READ | EV_PERSIST,
+		                       conn_sock_read_cb, c);
+	if (c->ssl == NULL && c->bev == c->sock_bev && c->read_ev != NULL) {
 		c->direct = 1;
-		/* one read per wake-up of what the socket holds, not libevent's
-		 * default 16 KiB slices (each read also costs it a FIONREAD) */
-		bufferevent_set_max_single_read(c->bev, CONN_READ_MORE);
-		bufferevent_disable(c->bev, EV_WRITE);
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0 && !c->flush_armed) {
 			c->flush_armed = 1;
 			event_active(c->flush_ev, EV_WRITE, 0);
 		}
+		conn_direct_read_update(c);
 	} else {
 		bufferevent_enable(c->bev, EV_WRITE);
+		if (c->read_paused)
+			bufferevent_disable(c->bev, EV_READ);
+		else
+			bufferevent_enable(c->bev, EV_READ);
 	}
-	if (c->read_paused)
-		bufferevent_disable(c->bev, EV_READ);
-	else
-		bufferevent_enable(c->bev, EV_READ);
 	if (c->tls_up)
 		log_debug(LOG_CAT_NET, "conn %s: %s, %s", c->peer, SSL_get_version(c->ssl),
 		          SSL_get_cipher_name(c->ssl));
@@ -777,7 +817,11 @@ static int conn_tls_begin(struct conn *c, SSL *ssl, enum bufferevent_ssl_state s
 	}
 	conn_detach_counters(c);
 	if (c->direct) {
+		/* the TLS filter reads and writes through the bufferevent */
 		c->direct = 0;
+		if (c->read_armed)
+			event_del(c->read_ev);
+		c->read_armed = 0;
 		bufferevent_enable(c->sock_bev, EV_WRITE);
 	}
 	c->bev = NULL;
@@ -1091,6 +1135,76 @@ static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* Direct reading of a plain socket: one readv of up to CONN_READ_MAX (no
+ * FIONREAD first), then the input is offered as the bufferevent would. */
+static void conn_sock_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer *in;
+	struct evbuffer_iovec vec[2];
+	size_t room = CONN_READ_MAX, len, got;
+	ssize_t n;
+	int nvec, i, err;
+
+	conn_enter(c);
+	if (c->freed || c->state != CONN_ST_OPEN || !c->direct)
+		goto out;
+	if (what & EV_TIMEOUT) {
+		conn_on_open_event(c, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, 0);
+		goto out;
+	}
+	in = bufferevent_get_input(c->bev);
+	len = evbuffer_get_length(in);
+	if (c->read_high != 0) {
+		if (len >= c->read_high) {
+			conn_direct_read_update(c);
+			goto out;
+		}
+		if (c->read_high - len < room)
+			room = c->read_high - len;
+	}
+	/* bufferevent_socket freezes the end of its input */
+	evbuffer_unfreeze(in, 0);
+	nvec = evbuffer_reserve_space(in, (ev_ssize_t)room, vec, 2);
+	if (nvec <= 0) {
+		evbuffer_freeze(in, 0);
+		c->read_done = 1;
+		conn_direct_read_update(c);
+		conn_on_open_event(c, BEV_EVENT_READING | BEV_EVENT_ERROR, ENOMEM);
+		goto out;
+	}
+	for (i = 0, got = 0; i < nvec; i++) {
+		if (vec[i].iov_len > room - got)
+			vec[i].iov_len = room - got;
+		got += vec[i].iov_len;
+	}
+	n = readv(fd, (struct iovec *)vec, nvec);
+	err = errno;
+	if (n > 0) {
+		for (i = 0, got = 0; i < nvec; i++) {
+			if (vec[i].iov_len > (size_t)n - got)
+				vec[i].iov_len = (size_t)n - got;
+			got += vec[i].iov_len;
+		}
+		nvec = vec[0].iov_len == (size_t)n ? 1 : nvec;
+	}
+	evbuffer_commit_space(in, vec, n > 0 ? nvec : 0);
+	evbuffer_freeze(in, 0);
+	if (n > 0) {
+		conn_offer_input(c);
+		if (!c->freed && c->state == CONN_ST_OPEN)
+			conn_direct_read_update(c);
+	} else if (n == 0 || (err != EAGAIN && err != EWOULDBLOCK && err != EINTR)) {
+		c->read_done = 1;
+		conn_direct_read_update(c);
+		conn_on_open_event(c,
+		                   BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR),
+		                   n == 0 ? 0 : err);
+	}
+out:
+	conn_leave(c);
+}
+
 static void conn_kick_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -1284,6 +1398,8 @@ void conn_set_watermarks(struct conn *c, size_t read_high, size_t write_low)
 	c->write_low = write_low;
 	if (c->bev != NULL && c->state != CONN_ST_CLOSED) {
 		bufferevent_setwatermark(c->bev, EV_READ, 0, read_high);
+		if (c->direct)
+			conn_direct_read_update(c);
 		bufferevent_setwatermark(c->bev, EV_WRITE, write_low, 0);
 	}
 }
@@ -1293,7 +1409,9 @@ void conn_pause_read(struct conn *c)
 	c->read_paused = 1;
 	/* During a handshake the filter must keep reading; the pause takes
 	 * effect when it is done (conn_established()). */
-	if (c->state == CONN_ST_OPEN)
+	if (c->state == CONN_ST_OPEN && c->direct)
+		conn_direct_read_update(c);
+	else if (c->state == CONN_ST_OPEN)
 		bufferevent_disable(c->bev, EV_READ);
 }
 
@@ -1303,7 +1421,10 @@ void conn_resume_read(struct conn *c)
 		return;
 	c->read_paused = 0;
 	if (c->state == CONN_ST_OPEN) {
-		bufferevent_enable(c->bev, EV_READ);
+		if (c->direct)
+			conn_direct_read_update(c);
+		else
+			bufferevent_enable(c->bev, EV_READ);
 		conn_kick(c, CONN_KICK_READ | (c->eof_pending ? CONN_KICK_EOF : 0));
 	}
 }

@@ -397,6 +397,7 @@ struct client {
 	/* bulk transfer; left: input not consumed at EOF */
 	size_t to_send, sent, received, consume_max, left;
 	uint64_t rng, h_sent, h_recv;
+	size_t max_input; /* most input ever offered at once */
 };
 
 static uint64_t fnv1a(uint64_t hash, const void *data, size_t len)
@@ -495,13 +496,15 @@ static void cli_starttls_read(struct client *cl, struct evbuffer *input)
 static void cli_on_read(struct conn *c, struct evbuffer *input, void *aux)
 {
 	struct client *cl = aux;
-	struct evbuffer_iovec vec[8];
+	struct evbuffer_iovec vec[1];
 	size_t n;
 	int i, nvec;
 
 	assert_ptr_equal(c, cl->conn);
 	assert_ptr_equal(input, conn_input(c));
 	cl->reads++;
+	if (evbuffer_get_length(input) > cl->max_input)
+		cl->max_input = evbuffer_get_length(input);
 	if (cl->pause_first_read && cl->reads == 1) {
 		conn_pause_read(c);
 		return;
@@ -513,14 +516,17 @@ static void cli_on_read(struct conn *c, struct evbuffer *input, void *aux)
 		n = evbuffer_get_length(input);
 		if (cl->consume_max > 0 && n > cl->consume_max)
 			n = cl->consume_max;
-		nvec = evbuffer_peek(input, (ev_ssize_t)n, NULL, vec, 8);
-		for (i = 0; i < nvec && n > 0; i++) {
-			size_t k = vec[i].iov_len < n ? vec[i].iov_len : n;
+		while (n > 0) {
+			/* the first chain only: draining moves the rest */
+			nvec = evbuffer_peek(input, (ev_ssize_t)n, NULL, vec, 1);
+			for (i = 0; i < nvec && i < 1 && n > 0; i++) {
+				size_t k = vec[i].iov_len < n ? vec[i].iov_len : n;
 
-			cl->h_recv = fnv1a(cl->h_recv, vec[i].iov_base, k);
-			evbuffer_drain(input, k);
-			cl->received += k;
-			n -= k;
+				cl->h_recv = fnv1a(cl->h_recv, vec[i].iov_base, k);
+				evbuffer_drain(input, k);
+				cl->received += k;
+				n -= k;
+			}
 		}
 	} else {
 		evbuffer_add_buffer(cl->got, input);
@@ -1116,6 +1122,49 @@ static void test_tls_bulk(void **state)
 	harness_free(&h);
 }
 
+/*
+ * The same over a plain socket, which conn reads and writes itself (not
+ * through the bufferevent): every byte arrives in order, partial writes
+ * resume, and a slow reader's input never grows past its high mark.
+ */
+static void test_plain_bulk(void **state)
+{
+	struct harness h;
+	struct client cl;
+	struct conn_opts o;
+	const size_t total = 4u << 20;
+
+	(void)state;
+	harness_init(&h, SRV_ECHO);
+	h.backpressure = 1;
+	client_init(&cl, &h);
+	cl.to_send = total;
+	cl.consume_max = 20000;
+	conn_opts_init(&o);
+	o.read_high = 48 * 1024;
+	o.write_low = 128 * 1024;
+	client_connect(&cl, NULL, "127.0.0.1", h.port, CONN_PLAIN, NULL, &o);
+	/* the reader takes 20000 bytes per offer: the last rest stays in the
+	 * input until it is taken here */
+	RUN_UNTIL(&h, (cl.ev[CONN_EV_CONNECTED] == 1 &&
+	               cl.received + evbuffer_get_length(conn_input(cl.conn)) == total) ||
+	                      cl.ev[CONN_EV_ERROR] + cl.ev[CONN_EV_EOF] > 0);
+	assert_int_equal(total_events(cl.ev), 1);
+	assert_int_equal(cl.sent, total);
+	cl.consume_max = 0;
+	cli_on_read(cl.conn, conn_input(cl.conn), &cl);
+	assert_int_equal(cl.received, total);
+	assert_true(cl.h_sent == cl.h_recv);
+	assert_true(cl.max_input <= 48 * 1024);
+	assert_true(cl.max_input > 20000); /* the reader did fall behind */
+	assert_int_equal(conn_bytes_in(cl.conn), total);
+	conn_free(&cl.conn);
+	RUN_UNTIL(&h, h.srv == NULL);
+	assert_int_equal(h.srv_in, total);
+	client_free(&cl);
+	harness_free(&h);
+}
+
 /* All data is offered before EOF, also when the client reads slowly behind
  * a small watermark (TLS holds undecrypted records below its input). */
 static void test_eof_after_data(void **state)
@@ -1280,6 +1329,7 @@ int main(void)
 	        cmocka_unit_test(test_pause_holds_eof),
 	        cmocka_unit_test(test_free_in_callbacks),
 	        cmocka_unit_test(test_tls_bulk),
+	        cmocka_unit_test(test_plain_bulk),
 	        cmocka_unit_test(test_eof_after_data),
 	        cmocka_unit_test(test_evdns),
 	        cmocka_unit_test(test_api_errors),
