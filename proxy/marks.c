@@ -50,7 +50,12 @@
 #define PM_USER_MAX 512u
 /* Burst detection: one entry per hash slot (mark_debounce()). */
 #define PM_HEAT_SLOTS 4096u
-#define PM_TEXT_MAX   8192u
+/* Marks and hints wait this long for company before they are sent: one write
+ * and one reply per batch instead of per command (a tenth of the shortest
+ * debounce, so replication does not notice). Routes, the first flush after a
+ * connect and a drain go at once, and take the waiting marks with them. */
+#define PM_FLUSH_DELAY_MS 5u
+#define PM_TEXT_MAX       8192u
 
 enum pm_kind { PM_MARK, PM_HINT, PM_SWEEP, PM_ROUTE, PM_KIND_COUNT };
 enum pm_state { PM_DOWN, PM_CONNECTING, PM_UP, PM_CLOSING };
@@ -428,6 +433,15 @@ static void flush_schedule(struct px_marks *m)
 		event_active(m->flush_ev, EV_TIMEOUT, 0);
 }
 
+/* The same after PM_FLUSH_DELAY_MS, unless a flush is already due. */
+static void flush_schedule_batch(struct px_marks *m)
+{
+	struct timeval tv = {0, PM_FLUSH_DELAY_MS * 1000};
+
+	if (!m->freeing && m->state == PM_UP && !evtimer_pending(m->flush_ev, NULL))
+		evtimer_add(m->flush_ev, &tv);
+}
+
 /* Remembers that the marks of user were lost: one whole-user mark later,
  * or a sweep of everyone when too many users are affected. */
 static void pm_drop(struct px_marks *m, const char *user)
@@ -715,9 +729,10 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		free(it);
 	}
 	conn_timer_rearm(m);
-	if (m->ring.head != NULL || m->routes_q.head != NULL || m->over.count > 0 ||
-	    m->sweep_needed)
+	if (m->routes_q.head != NULL || m->sweep_needed)
 		flush_schedule(m);
+	else if (m->ring.head != NULL || m->over.count > 0)
+		flush_schedule_batch(m);
 	drain_check(m);
 }
 
@@ -1315,7 +1330,7 @@ void px_marks_folder(struct px_marks *m, const char *user, const char *folder, e
 	it = item_new(PM_MARK, user, user, folder);
 	it->score = now_ms(m) + mark_debounce(m, user, folder, prio);
 	if (ring_put(m, it, 1, NULL) == 1)
-		flush_schedule(m);
+		flush_schedule_batch(m);
 }
 
 void px_marks_hint(struct px_marks *m, const char *user, const char *hint)
@@ -1328,7 +1343,7 @@ void px_marks_hint(struct px_marks *m, const char *user, const char *hint)
 		return;
 	}
 	if (ring_put(m, item_new(PM_HINT, user, hint, NULL), 1, NULL) == 1)
-		flush_schedule(m);
+		flush_schedule_batch(m);
 }
 
 void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r)
