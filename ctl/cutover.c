@@ -20,6 +20,7 @@
  * final-delta runs steps 2-4 only (no proxy, no route change).
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,97 @@ static void nap(void)
 	nanosleep(&ts, NULL);
 }
 
+/* ---- the freeze lease ---- */
+
+/* The lease of the user this process holds frozen (one at a time: a batch
+ * runs each user in a process of its own, rollback one after the other).
+ * Every waiting loop calls lease_tick(), which renews it when due. */
+static struct {
+	redisContext *c;
+	const char *user;
+	uint64_t epoch;
+	unsigned lease_ms, every_ms;
+	double next, last_ok; /* mono() */
+	int active, lost;
+} ct_lease;
+
+static void lease_hold(redisContext *c, const char *user, uint64_t epoch, unsigned lease_s)
+{
+	ct_lease.c = c;
+	ct_lease.user = user;
+	ct_lease.epoch = epoch;
+	ct_lease.lease_ms = lease_s * 1000u;
+	ct_lease.every_ms = ct_lease.lease_ms / 3 < CT_LEASE_RENEW_MS ? ct_lease.lease_ms / 3
+	                                                              : CT_LEASE_RENEW_MS;
+	ct_lease.last_ok = mono();
+	ct_lease.next = ct_lease.last_ok + ct_lease.every_ms / 1000.0;
+	ct_lease.active = 1;
+	ct_lease.lost = 0;
+}
+
+static void lease_drop(void)
+{
+	ct_lease.active = 0;
+}
+
+/* Renews the lease when due: 0 held (or none held), -1 lost. A renewal that
+ * fails on Redis is tried again; the lease counts as lost once it may have
+ * ended (the flip is refused then anyway). */
+static int lease_tick(void)
+{
+	double now = mono();
+	int rc;
+
+	if (!ct_lease.active || ct_lease.lost)
+		return ct_lease.lost ? -1 : 0;
+	if (now < ct_lease.next)
+		return 0;
+	rc = ct_lease_renew(ct_lease.c, ct_lease.user, ct_lease.epoch, ct_lease.lease_ms);
+	if (rc == 1) {
+		ct_lease.last_ok = now;
+		ct_lease.next = now + ct_lease.every_ms / 1000.0;
+		return 0;
+	}
+	if (rc < 0 && now < ct_lease.last_ok + ct_lease.lease_ms / 1000.0) {
+		ct_lease.next = now + CT_POLL_MS / 1000.0 * 4;
+		return 0;
+	}
+	ct_lease.lost = 1;
+	printf("%s: the freeze lease (epoch %llu) is lost: %s\n", ct_lease.user,
+	       (unsigned long long)ct_lease.epoch,
+	       rc == 0 ? "it had ended, or another imapferryctl took the user over"
+	               : "Redis did not answer for the lease's time");
+	return -1;
+}
+
+/* Renews the lease now (before a step that must not run without it):
+ * 0 held (or none held), -1 lost. */
+static int lease_check_now(void)
+{
+	ct_lease.next = 0;
+	return lease_tick();
+}
+
+/* The test-only pause after a freeze (CT_ENV_TEST_PAUSE), renewing the
+ * lease. 0, or -1 when the lease was lost or the run interrupted. */
+static int test_pause(const char *user)
+{
+	const char *v = getenv(CT_ENV_TEST_PAUSE);
+	double end;
+
+	if (v == NULL || atoi(v) <= 0)
+		return 0;
+	printf("%s: pausing %d ms while frozen (%s, for tests)\n", user, atoi(v),
+	       CT_ENV_TEST_PAUSE);
+	end = mono() + atoi(v) / 1000.0;
+	while (mono() < end && !ct_stop) {
+		if (lease_tick() < 0)
+			return -1;
+		nap();
+	}
+	return ct_stop ? -1 : 0;
+}
+
 /* ---- 1. freeze acks ---- */
 
 /* 1 when `need` proxies acked epoch, 0 on timeout or interrupt, -1 error.
@@ -84,6 +176,8 @@ static int wait_acks(redisContext *c, const char *user, uint64_t epoch, long lon
 		freeReplyObject(r);
 		if (have >= need)
 			return 1;
+		if (lease_tick() < 0)
+			return 0;
 		if (mono() >= next_kick) {
 			next_kick = mono() + CT_REKICK_MS / 1000.0;
 			snprintf(kick, sizeof(kick), "route %s %llu", user,
@@ -181,6 +275,8 @@ static int quiesce(redisContext *c, const char *user, unsigned timeout_s, struct
 			       r->element[0]->integer);
 		said = 1;
 		freeReplyObject(r);
+		if (lease_tick() < 0)
+			return 0;
 		if (mono() > end) {
 			printf("%s: the daemon's syncs did not finish within %u s\n", user,
 			       timeout_s);
@@ -211,6 +307,13 @@ struct ct_verdict {
 	int end_seen;
 	char name1[512]; /* the last "Host1 folder" line's folder */
 	long long m1;    /* its messages, -1 = does not exist */
+	/* the sizes at end, summed per side (host1, host2): messages, bytes */
+	unsigned long long sz_msgs[2], sz_bytes[2];
+	/* folders: listed on host2 only, created on host2, deleted on host2 */
+	int in_only2; /* inside the "Folders in host2 not in host1:" list */
+	unsigned only2, created, deleted;
+	char only2_names[CT_FOLDER_NAMES], created_names[CT_FOLDER_NAMES],
+	        deleted_names[CT_FOLDER_NAMES];
 	unsigned folders, mismatches;
 	int good, not_finished, strict, not_strict;
 	long errors;                      /* -1 = no "Detected N errors" line */
@@ -245,6 +348,62 @@ static long long size_line(const char *line, char *name, size_t size)
 static int starts(const char *s, const char *p)
 {
 	return strncmp(s, p, strlen(p)) == 0;
+}
+
+/* Appends " [name]" to a bounded list of names ("..." once full). */
+static void names_add(char *buf, size_t size, const char *name, size_t len)
+{
+	size_t have = strlen(buf);
+
+	if (have + len + 6 >= size) {
+		if (have + 5 < size && (have < 4 || strcmp(buf + have - 4, " ...") != 0))
+			strcat(buf, " ...");
+		return;
+	}
+	buf[have++] = ' ';
+	buf[have++] = '[';
+	memcpy(buf + have, name, len);
+	buf[have + len] = ']';
+	buf[have + len + 1] = '\0';
+}
+
+/* The bracketed name at the start of p ("[name]...", or "[mutf7] = [utf8]"
+ * for a name that is not ASCII: the UTF-8 one): names_add()s it. */
+static void names_add_bracket(char *buf, size_t size, const char *p)
+{
+	const char *e, *u = strstr(p, "] = [");
+
+	if (p[0] == '[' && u != NULL && strchr(u + 5, ']') != NULL)
+		p = u + 4;
+	e = p[0] == '[' ? strchr(p, ']') : NULL;
+
+	if (e != NULL)
+		names_add(buf, size, p + 1, (size_t)(e - p - 1));
+}
+
+/* A sizes-at-end folder line of side (0 host1, 1 host2) with msgs messages
+ * (-1: the folder does not exist) into the totals. */
+static void size_add(struct ct_verdict *v, int side, const char *line, long long msgs)
+{
+	const char *sz = strstr(line, " Size: ");
+
+	if (msgs < 0 || sz == NULL)
+		return;
+	v->sz_msgs[side] += (unsigned long long)msgs;
+	v->sz_bytes[side] += strtoull(sz + 7, NULL, 10);
+}
+
+/* Records the sizes at end of a sync of user (when it printed them) as the
+ * user's last measured messages and bytes per side; back: host1 was the
+ * destination (a rollback's sync back). */
+static void sizes_record(redisContext *c, const char *user, const char *by,
+                         const struct ct_verdict *v, int back)
+{
+	unsigned long long m[2] = {v->sz_msgs[back], v->sz_msgs[!back]};
+	unsigned long long b[2] = {v->sz_bytes[back], v->sz_bytes[!back]};
+
+	if (v->end_seen && !v->in_end)
+		ct_sizes_record(c, user, by, m, b);
 }
 
 static void verdict_line(struct ct_verdict *v, const char *user, const char *line)
@@ -285,6 +444,22 @@ static void verdict_line(struct ct_verdict *v, const char *user, const char *lin
 				v->max_uid1 = uid;
 		}
 	}
+	if (v->in_only2) {
+		if (line[0] == '\0') {
+			v->in_only2 = 0;
+		} else {
+			v->only2++;
+			names_add_bracket(v->only2_names, sizeof(v->only2_names), line);
+		}
+	} else if (strcmp(line, "Folders in host2 not in host1:") == 0) {
+		v->in_only2 = 1;
+	} else if (starts(line, "Creating folder [") && strstr(line, "] on host2") != NULL) {
+		v->created++;
+		names_add_bracket(v->created_names, sizeof(v->created_names), line + 16);
+	} else if (starts(line, "Deleting folder [") && strstr(line, "] in host2 ") != NULL) {
+		v->deleted++;
+		names_add_bracket(v->deleted_names, sizeof(v->deleted_names), line + 16);
+	}
 	if (starts(line, "The sync looks good"))
 		v->good = 1;
 	else if (starts(line, "The sync is not finished"))
@@ -299,9 +474,12 @@ static void verdict_line(struct ct_verdict *v, const char *user, const char *lin
 		v->in_end = v->end_seen = 1;
 	else if (v->in_end && starts(line, "Host1 folder")) {
 		v->m1 = size_line(line, v->name1, sizeof(v->name1));
+		size_add(v, 0, line, v->m1);
 	} else if (v->in_end && starts(line, "Host2 folder")) {
 		char name2[512] = "";
 		long long m2 = size_line(line, name2, sizeof(name2));
+
+		size_add(v, 1, line, m2);
 
 		v->folders++;
 		if (m2 != v->m1) {
@@ -487,6 +665,17 @@ static const char **sync_argv(const struct ct *ct, const char *user, enum ct_pas
 	return argv;
 }
 
+/* One line of imapferry-sync's output (len bytes, no NUL in line[len]). */
+static void sync_line(struct ct_verdict *v, const char *user, char *line, size_t len)
+{
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	line[len] = '\0';
+	if (starts(line, "cannot run "))
+		printf("%s: %s\n", user, line);
+	verdict_line(v, user, line);
+}
+
 /* Runs imapferry-sync for user, reading its output; fills v. 0, or -1 when
  * it could not be started. */
 static int run_sync(const struct ct *ct, const char *user, enum ct_pass pass,
@@ -494,12 +683,10 @@ static int run_sync(const struct ct *ct, const char *user, enum ct_pass pass,
 {
 	char **own;
 	const char **argv = sync_argv(ct, user, pass, extra, nextra, &own);
-	int fd[2], status;
+	int fd[2], status, killed = 0;
 	pid_t pid;
-	FILE *fp;
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
+	char *line;
+	size_t len = 0;
 
 	memset(v, 0, sizeof(*v));
 	v->errors = -1;
@@ -525,20 +712,41 @@ static int run_sync(const struct ct *ct, const char *user, enum ct_pass pass,
 		_exit(127);
 	}
 	close(fd[1]);
-	fp = fdopen(fd[0], "r");
-	if (fp == NULL) {
-		close(fd[0]);
-	} else {
-		while ((len = getline(&line, &cap, fp)) >= 0) {
-			while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
-				line[--len] = '\0';
-			if (starts(line, "cannot run "))
-				printf("%s: %s\n", user, line);
-			verdict_line(v, user, line);
+	/* Lines as they come, the freeze lease renewed in between; a lost
+	 * lease ends the sync (its result would not be used). */
+	line = malloc(CT_SYNC_LINE_MAX + 1);
+	if (line == NULL)
+		abort();
+	for (;;) {
+		struct pollfd pfd = {fd[0], POLLIN, 0};
+		char *nl;
+		ssize_t got;
+
+		if (lease_tick() < 0 && !killed) {
+			kill(pid, SIGTERM);
+			killed = 1;
 		}
-		free(line);
-		fclose(fp);
+		if (poll(&pfd, 1, (int)CT_POLL_MS * 4) <= 0)
+			continue; /* timeout, or EINTR */
+		got = read(fd[0], line + len, CT_SYNC_LINE_MAX - len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		len += (size_t)got;
+		while ((nl = memchr(line, '\n', len)) != NULL || len == CT_SYNC_LINE_MAX) {
+			size_t n = nl != NULL ? (size_t)(nl - line) : len; /* a longer line: cut */
+			size_t rest = nl != NULL ? len - n - 1 : 0;
+
+			sync_line(v, user, line, n);
+			memmove(line, line + len - rest, rest);
+			len = rest;
+		}
 	}
+	if (len > 0)
+		sync_line(v, user, line, len);
+	free(line);
+	close(fd[0]);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	v->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -576,18 +784,46 @@ static const char *verdict_fail(const struct ct_verdict *v, int has_delete2)
 
 /* ---- one user ---- */
 
-static int route(redisContext *c, const char *user, enum rk_route_state st, uint64_t *epoch_r)
+/* Sets the route of user under guard (ct_route_change): *epoch_r is our
+ * epoch on the way in (CT_GUARD_EPOCH, CT_GUARD_LEASE) and the new one on the
+ * way out. A FREEZE takes a lease of ct->lease_s, towards lease_to. Returns
+ * the number of proxies the kick reached, -1 on an error, -2 when the guard
+ * refused (said why). */
+static int route(const struct ct *ct, redisContext *c, const char *user, enum rk_route_state st,
+                 enum ct_guard guard, enum rk_route_state lease_to, uint64_t *epoch_r)
 {
-	long long receivers;
+	struct ct_route_req req = {st, guard, *epoch_r, ct->lease_s * 1000u, lease_to};
+	long long info;
 	uint64_t epoch;
+	int rc = ct_route_change(c, user, &req, &epoch, &info);
 
-	if (ct_route_set(c, user, st, &epoch, &receivers) < 0) {
+	if (rc < 0) {
 		printf("%s: could not set the route to %s\n", user, rk_route_state_names[st]);
 		return -1;
 	}
-	if (epoch_r != NULL)
-		*epoch_r = epoch;
-	return (int)(receivers > 1000000 ? 1000000 : receivers);
+	if (rc == 1) {
+		if (guard == CT_GUARD_FREEZE)
+			printf("%s: a cutover or rollback holds the user frozen (epoch %llu, its "
+			       "lease ends in %.1f s): not taken over\n",
+			       user, (unsigned long long)epoch, info / 1000.0);
+		else if (info == 0)
+			printf("%s: the route is at epoch %llu now, not %llu (another imapferryctl "
+			       "took the user over): not set to %s\n",
+			       user, (unsigned long long)epoch, (unsigned long long)*epoch_r,
+			       rk_route_state_names[st]);
+		else
+			printf("%s: the freeze lease (epoch %llu) had ended, proxies let logins go "
+			       "on meanwhile: not set to %s\n",
+			       user, (unsigned long long)epoch, rk_route_state_names[st]);
+		lease_drop();
+		return -2;
+	}
+	*epoch_r = epoch;
+	if (st == RK_ROUTE_FREEZE && ct->lease_s > 0)
+		lease_hold(c, user, epoch, ct->lease_s);
+	else
+		lease_drop();
+	return (int)(info > 1000000 ? 1000000 : info);
 }
 
 /* The last error of user, with the sync's own error line when there is one
@@ -785,24 +1021,44 @@ noredis:
 	return CT_EXIT_NOREDIS;
 }
 
-/* Freeze user (route FREEZE, proxies drain the sessions and confirm). NULL
- * when done (*epoch_r, *t_frozen_r), else why not. */
+/* Freeze user (route FREEZE with a lease towards `from`, the side the user
+ * is on; proxies drain the sessions and confirm). NULL when done (*epoch_r,
+ * *t_frozen_r), else why not; *frozen_r says whether the route was changed
+ * (not when another imapferryctl's lease runs: leave the route alone then). */
 static const char *freeze_user(const struct ct *ct, redisContext *c, const char *user,
-                               uint64_t *epoch_r, double *t_frozen_r)
+                               enum rk_route_state from, uint64_t *epoch_r, double *t_frozen_r,
+                               int *frozen_r)
 {
 	int proxies, rc;
 
-	if ((proxies = route(c, user, RK_ROUTE_FREEZE, epoch_r)) < 0)
-		return "the route could not be set";
+	*frozen_r = 0;
 	*t_frozen_r = mono();
-	printf("%s: frozen (epoch %llu), %d prox%s to confirm\n", user,
-	       (unsigned long long)*epoch_r, proxies, proxies == 1 ? "y" : "ies");
+	if ((proxies = route(ct, c, user, RK_ROUTE_FREEZE, CT_GUARD_FREEZE, from, epoch_r)) < 0)
+		return proxies == -2 ? "frozen by another imapferryctl"
+		                     : "the route could not be set";
+	*frozen_r = 1;
+	*t_frozen_r = mono();
+	printf("%s: frozen (epoch %llu, lease %u s), %d prox%s to confirm\n", user,
+	       (unsigned long long)*epoch_r, ct->lease_s, proxies, proxies == 1 ? "y" : "ies");
 	rc = wait_acks(c, user, *epoch_r, proxies, ct->drain_timeout_s);
 	if (rc <= 0)
-		return rc < 0 ? "Redis error while waiting for the proxies"
-		              : "the proxies did not confirm the freeze";
+		return rc < 0          ? "Redis error while waiting for the proxies"
+		       : ct_lease.lost ? "the freeze lease was lost"
+		                       : "the proxies did not confirm the freeze";
 	printf("%s: no session left (%.2f s)\n", user, mono() - *t_frozen_r);
+	if (test_pause(user) < 0)
+		return ct_lease.lost ? "the freeze lease was lost" : "interrupted";
 	return NULL;
+}
+
+/* What a stale freeze (its lease ended: the imapferryctl that froze the user
+ * is gone) says before it is taken over. */
+static void stale_say(const char *user, const struct ct_route_info *ri)
+{
+	printf("%s: taking over a freeze whose lease ended %.1f s ago (epoch %llu; the "
+	       "imapferryctl that froze the user is gone; the user was on the %s)\n",
+	       user, -ri->lease_left_ms / 1000.0, (unsigned long long)ri->epoch,
+	       ri->lease_to == RK_ROUTE_DST ? "destination" : "source");
 }
 
 /* Deletes the user's source-to-destination sync state (a rollback after the
@@ -840,20 +1096,44 @@ static int state_drop(redisContext *c, const char *user)
 	return 0;
 }
 
-/* rollback of a user on the destination: freeze, stragglers, destination to
- * source (--delete2), verify, then SRC; any failure leaves the user on DST. */
-static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
+/* What a sync back did with folders: the destination's new ones are created
+ * on the source; folders the destination does not have (deleted there since
+ * the cutover) are kept on the source unless --delete-folders. */
+static void folders_say(const char *user, const struct ct_verdict *v, int delete_folders)
 {
-	const char *extra[] = {"--delete2", "--syncduplicates", "--nostate"};
+	if (v->created > 0)
+		printf("%s: %u folder%s made on the destination since the cutover created on the "
+		       "source:%s\n",
+		       user, v->created, v->created == 1 ? "" : "s", v->created_names);
+	if (delete_folders && v->deleted > 0)
+		printf("%s: %u folder%s that the destination does not have deleted on the source "
+		       "(--delete-folders):%s\n",
+		       user, v->deleted, v->deleted == 1 ? "" : "s", v->deleted_names);
+	else if (!delete_folders && v->only2 > 0)
+		printf("%s: %u folder%s on the source that the destination does not have (deleted "
+		       "there since the cutover?) kept on the source, with their mail:%s; "
+		       "rollback --delete-folders deletes them\n",
+		       user, v->only2, v->only2 == 1 ? "" : "s", v->only2_names);
+}
+
+/* rollback of a user on the destination (or frozen on the way back from it
+ * by an imapferryctl that is gone: ri stale): freeze, stragglers, destination
+ * to source (--delete2), verify, then SRC; any failure leaves the user on
+ * DST. */
+static int rollback_dst(const struct ct *ct, redisContext *c, const char *user,
+                        const struct ct_route_info *ri)
+{
+	const char *extra[] = {"--delete2", "--syncduplicates", "--nostate", "--delete2folders"};
+	int nextra = ct->delete_folders ? 4 : 3;
 	const char *why;
 	struct ct_verdict v = {0};
 	unsigned long copied = 0;
-	uint64_t epoch;
+	uint64_t epoch = ri->epoch;
 	double t0 = mono(), t_frozen;
 	long long flip_ms = -1;
 	char key[1100];
 	redisReply *r;
-	int prc;
+	int prc, frozen = 0;
 
 	strag_key(key, sizeof(key), user);
 	if ((r = ct_cmd(c, "HGET %s flip_ms", key)) == NULL)
@@ -870,8 +1150,13 @@ static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
 		       user);
 		return CT_EXIT_FAILED;
 	}
+	if (ct_route_stale(ri))
+		stale_say(user, ri);
 	if (ct->sync_argc == 0) {
-		if (route(c, user, RK_ROUTE_SRC, &epoch) < 0 || ct_user_resume(c, user) < 0)
+		prc = route(ct, c, user, RK_ROUTE_SRC, CT_GUARD_EPOCH, RK_ROUTE_SRC, &epoch);
+		if (prc == -2)
+			return CT_EXIT_FAILED;
+		if (prc < 0 || ct_user_resume(c, user) < 0)
 			return CT_EXIT_NOREDIS;
 		printf("%s: route SRC, epoch %llu (--force: what changed on the destination since "
 		       "the cutover is not on the source)\n",
@@ -886,7 +1171,7 @@ static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
 		       user);
 		return CT_EXIT_FAILED;
 	}
-	if ((why = freeze_user(ct, c, user, &epoch, &t_frozen)) != NULL)
+	if ((why = freeze_user(ct, c, user, RK_ROUTE_DST, &epoch, &t_frozen, &frozen)) != NULL)
 		goto fail;
 	if (flip_ms >= 0) {
 		if ((prc = strag_pass(ct, c, user, &copied)) < 0) {
@@ -895,9 +1180,12 @@ static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
 		}
 		printf("%s: %lu straggler%s copied first\n", user, copied, copied == 1 ? "" : "s");
 	}
+	if (lease_check_now() < 0) {
+		why = "the freeze lease was lost";
+		goto fail;
+	}
 	printf("%s: sync back: destination to source\n", user);
-	if (run_sync(ct, user, CT_PASS_BACK, extra, (int)(sizeof(extra) / sizeof(extra[0])), &v) <
-	    0) {
+	if (run_sync(ct, user, CT_PASS_BACK, extra, nextra, &v) < 0) {
 		why = "imapferry-sync could not be started";
 		goto fail;
 	}
@@ -905,11 +1193,17 @@ static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
 		why = "interrupted";
 		goto fail;
 	}
+	if (ct_lease.lost) {
+		why = "the freeze lease was lost";
+		goto fail;
+	}
+	sizes_record(c, user, "rollback", &v, 1);
+	folders_say(user, &v, ct->delete_folders);
 	if ((why = verdict_fail(&v, 1)) != NULL)
 		goto fail;
 	printf("%s: verified: %u folders, the source equals the destination\n", user, v.folders);
 	ct_last_record(c, user, "rollback", NULL);
-	if (route(c, user, RK_ROUTE_SRC, &epoch) < 0) {
+	if (route(ct, c, user, RK_ROUTE_SRC, CT_GUARD_LEASE, RK_ROUTE_SRC, &epoch) < 0) {
 		why = "the route could not be set back";
 		goto fail;
 	}
@@ -925,9 +1219,10 @@ static int rollback_dst(const struct ct *ct, redisContext *c, const char *user)
 fail:
 	printf("%s: FAILED: %s\n", user, why);
 	record_failure(c, user, "rollback", why, &v);
-	if (route(c, user, RK_ROUTE_DST, &epoch) >= 0)
+	if (frozen && route(ct, c, user, RK_ROUTE_DST, CT_GUARD_EPOCH, RK_ROUTE_SRC, &epoch) >= 0)
 		printf("%s: stays on the destination (epoch %llu)\n", user,
 		       (unsigned long long)epoch);
+	lease_drop();
 	return CT_EXIT_FAILED;
 }
 
@@ -948,21 +1243,34 @@ int ct_rollback(struct ct *ct, char **users, int n)
 		return CT_EXIT_NOREDIS;
 	}
 	for (int i = 0; i < n && !ct_stop; i++) {
-		enum rk_route_state st;
+		struct ct_route_info ri;
 		uint64_t epoch;
 		long long rcv;
 		int one;
 
-		if (ct_route_get(c, users[i], &st, &epoch) < 0) {
+		if (ct_route_info(c, users[i], &ri) < 0) {
 			rc = CT_EXIT_NOREDIS;
 			continue;
 		}
-		if (st == RK_ROUTE_DST) {
-			one = rollback_dst(ct, c, users[i]);
+		if (ri.state == RK_ROUTE_DST ||
+		    (ct_route_stale(&ri) && ri.lease_to == RK_ROUTE_DST)) {
+			one = rollback_dst(ct, c, users[i], &ri);
 			if (one != CT_EXIT_OK && rc == CT_EXIT_OK)
 				rc = one;
 			continue;
 		}
+		if (ri.state == RK_ROUTE_FREEZE && ri.has_lease && !ct_route_stale(&ri) &&
+		    !ct->force) {
+			printf("%s: a %s holds the user frozen (epoch %llu, its lease ends in %.1f "
+			       "s): stop it there, or --force (it then fails and leaves the route "
+			       "alone). Nothing done.\n",
+			       users[i], ri.lease_to == RK_ROUTE_DST ? "rollback" : "cutover",
+			       (unsigned long long)ri.epoch, ri.lease_left_ms / 1000.0);
+			rc = CT_EXIT_FAILED;
+			continue;
+		}
+		if (ct_route_stale(&ri))
+			stale_say(users[i], &ri);
 		if (ct_route_set(c, users[i], RK_ROUTE_SRC, &epoch, &rcv) < 0 ||
 		    ct_user_resume(c, users[i]) < 0) {
 			rc = CT_EXIT_NOREDIS;
@@ -981,19 +1289,22 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	redisContext *c = ct_connect(ct->redis, &err);
 	struct ct_quiet q;
 	struct ct_verdict v = {0};
+	struct ct_route_info ri;
 	enum rk_route_state st;
 	uint64_t epoch = 0;
 	double t0 = mono(), t_frozen = 0;
-	int rc, proxies = 0, quiet = 0;
+	int rc, quiet = 0, frozen = 0;
 
 	if (c == NULL) {
 		printf("%s: %s\n", user, err);
 		return CT_EXIT_NOREDIS;
 	}
-	if (ct_route_get(c, user, &st, &epoch) < 0) {
+	if (ct_route_info(c, user, &ri) < 0) {
 		redisFree(c);
 		return CT_EXIT_NOREDIS;
 	}
+	st = ri.state;
+	epoch = ri.epoch;
 	if (mode == CT_CUTOVER && st == RK_ROUTE_DST) {
 		printf("%s: already on the destination (epoch %llu): nothing to do\n", user,
 		       (unsigned long long)epoch);
@@ -1005,33 +1316,42 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		 * the destination (and --delete2 would delete new mail there) */
 		printf("%s: route %s: %s\n", user, rk_route_state_names[st],
 		       st == RK_ROUTE_DST ? "on the destination already: no final delta (skipped)"
-		                          : "a cutover is running: no final delta");
+		       : ct_route_stale(&ri)
+		               ? "frozen by an imapferryctl that is gone (lease ended): "
+		                 "imapferryctl rollback USER first; no final delta"
+		               : "a cutover is running: no final delta");
 		redisFree(c);
 		return st == RK_ROUTE_DST ? CT_EXIT_SKIPPED : CT_EXIT_FAILED;
 	}
+	if (mode == CT_CUTOVER && ct_route_stale(&ri) && ri.lease_to == RK_ROUTE_DST) {
+		/* its mail is on the destination: a source-to-destination pass
+		 * would undo what the user changed there */
+		printf("%s: frozen on the way back from the destination by a rollback that is "
+		       "gone (lease ended %.1f s ago): run imapferryctl rollback USER again. "
+		       "Nothing done.\n",
+		       user, -ri.lease_left_ms / 1000.0);
+		redisFree(c);
+		return CT_EXIT_FAILED;
+	}
 	if (mode == CT_CUTOVER) {
-		if ((proxies = route(c, user, RK_ROUTE_FREEZE, &epoch)) < 0) {
-			redisFree(c);
-			return CT_EXIT_FAILED;
-		}
-		t_frozen = mono();
-		printf("%s: frozen (epoch %llu), %d prox%s to confirm\n", user,
-		       (unsigned long long)epoch, proxies, proxies == 1 ? "y" : "ies");
-		rc = wait_acks(c, user, epoch, proxies, ct->drain_timeout_s);
-		if (rc <= 0) {
-			why = rc < 0 ? "Redis error while waiting for the proxies"
-			             : "the proxies did not confirm the freeze";
+		if (ct_route_stale(&ri))
+			stale_say(user, &ri);
+		why = freeze_user(ct, c, user, RK_ROUTE_SRC, &epoch, &t_frozen, &frozen);
+		if (why != NULL)
 			goto fail;
-		}
-		printf("%s: no session left (%.2f s)\n", user, mono() - t_frozen);
 	}
 	rc = quiesce(c, user, ct->quiesce_timeout_s, &q);
 	if (rc <= 0) {
-		why = rc < 0 ? "Redis error while waiting for the daemon"
-		             : "the daemon's syncs of the user did not finish";
+		why = rc < 0          ? "Redis error while waiting for the daemon"
+		      : ct_lease.lost ? "the freeze lease was lost"
+		                      : "the daemon's syncs of the user did not finish";
 		goto fail;
 	}
 	quiet = 1;
+	if (lease_check_now() < 0) {
+		why = "the freeze lease was lost";
+		goto fail;
+	}
 	printf("%s: final sync%s\n", user, q.removed > 0 ? " (queued changes taken over)" : "");
 	if (run_sync(ct, user, CT_PASS_FINAL, NULL, 0, &v) < 0) {
 		why = "imapferry-sync could not be started";
@@ -1041,6 +1361,11 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		why = "interrupted";
 		goto fail;
 	}
+	if (ct_lease.lost) {
+		why = "the freeze lease was lost";
+		goto fail;
+	}
+	sizes_record(c, user, mode_names[mode], &v, 0);
 	if ((why = verdict_fail(&v, has_opt(ct, "delete2"))) != NULL)
 		goto fail;
 	printf("%s: verified: %u folders, message counts equal on both sides\n", user, v.folders);
@@ -1051,7 +1376,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		redisFree(c);
 		return CT_EXIT_OK;
 	}
-	if (route(c, user, RK_ROUTE_DST, &epoch) < 0) {
+	if (route(ct, c, user, RK_ROUTE_DST, CT_GUARD_LEASE, RK_ROUTE_SRC, &epoch) < 0) {
 		why = "the route could not be flipped";
 		goto fail;
 	}
@@ -1071,15 +1396,18 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 fail:
 	printf("%s: FAILED: %s\n", user, why);
 	record_failure(c, user, mode_names[mode], why, &v);
-	if (mode == CT_CUTOVER) {
-		if (route(c, user, RK_ROUTE_SRC, &epoch) >= 0)
+	if (mode == CT_CUTOVER && frozen) {
+		/* only while the freeze is still ours (not taken over since) */
+		if (route(ct, c, user, RK_ROUTE_SRC, CT_GUARD_EPOCH, RK_ROUTE_SRC, &epoch) >= 0) {
 			printf("%s: rolled back to the source (epoch %llu)\n", user,
 			       (unsigned long long)epoch);
-		if (ct_user_resume(c, user) < 0)
-			printf("%s: could not give the user back to the daemon\n", user);
+			if (ct_user_resume(c, user) < 0)
+				printf("%s: could not give the user back to the daemon\n", user);
+		}
 	} else if (quiet) {
 		unquiesce(c, user, &q);
 	}
+	lease_drop();
 	redisFree(c);
 	return CT_EXIT_FAILED;
 }

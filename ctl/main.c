@@ -22,10 +22,12 @@ static void usage(FILE *fp)
 	        "                                   destination; any difference rolls back\n"
 	        "  final-delta USER...|--all -- SYNC-OPTIONS\n"
 	        "                                   the final verified sync only (no proxy)\n"
-	        "  rollback USER... [--force] [-- SYNC-OPTIONS]\n"
+	        "  rollback USER... [--force] [--delete-folders] [-- SYNC-OPTIONS]\n"
 	        "                                   route back to the source; a user on the\n"
 	        "                                   destination is synced back first (with\n"
-	        "                                   SYNC-OPTIONS) or only with --force\n"
+	        "                                   SYNC-OPTIONS) or only with --force; folders\n"
+	        "                                   new there are created on the source, those\n"
+	        "                                   it lacks are kept (--delete-folders: deleted)\n"
 	        "  stragglers [USER...] -- SYNC-OPTIONS\n"
 	        "                                   copy source INBOX mail that arrived after\n"
 	        "                                   the cutover (users in their window when\n"
@@ -42,13 +44,17 @@ static void usage(FILE *fp)
 	        "                           (poll schedule, routes, sync states)\n"
 	        "  --drain-timeout SECS     proxies confirming a freeze (%u)\n"
 	        "  --quiesce-timeout SECS   the daemon's syncs of a user finishing (%u)\n"
+	        "  --lease SECS             cutover, rollback: the freeze lease, renewed while\n"
+	        "                           imapferryctl works (%u); when it ends (imapferryctl\n"
+	        "                           killed) proxies let logins go on to the source\n"
 	        "  --users-file FILE        users, one a line (# comments), besides USER...\n"
 	        "  --stragglers SECS        cutover: straggler window after the flip (%u, 0 off)\n"
 	        "SYNC-OPTIONS are imapferry-sync's connection options (--host1, --authuser1,\n"
 	        "--passfile1, ...); --user1/--user2 are added per user, and --redis unless given.\n"
 	        "Exit codes: 0 done, 1 a user failed (rolled back), 64 usage, 69 Redis.\n",
 	        CT_SERVE_HTTP_DEFAULT, CT_SERVE_SAMPLE_S, CT_CONCURRENCY_DEFAULT,
-	        CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S, CT_STRAGGLERS_DEFAULT_S);
+	        CT_DRAIN_TIMEOUT_S, CT_QUIESCE_TIMEOUT_S, CT_LEASE_DEFAULT_S,
+	        CT_STRAGGLERS_DEFAULT_S);
 }
 
 /* imapferry-sync next to us, or in ../sync/ (a build tree), else by $PATH. */
@@ -231,6 +237,7 @@ int main(int argc, char **argv)
 	ct.concurrency = CT_CONCURRENCY_DEFAULT;
 	ct.drain_timeout_s = CT_DRAIN_TIMEOUT_S;
 	ct.quiesce_timeout_s = CT_QUIESCE_TIMEOUT_S;
+	ct.lease_s = CT_LEASE_DEFAULT_S;
 	ct.stragglers_s = CT_STRAGGLERS_DEFAULT_S;
 	ct.sync_path = find_sync(argv[0]);
 	ct.http = CT_SERVE_HTTP_DEFAULT;
@@ -268,6 +275,8 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--force") == 0) {
 			ct.force = 1;
+		} else if (strcmp(a, "--delete-folders") == 0) {
+			ct.delete_folders = 1;
 		} else if (strcmp(a, "--stragglers") == 0) {
 			if (parse_uint(a, v, 0, 365u * 86400u, &ct.stragglers_s) < 0)
 				return CT_EXIT_USAGE;
@@ -281,6 +290,10 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--drain-timeout") == 0) {
 			if (parse_uint(a, v, 1, 3600, &ct.drain_timeout_s) < 0)
+				return CT_EXIT_USAGE;
+			i++;
+		} else if (strcmp(a, "--lease") == 0) {
+			if (parse_uint(a, v, CT_LEASE_MIN_S, CT_LEASE_MAX_S, &ct.lease_s) < 0)
 				return CT_EXIT_USAGE;
 			i++;
 		} else if (strcmp(a, "--quiesce-timeout") == 0) {

@@ -15,6 +15,8 @@ struct ct_user {
 	char route[8]; /* SRC FREEZE DST, or "-" (no route stored: the source) */
 	unsigned long long epoch;
 	long long changed_ms; /* -1 unknown */
+	long long lease_ms;   /* FREEZE: the end of its lease (Redis's clock); -1 none */
+	char lease_to[8];     /* where the user was before the freeze: SRC, DST */
 	unsigned due, inflight;
 	long long oldest_due_ms; /* -1 none */
 	long long next_poll_ms;  /* -1 not scheduled */
@@ -25,6 +27,10 @@ struct ct_user {
 	long long full_ms;       /* the daemon's last full check there; -1 none */
 	char ok_by[16], err_by[16];
 	char *err;
+	/* the last measured messages and bytes per side (ct_sizes_record) */
+	long long size_ms; /* -1 never measured */
+	char size_by[16];
+	unsigned long long size_msgs[2], size_bytes[2];
 };
 
 struct ct_users {
@@ -53,8 +59,9 @@ static void users_add(struct ct_users *us, const char *name, size_t len)
 	if (u->name == NULL)
 		abort();
 	strcpy(u->route, "-");
-	u->changed_ms = u->oldest_due_ms = u->next_poll_ms = -1;
-	u->ok_ms = u->err_ms = u->full_ms = -1;
+	u->changed_ms = u->oldest_due_ms = u->next_poll_ms = u->lease_ms = -1;
+	strcpy(u->lease_to, "SRC");
+	u->ok_ms = u->err_ms = u->full_ms = u->size_ms = -1;
 }
 
 /* Sorts and removes duplicates. */
@@ -212,15 +219,22 @@ static int user_fill(redisContext *c, struct ct_user *u)
 	redisReply *r;
 
 	rk_key_route(key, sizeof(key), u->name);
-	if ((r = ct_cmd(c, "HMGET %s state epoch changed_ms", key)) == NULL)
+	if ((r = ct_cmd(c,
+	                "HMGET %s state epoch changed_ms " RK_ROUTE_F_LEASE " " RK_ROUTE_F_LEASE_TO,
+	                key)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 5) {
 		if (r->element[0]->type == REDIS_REPLY_STRING)
 			snprintf(u->route, sizeof(u->route), "%s", r->element[0]->str);
 		if (r->element[1]->type == REDIS_REPLY_STRING)
 			u->epoch = strtoull(r->element[1]->str, NULL, 10);
 		if (r->element[2]->type == REDIS_REPLY_STRING)
 			u->changed_ms = atoll(r->element[2]->str);
+		if (r->element[3]->type == REDIS_REPLY_STRING && strcmp(u->route, "FREEZE") == 0)
+			u->lease_ms = atoll(r->element[3]->str);
+		if (r->element[4]->type == REDIS_REPLY_STRING &&
+		    strcmp(r->element[4]->str, "DST") == 0)
+			strcpy(u->lease_to, "DST");
 	}
 	freeReplyObject(r);
 	rk_key_poll(key, sizeof(key), rk_shard(u->name));
@@ -230,9 +244,12 @@ static int user_fill(redisContext *c, struct ct_user *u)
 		u->next_poll_ms = atoll(r->str);
 	freeReplyObject(r);
 	ct_key_last(key, sizeof(key), u->name);
-	if ((r = ct_cmd(c, "HMGET %s ok_ms ok_by err_ms err_by err full_ms", key)) == NULL)
+	if ((r = ct_cmd(c,
+	                "HMGET %s ok_ms ok_by err_ms err_by err full_ms size_ms size_by msgs1 "
+	                "bytes1 msgs2 bytes2",
+	                key)) == NULL)
 		return -1;
-	if (r->type == REDIS_REPLY_ARRAY && r->elements == 6) {
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 12) {
 		redisReply **e = r->element;
 
 		if (e[0]->type == REDIS_REPLY_STRING)
@@ -251,6 +268,17 @@ static int user_fill(redisContext *c, struct ct_user *u)
 		}
 		if (e[5]->type == REDIS_REPLY_STRING)
 			u->full_ms = atoll(e[5]->str);
+		if (e[6]->type == REDIS_REPLY_STRING) {
+			u->size_ms = atoll(e[6]->str);
+			if (e[7]->type == REDIS_REPLY_STRING)
+				snprintf(u->size_by, sizeof(u->size_by), "%s", e[7]->str);
+			for (int k = 0; k < 2; k++) {
+				if (e[8 + 2 * k]->type == REDIS_REPLY_STRING)
+					u->size_msgs[k] = strtoull(e[8 + 2 * k]->str, NULL, 10);
+				if (e[9 + 2 * k]->type == REDIS_REPLY_STRING)
+					u->size_bytes[k] = strtoull(e[9 + 2 * k]->str, NULL, 10);
+			}
+		}
 	}
 	freeReplyObject(r);
 	rk_key_state(key, sizeof(key), u->name);
@@ -264,6 +292,15 @@ static int user_fill(redisContext *c, struct ct_user *u)
 	return 0;
 }
 
+/* The route as shown: "FREEZE (lease expired)" for a freeze whose
+ * imapferryctl is gone. */
+static const char *route_text(const struct ct_user *u, int64_t now)
+{
+	if (u->lease_ms >= 0 && u->lease_ms <= now)
+		return "FREEZE (lease expired)";
+	return u->route;
+}
+
 static void age(char *buf, size_t size, long long ms)
 {
 	if (ms < 0)
@@ -274,6 +311,24 @@ static void age(char *buf, size_t size, long long ms)
 		snprintf(buf, size, "%llds", ms / 1000);
 	else
 		snprintf(buf, size, "%.1fh", ms / 3600000.0);
+}
+
+/* Bytes for people: 987B, 12.3K, 4.5M, 1.2G (1024-based). */
+static void human_bytes(char *buf, size_t size, unsigned long long n)
+{
+	static const char units[] = "KMGTP";
+	double v = (double)n;
+	int u = -1;
+
+	if (n < 1024) {
+		snprintf(buf, size, "%lluB", n);
+		return;
+	}
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(buf, size, "%.1f%c", v, units[u]);
 }
 
 static void json_str(FILE *fp, const char *s)
@@ -318,6 +373,28 @@ static void print_json(FILE *fp, const struct ct_users *us, int64_t now, struct 
 		        u->msgs1, u->msgs2, u->ok_ms);
 		json_str(fp, u->ok_by);
 		fprintf(fp, ",\"last_full_check_ms\":%lld", u->full_ms);
+		/* the freeze lease: ms left (<= 0 ended), or null without one */
+		if (u->lease_ms >= 0)
+			fprintf(fp, ",\"lease_left_ms\":%lld,\"lease_to\":\"%s\"",
+			        (long long)(u->lease_ms - now), u->lease_to);
+		else
+			fprintf(fp, ",\"lease_left_ms\":null,\"lease_to\":null");
+		/* messages and bytes per side, as the last verified pass counted them */
+		if (u->size_ms >= 0) {
+			fprintf(fp,
+			        ",\"size_ms\":%lld,\"size_messages1\":%llu,\"bytes1\":%llu,"
+			        "\"size_messages2\":%llu,\"bytes2\":%llu,\"size_by\":",
+			        u->size_ms, u->size_msgs[0], u->size_bytes[0], u->size_msgs[1],
+			        u->size_bytes[1]);
+			json_str(fp, u->size_by);
+			t->bytes1 += u->size_bytes[0];
+			t->bytes2 += u->size_bytes[1];
+		} else {
+			fprintf(fp, ",\"size_ms\":-1,\"size_messages1\":null,\"bytes1\":null,"
+			            "\"size_messages2\":null,\"bytes2\":null,\"size_by\":null");
+		}
+		fprintf(fp, ",\"lease_expired\":%s",
+		        u->lease_ms >= 0 && u->lease_ms <= now ? "true" : "false");
 		fprintf(fp, ",\"last_error_ms\":%lld,\"last_error_by\":", u->err_ms);
 		json_str(fp, u->err_by);
 		fprintf(fp, ",\"last_error\":");
@@ -332,36 +409,50 @@ static void print_json(FILE *fp, const struct ct_users *us, int64_t now, struct 
 	}
 	fprintf(fp,
 	        "],\n\"totals\":{\"users\":%zu,\"due\":%llu,\"inflight\":%llu,"
-	        "\"messages1\":%llu,\"messages2\":%llu}}\n",
-	        us->n, t->due, t->inflight, t->msgs1, t->msgs2);
+	        "\"messages1\":%llu,\"messages2\":%llu,\"bytes1\":%llu,\"bytes2\":%llu}}\n",
+	        us->n, t->due, t->inflight, t->msgs1, t->msgs2, t->bytes1, t->bytes2);
 }
 
 static void print_table(const struct ct_users *us, int64_t now)
 {
-	unsigned long long t_due = 0, t_infl = 0, t_m1 = 0, t_m2 = 0;
-	unsigned n_route[RK_ROUTE_STATE_COUNT] = {0};
-	char a1[32], a2[32];
+	unsigned long long t_due = 0, t_infl = 0, t_m1 = 0, t_m2 = 0, t_b[2] = {0, 0};
+	unsigned n_route[RK_ROUTE_STATE_COUNT] = {0}, n_stale = 0;
+	char a1[32], a2[32], b1[32], b2[32];
+	int rw = 6; /* the ROUTE column */
 
-	printf("%-24s %-6s %5s %5s %8s %5s %7s %9s %9s %8s %10s %9s %s\n", "USER", "ROUTE", "EPOCH",
-	       "DUE", "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST", "POLL-IN", "LAST-FULL",
-	       "LAST-SYNC", "LAST-ERROR");
+	for (size_t i = 0; i < us->n; i++)
+		if ((int)strlen(route_text(&us->u[i], now)) > rw)
+			rw = (int)strlen(route_text(&us->u[i], now));
+	printf("%-24s %-*s %5s %5s %8s %5s %7s %9s %9s %8s %8s %8s %10s %9s %s\n", "USER", rw,
+	       "ROUTE", "EPOCH", "DUE", "OLDEST", "INFL", "FOLDERS", "MSGS-SRC", "MSGS-DST",
+	       "SIZE-SRC", "SIZE-DST", "POLL-IN", "LAST-FULL", "LAST-SYNC", "LAST-ERROR");
 	for (size_t i = 0; i < us->n; i++) {
 		const struct ct_user *u = &us->u[i];
 		enum rk_route_state st = RK_ROUTE_SRC;
 
 		rk_route_state_parse(u->route, &st);
 		n_route[st]++;
+		n_stale += u->lease_ms >= 0 && u->lease_ms <= now;
 		age(a1, sizeof(a1), u->oldest_due_ms < 0 ? -1 : now - u->oldest_due_ms);
 		if (u->next_poll_ms < 0)
 			snprintf(a2, sizeof(a2), "-");
 		else
 			age(a2, sizeof(a2), u->next_poll_ms > now ? u->next_poll_ms - now : 0);
-		printf("%-24s %-6s %5llu %5u %8s %5u ", u->name, u->route, u->epoch, u->due, a1,
-		       u->inflight);
+		printf("%-24s %-*s %5llu %5u %8s %5u ", u->name, rw, route_text(u, now), u->epoch,
+		       u->due, a1, u->inflight);
 		if (u->has_state)
 			printf("%7u %9llu %9llu", u->folders, u->msgs1, u->msgs2);
 		else
 			printf("%7s %9s %9s", "-", "-", "-");
+		if (u->size_ms >= 0) {
+			human_bytes(b1, sizeof(b1), u->size_bytes[0]);
+			human_bytes(b2, sizeof(b2), u->size_bytes[1]);
+			t_b[0] += u->size_bytes[0];
+			t_b[1] += u->size_bytes[1];
+			printf(" %8s %8s", b1, b2);
+		} else {
+			printf(" %8s %8s", "-", "-");
+		}
 		age(a1, sizeof(a1),
 		    u->full_ms < 0 ? -1 : (now > u->full_ms ? now - u->full_ms : 0));
 		printf(" %8s %10s", a2, a1);
@@ -377,10 +468,18 @@ static void print_table(const struct ct_users *us, int64_t now)
 		t_m1 += u->msgs1;
 		t_m2 += u->msgs2;
 	}
-	printf("%-24s %-6s %5s %5llu %8s %5llu %7s %9llu %9llu\n", "TOTAL", "", "", t_due, "",
-	       t_infl, "", t_m1, t_m2);
-	printf("%zu users: %u on the source, %u frozen, %u on the destination\n", us->n,
-	       n_route[RK_ROUTE_SRC], n_route[RK_ROUTE_FREEZE], n_route[RK_ROUTE_DST]);
+	human_bytes(b1, sizeof(b1), t_b[0]);
+	human_bytes(b2, sizeof(b2), t_b[1]);
+	printf("%-24s %-*s %5s %5llu %8s %5llu %7s %9llu %9llu %8s %8s\n", "TOTAL", rw, "", "",
+	       t_due, "", t_infl, "", t_m1, t_m2, b1, b2);
+	printf("%zu users: %u on the source, %u frozen", us->n, n_route[RK_ROUTE_SRC],
+	       n_route[RK_ROUTE_FREEZE]);
+	if (n_stale > 0)
+		printf(" (%u with an expired lease: imapferryctl rollback or cutover them)",
+		       n_stale);
+	printf(", %u on the destination\n", n_route[RK_ROUTE_DST]);
+	printf("MSGS: the last sync state (STATUS); SIZE: bytes counted by the last verified pass "
+	       "(final-delta, cutover, rollback)\n");
 }
 
 static void users_free(struct ct_users *us)

@@ -24,11 +24,12 @@
 #include "session.h"
 #include "imapferry/xalloc.h"
 
-#define RT_BACKOFF_MIN_MS 100u
-#define RT_BACKOFF_MAX_MS 5000u
-#define RT_ACKS_MAX       1024u /* acks awaiting a reply; more wait for the next tick */
-#define RT_USER_MAX       512u  /* longer names in rep:ctl are ignored */
-#define RT_BYE            "* BYE [UNAVAILABLE] Mailbox moving, please reconnect in a moment.\r\n"
+#define RT_BACKOFF_MIN_MS   100u
+#define RT_BACKOFF_MAX_MS   5000u
+#define RT_ACKS_MAX         1024u /* acks awaiting a reply; more wait for the next tick */
+#define RT_USER_MAX         512u  /* longer names in rep:ctl are ignored */
+#define RT_BYE              "* BYE [UNAVAILABLE] Mailbox moving, please reconnect in a moment.\r\n"
+#define RT_LEASE_TIMEOUT_MS 5000u /* a lease read unanswered this long is sent again */
 
 struct rt_entry {
 	char *user;
@@ -41,6 +42,15 @@ struct rt_entry {
 	/* counted by each tick's walk over the sessions */
 	unsigned live, held, draining;
 	int hnext; /* hash chain (index), -1 = end */
+	/* The freeze lease (rkeys.h RK_ROUTE_F_LEASE), read on the ack
+	 * connection with Redis's clock while the entry is FREEZE. */
+	uint64_t lease_epoch;   /* the freeze the fields below describe, 0 = none read */
+	int lease_ended;        /* its lease ended (towards the source): not frozen */
+	int lease_final;        /* ended, or no lease at all: not read again */
+	int lease_reading;      /* a read is in flight */
+	unsigned lease_seq;     /* of the last read sent (older answers are dropped) */
+	uint64_t lease_read_ms; /* when it was sent */
+	uint64_t lease_warned;  /* the epoch whose ended lease was logged */
 };
 
 struct rt_link {
@@ -231,6 +241,119 @@ static void rt_track(struct px_routes *r, const char *user)
 		entry_read(r, e);
 }
 
+/* ---- the freeze lease ---- */
+
+/* The route as logins and sessions see it: a FREEZE whose lease ended (the
+ * imapferryctl that froze the user is gone, and the user was on the source)
+ * counts as SRC. Such a freeze can never be flipped or renewed: imapferryctl
+ * checks the lease against the same clock (Redis's) in the same script. */
+static enum rk_route_state entry_state(const struct rt_entry *e)
+{
+	if (e->state == RK_ROUTE_FREEZE && e->lease_ended && e->lease_epoch == e->epoch)
+		return RK_ROUTE_SRC;
+	return e->state;
+}
+
+/* KEYS[1] route key: {state, epoch, none|running|ended, lease_to}. */
+static const char rt_lease_lua[] =
+        "local v = redis.call('HMGET', KEYS[1], 'state', 'epoch', '" RK_ROUTE_F_LEASE
+        "', '" RK_ROUTE_F_LEASE_TO "')\n"
+        "local t = redis.call('TIME')\n"
+        "local l = tonumber(v[3] or '')\n"
+        "local s = 'none'\n"
+        "if l then\n"
+        "  if l > t[1] * 1000 + math.floor(t[2] / 1000) then s = 'running' else s = 'ended' end\n"
+        "end\n"
+        "return {v[1] or '', v[2] or '', s, v[4] or ''}\n";
+
+struct rt_lease {
+	struct px_routes *r;
+	unsigned seq;
+	char user[];
+};
+
+static void entry_read(struct px_routes *r, struct rt_entry *e);
+
+static void lease_cb(redisAsyncContext *ac, void *reply, void *aux)
+{
+	struct rt_lease *q = aux;
+	struct px_routes *r = q->r;
+	redisReply *rep = reply;
+	struct rt_entry *e = r->freeing ? NULL : entry_find(r, q->user);
+	uint64_t epoch;
+
+	(void)ac;
+	if (e == NULL || !e->lease_reading || e->lease_seq != q->seq) {
+		free(q);
+		return;
+	}
+	e->lease_reading = 0;
+	free(q);
+	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
+		return; /* again at a later tick */
+	for (size_t i = 0; i < 4; i++)
+		if (rep->element[i]->type != REDIS_REPLY_STRING)
+			return;
+	epoch = strtoull(rep->element[1]->str, NULL, 10);
+	if (strcmp(rep->element[0]->str, "FREEZE") != 0 || epoch != e->epoch) {
+		entry_read(r, e); /* the route changed meanwhile: read it */
+		return;
+	}
+	e->lease_epoch = epoch;
+	e->lease_final = strcmp(rep->element[2]->str, "running") != 0;
+	e->lease_ended = strcmp(rep->element[2]->str, "ended") == 0 &&
+	                 strcmp(rep->element[3]->str, "DST") != 0;
+	if (strcmp(rep->element[2]->str, "ended") == 0 && e->lease_warned != epoch) {
+		e->lease_warned = epoch;
+		log_warn("routes: the freeze of %s (epoch %llu) has no imapferryctl any more (its "
+		         "lease ended): %s",
+		         e->user, (unsigned long long)epoch,
+		         e->lease_ended ? "logins go on to the source until a cutover or rollback "
+		                          "takes it over"
+		                        : "the user was on the destination, logins are held until "
+		                          "imapferryctl rollback takes it over");
+	}
+	if (e->lease_ended && r->ticking && !r->freeing)
+		event_active(r->tick, EV_TIMEOUT, 0); /* held logins go on at once */
+}
+
+/* Reads the lease of a FREEZE entry when it is not known for its epoch yet,
+ * or (a running lease) every PX_ROUTES_REREAD_MS. */
+static void entry_lease_check(struct px_routes *r, struct rt_entry *e, uint64_t now)
+{
+	char key[RT_USER_MAX + 32];
+	const char *argv[4];
+	size_t argl[4];
+	size_t len = strlen(e->user);
+	struct rt_lease *q;
+
+	if (!r->cmd.up || len > RT_USER_MAX)
+		return;
+	if (e->lease_reading && now < e->lease_read_ms + RT_LEASE_TIMEOUT_MS)
+		return;
+	if (e->lease_epoch == e->epoch &&
+	    (e->lease_final || now < e->lease_read_ms + PX_ROUTES_REREAD_MS))
+		return;
+	if (rk_key_route(key, sizeof(key), e->user) < 0)
+		return;
+	q = xmalloc(sizeof(*q) + len + 1);
+	q->r = r;
+	q->seq = ++e->lease_seq;
+	memcpy(q->user, e->user, len + 1);
+	argv[0] = "EVAL";
+	argv[1] = rt_lease_lua;
+	argv[2] = "1";
+	argv[3] = key;
+	for (int i = 0; i < 4; i++)
+		argl[i] = strlen(argv[i]);
+	if (redisAsyncCommandArgv(r->cmd.ac, lease_cb, q, 4, argv, argl) != REDIS_OK) {
+		free(q);
+		return;
+	}
+	e->lease_reading = 1;
+	e->lease_read_ms = now;
+}
+
 /* ---- acks ---- */
 
 struct rt_ack {
@@ -299,10 +422,11 @@ static void entry_ack(struct px_routes *r, struct rt_entry *e)
 static int session_misplaced(const struct px_server *srv, const struct px_session *s,
                              const struct rt_entry *e)
 {
+	enum rk_route_state st = entry_state(e);
 	int on_dst = srv->dst_host != NULL && s->up_host == srv->dst_host;
-	int want_dst = e->state == RK_ROUTE_DST && srv->dst_host != NULL;
+	int want_dst = st == RK_ROUTE_DST && srv->dst_host != NULL;
 
-	return e->state == RK_ROUTE_FREEZE || on_dst != want_dst;
+	return st == RK_ROUTE_FREEZE || on_dst != want_dst;
 }
 
 /* One step of draining s: returns 1 when s was closed. */
@@ -347,10 +471,12 @@ static int session_drain(struct px_routes *r, struct px_session *s, const struct
 static void session_held(struct px_routes *r, struct px_session *s, struct rt_entry *e,
                          uint64_t now)
 {
-	if (e->state != RK_ROUTE_FREEZE) {
+	if (entry_state(e) != RK_ROUTE_FREEZE) {
 		s->rt_held = 0;
-		px_session_log(s, LOG_LVL_INFO, "held login released: route %s epoch %llu",
-		               rk_route_state_names[e->state], (unsigned long long)e->epoch);
+		px_session_log(s, LOG_LVL_INFO, "held login released: route %s epoch %llu%s",
+		               rk_route_state_names[e->state], (unsigned long long)e->epoch,
+		               e->state == RK_ROUTE_FREEZE ? " (freeze lease ended: to the source)"
+		                                           : "");
 		px_upstream_start(s);
 		return;
 	}
@@ -399,7 +525,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *aux)
 			e->live++;
 			continue;
 		}
-		if (!session_misplaced(r->srv, s, e))
+		/* a session already closing goes on closing */
+		if (!s->rt_drain && !session_misplaced(r->srv, s, e))
 			continue;
 		if (!session_drain(r, s, e, now)) {
 			e->live++;
@@ -410,10 +537,12 @@ static void tick_cb(evutil_socket_t fd, short what, void *aux)
 		struct rt_entry *e = &r->e[i];
 
 		if (e->known && e->state == RK_ROUTE_FREEZE) {
-			if (e->live == 0 && e->acked_epoch != e->epoch)
+			if (entry_state(e) == RK_ROUTE_FREEZE && e->live == 0 &&
+			    e->acked_epoch != e->epoch)
 				entry_ack(r, e);
 			if (now >= e->read_ms + PX_ROUTES_REREAD_MS)
 				entry_read(r, e);
+			entry_lease_check(r, e, now);
 		} else if (!e->reading && e->draining == 0 && e->held == 0) {
 			entry_del(r, i);
 			continue;
@@ -450,6 +579,14 @@ static void login_cb(int status, enum rk_route_state state, uint64_t epoch, cons
 	entry_set(e, status, state, epoch);
 	if (e->read_ms == 0)
 		e->read_ms = rt_now(r);
+	if (entry_state(e) != RK_ROUTE_FREEZE) {
+		/* a freeze whose imapferryctl is gone (logged once) */
+		px_session_log(s, LOG_LVL_INFO,
+		               "route FREEZE epoch %llu, its lease ended: to the source",
+		               (unsigned long long)epoch);
+		px_upstream_start(s);
+		return;
+	}
 	s->rt_held = 1;
 	s->rt_deadline = rt_now(r) + r->hold_ms;
 	px_session_log(s, LOG_LVL_INFO, "login held: route FREEZE epoch %llu",

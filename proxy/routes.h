@@ -26,7 +26,17 @@
  *     it writes HSET rep:frz:<user> <proxy id> <epoch> (EXPIRE one day) on a
  *     second async connection. imapferryctl counts these acks against the
  *     number of rep:ctl subscribers its PUBLISH reached before it runs the
- *     final sync.
+ *     final sync;
+ *   - follows the freeze lease (rkeys.h RK_ROUTE_F_LEASE): while an entry is
+ *     FREEZE it reads the lease (a script on the ack connection, Redis's
+ *     clock) at once and then every PX_ROUTES_REREAD_MS; once it has ended
+ *     (the imapferryctl that froze the user was killed) and the user came
+ *     from the source, the freeze counts as SRC: held logins go on to the
+ *     source (upstream.c sends a FREEZE there), live source sessions stay,
+ *     nothing is acknowledged, and one warning is logged. imapferryctl can
+ *     neither renew nor flip an ended lease, so no login reaches the source
+ *     while a final sync that will be flipped runs. A freeze coming from the
+ *     destination (a rollback) keeps holding logins after its lease ended.
  *
  * Every user it tracks has an entry (bounded by PX_ROUTES_MAX); sessions are
  * found by walking the server's session list from a timer that runs only

@@ -16,7 +16,8 @@
  *   rep:{s}:map:<user>:<folder>  STRING  run-length encoded UID map
  *   rep:{s}:hint:<user>   LIST  move/rename hints (LPUSH + LTRIM + EXPIRE)
  *   rep:{s}:poll          ZSET  user -> next poll time (ms)
- *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream
+ *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream;
+ *                               lease_ms, lease_to: the freeze lease (below)
  *   rep:{s}:last:<user>   HASH  ok_ms, ok_by, err_ms, err_by, err: the user's last
  *                               sync and last error, by whom (daemon, cutover, ...);
  *                               full_ms: the daemon's last full check
@@ -112,5 +113,16 @@ enum rk_route_state { RK_ROUTE_SRC, RK_ROUTE_FREEZE, RK_ROUTE_DST, RK_ROUTE_STAT
 extern const char *const rk_route_state_names[RK_ROUTE_STATE_COUNT];
 /* Parses "SRC"/"FREEZE"/"DST" (exact); -1 if unknown. */
 int rk_route_state_parse(const char *s, enum rk_route_state *state_r);
+
+/* The freeze lease in rep:route:<user> (written by imapferryctl, which renews
+ * it while it works on a frozen user): field RK_ROUTE_F_LEASE = Redis's clock
+ * (ms) when it ends, RK_ROUTE_F_LEASE_TO = "SRC" or "DST", the side the user
+ * was on before the freeze. A FREEZE whose lease has ended belongs to an
+ * imapferryctl that is gone: it cannot be renewed or flipped any more, proxies
+ * let logins go on to the source when RK_ROUTE_F_LEASE_TO is SRC (or absent),
+ * and a later cutover or rollback takes it over. A FREEZE without the field
+ * (set by hand) has no lease. Every other route change deletes both fields. */
+#define RK_ROUTE_F_LEASE    "lease_ms"
+#define RK_ROUTE_F_LEASE_TO "lease_to"
 
 #endif

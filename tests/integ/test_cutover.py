@@ -20,6 +20,7 @@ import imaplib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -61,6 +62,22 @@ def separator(imap):
     typ, data = imap.list('""', '""')
     fh.imap_check((typ, data), "LIST")
     return data[0].decode().split('"')[1]
+
+
+def account_size(side):
+    """(messages, bytes) of USER's account on side, counted by the test itself."""
+    imap = ENV.imap(side, USER)
+    try:
+        msgs = size = 0
+        for name, (_, flags) in fh.list_folders(imap).items():
+            if any(f.lower() == "\\noselect" for f in flags):
+                continue
+            for m in fh.fetch_folder(imap, name):
+                msgs += 1
+                size += m.size
+        return msgs, size
+    finally:
+        imap.logout()
 
 
 class Cutover(unittest.TestCase):
@@ -166,6 +183,20 @@ class Cutover(unittest.TestCase):
         self.assertGreater(u["folders"], 3)
         self.assertEqual(u["messages1"], u["messages2"])
         self.assertGreater(u["messages1"], 0)
+        # messages and bytes per side, as the final delta's sizes at end counted them
+        self.assertEqual(u["size_by"], "final-delta")
+        self.assertGreater(u["size_ms"], doc["now_ms"] - 120000)
+        want = account_size("src")
+        self.assertEqual((u["size_messages1"], u["bytes1"]), want)
+        self.assertEqual((u["size_messages2"], u["bytes2"]), account_size("dst"))
+        self.assertEqual((doc["totals"]["bytes1"], doc["totals"]["bytes2"]), (want[1], want[1]))
+        rc, out = self.ctl("status", USER, check=0)
+        self.assertRegex(out, r"SIZE-SRC +SIZE-DST")
+        n, unit = float(want[1]), -1
+        while n >= 1024 and unit < 4:
+            n, unit = n / 1024, unit + 1
+        human = f"{n:.1f}{'KMGTP'[unit]}"
+        self.assertRegex(out, rf"(?m)^{USER}\s.* {human} +{human} ")
 
     def test_3_route_change_reaches_a_running_proxy(self):
         imap = self.proxy_imap()
@@ -257,6 +288,171 @@ class Cutover(unittest.TestCase):
         self.assertEqual(self.route(), "SRC")
         self.assertNotIn("error", result)
         self.assertEqual(result.get("sep"), ENV.sep("src"))  # the held login stayed on the source
+
+    # ---- the freeze lease: an imapferryctl that is gone does not strand a user ----
+
+    def start_ctl(self, *args, pause_ms=0):
+        """A background imapferryctl whose output lines are collected."""
+        env = dict(os.environ)
+        if pause_ms:
+            env["IMAPFERRYCTL_TEST_PAUSE_FROZEN_MS"] = str(pause_ms)
+        p = subprocess.Popen([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync", SYNC,
+                              *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env)
+        lines = []
+        t = threading.Thread(target=lambda: lines.extend(iter(p.stdout.readline, "")))
+        t.start()
+        def cleanup():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            t.join(10)
+            p.stdout.close()
+        self.addCleanup(cleanup)
+        return p, lines, t
+
+    def lease_fields(self):
+        return self.redis.cli("HMGET", f"rep:route:{USER}", "lease_ms", "lease_to").split("\n")
+
+    def status_json(self):
+        (u,) = json.loads(self.ctl("status", USER, "--json", check=0)[1])["users"]
+        return u
+
+    def test_6_lease_lost_by_a_stopped_ctl_is_not_flipped(self):
+        """A stopped (not killed) imapferryctl outlives its lease: proxies let
+        logins go to the source meanwhile, so it must not flip when it wakes."""
+        self.assertIn(self.route(), ("", "SRC"))
+        p, lines, t = self.start_ctl("cutover", USER, "--lease", "2", "--", *sync_options(),
+                                     pause_ms=4000)
+        self.wait_for("the test pause", lambda: any("pausing" in x for x in lines), 20)
+        self.assertEqual(self.route(), "FREEZE")
+        self.assertEqual(self.lease_fields()[1], "SRC")
+        held, result = self.held_login()
+        time.sleep(2.5)  # longer than the lease: renewed, so the login is still held
+        self.assertEqual(result, {}, "a login went on while the lease was renewed")
+        u = self.status_json()
+        self.assertFalse(u["lease_expired"])
+        self.assertGreater(u["lease_left_ms"], 0)
+        # a second cutover and a rollback do not take over a running freeze
+        rc, out = self.ctl("cutover", USER, "--", *sync_options(), check=1)
+        self.assertIn("holds the user frozen", out)
+        rc, out = self.ctl("rollback", USER, check=1)
+        self.assertIn("Nothing done", out)
+        self.assertEqual(self.route(), "FREEZE")
+        os.kill(p.pid, signal.SIGSTOP)
+        try:
+            held.join(10)  # the lease ends within 2 s: the held login goes to the source
+            self.assertNotIn("error", result)
+            self.assertEqual(result.get("sep"), ENV.sep("src"))
+        finally:
+            os.kill(p.pid, signal.SIGCONT)
+        p.wait(60)
+        t.join(10)
+        out = "".join(lines)
+        if os.environ.get("CUT7_DEBUG"):
+            print(out, self.proxy.log_text()[-2500:])
+        self.assertEqual(p.returncode, 1, out)
+        self.assertIn("the freeze lease (epoch", out)
+        self.assertIn("is lost", out)
+        self.assertNotIn("final sync", out)  # checked before the sync starts
+        self.assertNotIn("cut over to the destination", out)
+        self.assertIn("rolled back to the source", out)
+        self.assertEqual(self.route(), "SRC")
+        self.assertEqual(self.redis.cli("HEXISTS", f"rep:route:{USER}", "lease_ms"), "0")
+        self.assertRegex(self.proxy.log_text(), r"has no imapferryctl any more")
+
+    def test_7_killed_ctl_then_rollback_and_cutover_take_over(self):
+        self.assertIn(self.route(), ("", "SRC"))
+        for attempt, takeover in enumerate(("rollback", "cutover")):
+            p, lines, t = self.start_ctl("cutover", USER, "--lease", "2", "--",
+                                         *sync_options(), pause_ms=60000)
+            self.wait_for("the test pause", lambda: any("pausing" in x for x in lines), 20)
+            held, result = self.held_login()
+            time.sleep(0.3)
+            p.kill()  # SIGKILL while frozen: nobody renews the lease or rolls back
+            p.wait()
+            t0 = time.monotonic()
+            held.join(10)
+            self.assertNotIn("error", result)
+            self.assertEqual(result.get("sep"), ENV.sep("src"), "the held login")
+            self.assertLess(time.monotonic() - t0, 4)
+            self.assertEqual(self.route(), "FREEZE")  # the route itself is left as it was
+            u = self.status_json()
+            self.assertTrue(u["lease_expired"])
+            self.assertLessEqual(u["lease_left_ms"], 0)
+            rc, out = self.ctl("status", check=0)
+            self.assertRegex(out, rf"(?m)^{USER}\s+FREEZE \(lease expired\)\s")
+            # a new login goes straight to the source and works there
+            imap = self.proxy_imap()
+            self.assertEqual(separator(imap), ENV.sep("src"))
+            fh.imap_check(imap.append("INBOX", None, None, message(attempt, "after-lease")),
+                          "APPEND")
+            imap.logout()
+            if takeover == "rollback":
+                rc, out = self.ctl("rollback", USER, check=0)
+                self.assertIn("taking over a freeze whose lease ended", out)
+                self.assertEqual(self.route(), "SRC")
+                self.assertEqual(self.redis.cli("HEXISTS", f"rep:route:{USER}", "lease_ms"), "0")
+            else:
+                rc, out = self.ctl("cutover", USER, "--", *sync_options(), check=0)
+                self.assertIn("taking over a freeze whose lease ended", out)
+                self.assertIn("cut over to the destination", out)
+                self.assertEqual(self.route(), "DST")
+                self.assertEqual(self.redis.cli("HEXISTS", f"rep:route:{USER}", "lease_ms"), "0")
+                # what was written on the source after the lease is on the destination
+                self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
+                imap = self.proxy_imap()
+                self.assertEqual(separator(imap), ENV.sep("dst"))
+                imap.logout()
+
+    # ---- a rollback after the flip and the folders changed on the destination ----
+
+    def src_folders(self):
+        imap = ENV.imap("src", USER)
+        try:
+            return {name: len(fh.fetch_folder(imap, name)) for name in fh.list_folders(imap)}
+        finally:
+            imap.logout()
+
+    def test_8_rollback_after_the_flip_keeps_or_deletes_folders(self):
+        if self.route() != "DST":
+            self.ctl("cutover", USER, "--", *sync_options(), check=0)
+        before = self.src_folders()
+        dsep, ssep = ENV.sep("dst"), ENV.sep("src")
+        victim = f"Archive{dsep}2019"  # a child folder with mail
+        self.assertGreater(before[f"Archive{ssep}2019"], 0)
+        imap = self.proxy_imap()
+        self.assertEqual(separator(imap), dsep)
+        fh.imap_check(imap.create("MadeAfterFlip"), "CREATE")
+        fh.imap_check(imap.append("MadeAfterFlip", None, None, message(1, "new-folder")),
+                      "APPEND")
+        fh.imap_check(imap.delete(victim), "DELETE")
+        imap.logout()
+        # by default: the new folder appears on the source, the deleted one stays there
+        rc, out = self.ctl("rollback", USER, "--", *sync_options(), check=0)
+        self.assertIn(f"{USER}: 1 folder made on the destination since the cutover created on "
+                      f"the source: [MadeAfterFlip]", out)
+        self.assertIn(f"{USER}: 1 folder on the source that the destination does not have "
+                      f"(deleted there since the cutover?) kept on the source, with their "
+                      f"mail: [Archive{ssep}2019]; rollback --delete-folders deletes them", out)
+        self.assertEqual(self.route(), "SRC")
+        after = self.src_folders()
+        self.assertEqual(after.get("MadeAfterFlip"), 1)
+        self.assertEqual(after[f"Archive{ssep}2019"], before[f"Archive{ssep}2019"])
+        # asked for: the folder deleted on the destination goes on the source too
+        self.ctl("cutover", USER, "--", *sync_options(), check=0)  # brings it back on dst
+        imap = self.proxy_imap()
+        fh.imap_check(imap.delete(victim), "DELETE")
+        imap.logout()
+        rc, out = self.ctl("rollback", USER, "--delete-folders", "--", *sync_options(),
+                           check=0)
+        self.assertIn(f"{USER}: 1 folder that the destination does not have deleted on the "
+                      f"source (--delete-folders): [Archive{ssep}2019]", out)
+        self.assertNotIn("kept on the source", out)
+        after = self.src_folders()
+        self.assertNotIn(f"Archive{ssep}2019", after)
+        self.assertEqual(after.get("MadeAfterFlip"), 1)
+        self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
 
 
 if __name__ == "__main__":
