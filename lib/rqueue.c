@@ -966,31 +966,47 @@ int rq_poll_remove(struct rq *q, const char *user)
 int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r)
 {
 	char k[RQ_KEY_MAX];
-	const char *argv[3] = {"HGET", k, "state"};
-	size_t lens[3];
-	redisReply *r;
-	int rc = 0;
+	const char *argv[5] = {"HMGET", k, "state", RK_ROUTE_F_LEASE, RK_ROUTE_F_LEASE_TO};
+	size_t lens[5];
+	redisReply *r, *e;
+	int64_t lease = -1, now;
+	int to_src = 1, rc = 0;
 
 	*state_r = RK_ROUTE_SRC;
 	if (user == NULL || user[0] == '\0' || rk_key_route(k, sizeof(k), user) < 0) {
 		rq_set_error(q, "redis: bad user");
 		return -1;
 	}
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 5; i++)
 		lens[i] = strlen(argv[i]);
-	r = rq_cmd(q, 3, argv, lens, 1);
-	if (r == NULL || rq_reply_check(q, r, "HGET") < 0)
+	r = rq_cmd(q, 5, argv, lens, 1);
+	if (r == NULL || rq_reply_check(q, r, "HMGET") < 0)
 		return -1;
-	if (r->type == REDIS_REPLY_STRING) {
-		if (rk_route_state_parse(r->str, state_r) < 0) {
-			rq_set_error(q, "redis: route of %s: unknown state %.40s", user, r->str);
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+		return rq_bad_reply(q, r, "HMGET");
+	e = r->element[0];
+	if (e->type == REDIS_REPLY_STRING) {
+		if (rk_route_state_parse(e->str, state_r) < 0) {
+			rq_set_error(q, "redis: route of %s: unknown state %.40s", user, e->str);
 			rc = -1;
 		}
-	} else if (r->type != REDIS_REPLY_NIL) {
-		rc = rq_bad_reply(q, r, "HGET");
-		return rc;
+	} else if (e->type != REDIS_REPLY_NIL) {
+		return rq_bad_reply(q, r, "HMGET");
 	}
+	if (r->element[1]->type == REDIS_REPLY_STRING)
+		lease = rq_parse_i64(r->element[1]->str, r->element[1]->len);
+	if (r->element[2]->type == REDIS_REPLY_STRING)
+		to_src = strcmp(r->element[2]->str, "SRC") == 0;
 	freeReplyObject(r);
+	/* a freeze whose lease ended belongs to an imapferryctl that is gone:
+	 * it can never be flipped, and the proxies send the user's logins to
+	 * the source again (rkeys.h), so the user is on the source */
+	if (rc == 0 && *state_r == RK_ROUTE_FREEZE && lease >= 0 && to_src) {
+		if (rq_now(q, &now) < 0)
+			return -1;
+		if (now >= lease)
+			*state_r = RK_ROUTE_SRC;
+	}
 	return rc;
 }
 

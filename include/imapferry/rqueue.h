@@ -222,8 +222,9 @@ void rq_users_free(char ***users, size_t n);
 int rq_sweep_all_take(struct rq *q, int64_t *value_r);
 
 /* The route of user (rep:route:<user> field state): RK_ROUTE_SRC when
- * none is stored. 0, or -1 (Redis error, or a state this build does not
- * know: the caller must not assume SRC then). */
+ * none is stored, and for a FREEZE from the source whose lease ended
+ * (RK_ROUTE_F_LEASE: its imapferryctl is gone). 0, or -1 (Redis error, or a
+ * state this build does not know: the caller must not assume SRC then). */
 int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r);
 
 /* Records user's last sync (error NULL) or last error in

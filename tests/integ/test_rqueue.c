@@ -963,6 +963,41 @@ static void test_sweep_all(void **state)
 	rq_close(&q);
 }
 
+/* Routes as the daemon reads them: none is SRC; a freeze is a freeze while
+ * its lease runs (or when it has none), and SRC once the lease of a freeze
+ * from the source ended; one from the destination stays frozen. */
+static void test_route_lease(void **state)
+{
+	struct rq *q = queue_open();
+	enum rk_route_state st = RK_ROUTE_DST;
+	int64_t now;
+
+	(void)state;
+	assert_int_equal(rq_now(q, &now), 0);
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_SRC);
+	raw_ok("HSET rep:route:rl state DST epoch 3");
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_DST);
+	raw_ok("HSET rep:route:rl state FREEZE epoch 4");
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_FREEZE); /* no lease: set by hand */
+	raw_ok("HSET rep:route:rl %s %lld %s SRC", RK_ROUTE_F_LEASE, (long long)(now + 60000),
+	       RK_ROUTE_F_LEASE_TO);
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_FREEZE);
+	raw_ok("HSET rep:route:rl %s %lld", RK_ROUTE_F_LEASE, (long long)(now - 1000));
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_SRC);
+	raw_ok("HSET rep:route:rl %s DST", RK_ROUTE_F_LEASE_TO);
+	assert_int_equal(rq_route_get(q, "rl", &st), 0);
+	assert_int_equal(st, RK_ROUTE_FREEZE);
+	raw_ok("HSET rep:route:rl state MOVED");
+	assert_int_equal(rq_route_get(q, "rl", &st), -1);
+	raw_ok("DEL rep:route:rl");
+	rq_close(&q);
+}
+
 static void test_poll(void **state)
 {
 	struct rq *q = queue_open(), *q2 = queue_open();
@@ -1227,6 +1262,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_stats, setup),
 	        cmocka_unit_test_setup(test_sweep_all, setup),
 	        cmocka_unit_test_setup(test_poll, setup),
+	        cmocka_unit_test_setup(test_route_lease, setup),
 	        cmocka_unit_test_setup(test_redis_restart, setup),
 	        cmocka_unit_test_setup(test_noscript, setup),
 	        cmocka_unit_test_setup(test_names_roundtrip, setup),
