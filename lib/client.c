@@ -16,6 +16,7 @@
 #include "imapferry/log.h"
 #include "imapferry/tls.h"
 #include "imapferry/xalloc.h"
+#include "imapferry/zlayer.h"
 
 const char *const imap_client_state_names[IMAP_CL_STATE_COUNT] = {
         "new", "connecting", "not authenticated", "authenticated", "logout", "failed"};
@@ -32,6 +33,7 @@ struct cmd {
 	 * and holds back the commands behind it until then */
 	struct imap_sasl *sasl;
 	int streaming; /* a {N+} literal the caller writes with stream_write() */
+	int holds;     /* COMPRESS: nothing may follow before its tagged reply */
 	uint64_t stream_left;
 	char *trace; /* masked text for the protocol trace */
 	imap_done_cb *cb;
@@ -72,11 +74,40 @@ struct imap_client {
 	/* login in progress */
 	imap_done_cb *login_cb;
 	void *login_aux;
+	/* COMPRESS=DEFLATE (RFC 4978), once the server said OK: zw deflates
+	 * what we write, zr inflates the connection's input into zin, which
+	 * the parser reads instead. */
+	struct zlayer *zw, *zr;
+	struct evbuffer *zin, *zout;
+	imap_done_cb *compress_cb;
+	void *compress_aux;
+	int compress_sent; /* COMPRESS queued or done */
 };
 
 static void client_fail(struct imap_client *cl, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 static void connect_step(struct imap_client *cl);
+
+/* Every write to the connection: through the deflate layer once COMPRESS
+ * is on. flush_z: end with a sync flush (everything but the middle of a
+ * streamed literal). */
+static int cl_write(struct imap_client *cl, const void *data, size_t len, int flush_z)
+{
+	if (cl->zw == NULL)
+		return conn_write(cl->conn, data, len);
+	if (zlayer_deflate(cl->zw, data, len, flush_z, cl->zout) < 0)
+		return -1;
+	return evbuffer_get_length(cl->zout) > 0 ? conn_write_buffer(cl->conn, cl->zout) : 0;
+}
+
+static int cl_write_buffer(struct imap_client *cl, struct evbuffer *buf)
+{
+	if (cl->zw == NULL)
+		return conn_write_buffer(cl->conn, buf);
+	if (zlayer_deflate_buffer(cl->zw, buf, cl->zout) < 0)
+		return -1;
+	return conn_write_buffer(cl->conn, cl->zout);
+}
 
 static const char *prefix(const struct imap_client *cl)
 {
@@ -137,6 +168,12 @@ static void client_destroy(struct imap_client *cl)
 	}
 	conn_free(&cl->conn);
 	imap_parser_free(&cl->parser);
+	zlayer_free(&cl->zw);
+	zlayer_free(&cl->zr);
+	if (cl->zin != NULL)
+		evbuffer_free(cl->zin);
+	if (cl->zout != NULL)
+		evbuffer_free(cl->zout);
 	free(cl->host);
 	free(cl->name);
 	free(cl->error);
@@ -199,6 +236,16 @@ int imap_client_is_tls(const struct imap_client *cl)
 	return cl->tls_active;
 }
 
+const char *imap_client_tls_version(const struct imap_client *cl)
+{
+	return cl->conn != NULL && cl->tls_active ? conn_tls_version(cl->conn) : NULL;
+}
+
+const char *imap_client_tls_cipher(const struct imap_client *cl)
+{
+	return cl->conn != NULL && cl->tls_active ? conn_tls_cipher(cl->conn) : NULL;
+}
+
 /* --- sending --- */
 
 static void update_timeouts(struct imap_client *cl)
@@ -226,7 +273,7 @@ static void flush(struct imap_client *cl)
 					log_msg(LOG_LVL_DEBUG, prefix(cl), "C: %s %s", c->tag,
 					        c->trace);
 			}
-			conn_write_buffer(cl->conn, c->parts[c->sent]);
+			cl_write_buffer(cl, c->parts[c->sent]);
 			evbuffer_free(c->parts[c->sent]);
 			c->parts[c->sent] = NULL;
 			c->sent++;
@@ -237,6 +284,8 @@ static void flush(struct imap_client *cl)
 		}
 		if (c->sasl != NULL)
 			return; /* the lines after AUTHENTICATE are SASL responses */
+		if (c->holds)
+			return; /* COMPRESS: what follows is compressed, or not */
 		if (c->streaming)
 			return; /* its literal is still being written */
 	}
@@ -517,7 +566,7 @@ int imap_client_stream_begin(struct imap_client *cl, imap_done_cb *cb, void *aux
 	/* The literal's bytes go straight to the socket, so nothing may be
 	 * waiting to be written before the command. */
 	for (c = cl->cmds; c != NULL; c = c->next) {
-		if (c->sent < c->nparts || c->streaming || c->sasl != NULL) {
+		if (c->sent < c->nparts || c->streaming || c->sasl != NULL || c->holds) {
 			*error_r = "commands are waiting to be sent";
 			return -1;
 		}
@@ -557,7 +606,7 @@ int imap_client_stream_write(struct imap_client *cl, const void *data, size_t le
 	if (c == NULL || cl->conn == NULL || len > c->stream_left)
 		return -1;
 	c->stream_left -= len;
-	return conn_write(cl->conn, data, len);
+	return cl_write(cl, data, len, 0);
 }
 
 int imap_client_stream_end(struct imap_client *cl)
@@ -574,7 +623,7 @@ int imap_client_stream_end(struct imap_client *cl)
 		            imap_client_peer(cl), (unsigned long long)c->stream_left);
 		return -1;
 	}
-	conn_write(cl->conn, "\r\n", 2);
+	cl_write(cl, "\r\n", 2, 1);
 	c->streaming = 0;
 	cl->stream = NULL;
 	flush(cl);
@@ -779,14 +828,14 @@ static void sasl_answer(struct imap_client *cl, struct cmd *c, const struct imap
 		if (log_debug_enabled(LOG_CAT_IMAP))
 			log_msg(LOG_LVL_DEBUG, prefix(cl), "C: * (SASL exchange %s)",
 			        imap_sasl_error(c->sasl));
-		conn_write(cl->conn, "*\r\n", 3);
+		cl_write(cl, "*\r\n", 3, 1);
 		return;
 	}
 	if (log_debug_enabled(LOG_CAT_IMAP))
 		log_msg(LOG_LVL_DEBUG, prefix(cl), "C: %s",
 		        resp[0] != '\0' ? "(SASL response) MASKED" : "(empty SASL response)");
-	conn_write(cl->conn, resp, strlen(resp));
-	conn_write(cl->conn, "\r\n", 2);
+	cl_write(cl, resp, strlen(resp), 0);
+	cl_write(cl, "\r\n", 2, 1);
 }
 
 static void handle_continuation(struct imap_client *cl, const struct imap_msg *msg)
@@ -805,7 +854,7 @@ static void handle_continuation(struct imap_client *cl, const struct imap_msg *m
 		}
 	}
 	/* A "+" nobody waits for: cancel whatever the server thinks it is. */
-	conn_write(cl->conn, "*\r\n", 3);
+	cl_write(cl, "*\r\n", 3, 1);
 }
 
 static void trace_in(struct imap_client *cl, const char *data, size_t len)
@@ -817,9 +866,28 @@ static void trace_in(struct imap_client *cl, const char *data, size_t len)
 	log_msg(LOG_LVL_DEBUG, prefix(cl), "S: %s", log_sanitize(buf, sizeof(buf), data, len, 300));
 }
 
+/* The buffer the parser reads: the connection's input, or with COMPRESS
+ * on, what was inflated from it (at most about ZIN_STEP at a time, so a
+ * small compressed input cannot fill memory). NULL when nothing is left. */
+#define ZIN_STEP (64u << 10)
+static struct evbuffer *parse_source(struct imap_client *cl, struct evbuffer *input)
+{
+	const char *error;
+
+	if (cl->zr == NULL)
+		return evbuffer_get_length(input) > 0 ? input : NULL;
+	if (evbuffer_get_length(cl->zin) == 0 &&
+	    zlayer_inflate(cl->zr, input, cl->zin, ZIN_STEP, &error) < 0) {
+		client_fail(cl, "reading from %s: COMPRESS=DEFLATE: %s", imap_client_peer(cl),
+		            error);
+		return NULL;
+	}
+	return evbuffer_get_length(cl->zin) > 0 ? cl->zin : NULL;
+}
+
 /* Feeds the input to the parser; stops early when the client is freed,
  * failed, or STARTTLS must take over the socket. */
-static void on_read(struct conn *conn, struct evbuffer *input, void *aux)
+static void on_read(struct conn *conn, struct evbuffer *conn_in, void *aux)
 {
 	struct imap_client *cl = aux;
 
@@ -827,7 +895,8 @@ static void on_read(struct conn *conn, struct evbuffer *input, void *aux)
 	cl->busy++;
 	while (!cl->freed && cl->state != IMAP_CL_FAILED && cl->conn != NULL &&
 	       !(cl->step == STEP_STARTTLS && cl->parser == NULL)) {
-		size_t n = evbuffer_get_contiguous_space(input), used = 0;
+		struct evbuffer *input = parse_source(cl, conn_in);
+		size_t n = input != NULL ? evbuffer_get_contiguous_space(input) : 0, used = 0;
 		const char *data;
 		struct imap_event ev;
 		struct cmd *c;
@@ -1248,6 +1317,77 @@ void imap_client_logout(struct imap_client *cl, imap_done_cb *cb, void *aux)
 	}
 	cl->state = IMAP_CL_LOGOUT;
 	cmd_queue(cl, cmd_build(cl, cb, aux, "LOGOUT"));
+}
+
+/* --- COMPRESS=DEFLATE (RFC 4978) --- */
+
+static void compress_done(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	imap_done_cb *cb = cl->compress_cb;
+	void *cb_aux = cl->compress_aux;
+
+	(void)aux;
+	cl->compress_cb = NULL;
+	cl->compress_sent = res->status == IMAP_STATUS_OK;
+	if (res->status == IMAP_STATUS_OK) {
+		const char *error;
+
+		/* The server compresses from the byte after its OK line on;
+		 * the input behind it is inflated from the next parse step,
+		 * and the commands held back go out compressed. */
+		cl->zw = zlayer_new(ZLAYER_DEFLATE, -1, &error);
+		cl->zr = zlayer_new(ZLAYER_INFLATE, 0, &error);
+		cl->zin = evbuffer_new();
+		cl->zout = evbuffer_new();
+		if (cl->zw == NULL || cl->zr == NULL || cl->zin == NULL || cl->zout == NULL)
+			abort(); /* out of memory */
+		log_debug(LOG_CAT_IMAP, "[%s] COMPRESS=DEFLATE on", cl->name);
+	}
+	if (cb != NULL)
+		cb(cl, res, cb_aux);
+}
+
+void imap_client_compress(struct imap_client *cl, imap_done_cb *cb, void *aux)
+{
+	struct imap_result res;
+	struct cmd *c;
+	char text[160];
+
+	memset(&res, 0, sizeof(res));
+	res.status = IMAP_STATUS_NONE;
+	res.text = text;
+	if (cl->state != IMAP_CL_AUTHED) {
+		snprintf(text, sizeof(text), "not logged in");
+	} else if (cl->compress_sent) {
+		snprintf(text, sizeof(text), "compression is already on");
+	} else if (!imap_caps_has(&cl->caps, IMAP_CAP_COMPRESS_DEFLATE)) {
+		snprintf(text, sizeof(text), "server %s does not offer COMPRESS=DEFLATE",
+		         imap_client_peer(cl));
+	} else {
+		c = cmd_build(cl, compress_done, NULL, "COMPRESS DEFLATE");
+		c->holds = 1;
+		cl->compress_sent = 1;
+		cl->compress_cb = cb;
+		cl->compress_aux = aux;
+		cmd_queue(cl, c);
+		return;
+	}
+	if (cb != NULL)
+		cb(cl, &res, aux);
+}
+
+int imap_client_is_compressed(const struct imap_client *cl)
+{
+	return cl->zw != NULL;
+}
+
+void imap_client_compress_counts(const struct imap_client *cl, uint64_t counts_r[4])
+{
+	memset(counts_r, 0, 4 * sizeof(counts_r[0]));
+	if (cl->zw != NULL)
+		zlayer_counts(cl->zw, &counts_r[0], &counts_r[1]);
+	if (cl->zr != NULL)
+		zlayer_counts(cl->zr, &counts_r[2], &counts_r[3]);
 }
 
 int imap_client_wait(struct imap_client *cl, const int *done)

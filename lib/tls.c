@@ -81,6 +81,11 @@ struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_opts *opts, co
 		*error_r = tls_errorf("cannot set the minimum TLS version", NULL, NULL);
 		goto fail;
 	}
+	if (opts->max_version != 0 &&
+	    SSL_CTX_set_max_proto_version(ctx->ssl_ctx, opts->max_version) != 1) {
+		*error_r = tls_errorf("cannot set the maximum TLS version", NULL, NULL);
+		goto fail;
+	}
 	if (!ctx->verify_peer) {
 		SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_NONE, NULL);
 		return ctx;

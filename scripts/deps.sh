@@ -9,6 +9,7 @@ FERRY_PKGS=(
   libevent-dev libssl-dev libpcre2-dev libhiredis-dev   # libraries
   libcmocka-dev                               # unit tests
   libinih-dev                                 # imapferry-proxy's config file
+  zlib1g-dev                                  # COMPRESS=DEFLATE (imapferry-sync --compress1/2)
   dovecot-imapd dovecot-lmtpd redis-server openssl python3 isync   # test servers and clients
   python3-cryptography                        # the harness's OAuth2 token server (JWT check)
   clang clang-format cppcheck                 # fuzzing, style and static checks

@@ -142,6 +142,9 @@ static void side_tls_opts(struct sy_run *r, int i, struct tls_client_opts *to, i
 		} else if (strcasecmp(key, "SSL_verifycn_scheme") == 0 &&
 		           strcasecmp(val, "none") == 0) {
 			to->no_verify_host = 1;
+		} else if (strcasecmp(key, "SSL_version") == 0 &&
+		           sy_ssl_version_parse(val, &to->min_version, &to->max_version) == 0) {
+			continue; /* --sslN_ssl_version, below, wins */
 		} else if (!quiet) {
 			sy_out(r, "Host%d: ignoring --sslargs%d %s=%s (not supported)", i + 1,
 			       i + 1, key, val);
@@ -149,12 +152,81 @@ static void side_tls_opts(struct sy_run *r, int i, struct tls_client_opts *to, i
 	}
 }
 
+/*
+ * TLS client contexts by settings, for the life of the process: loading the
+ * system's trust store costs ~20 ms of CPU, which a daemon worker would pay
+ * for every connection it opens (twice per quick check). A changed CA file
+ * (its mtime) makes a new context; workers are recycled anyway.
+ */
+#define SY_TLS_CACHE 4
+
+static struct sy_tls_cached {
+	struct tls_client_ctx *ctx;
+	struct tls_client_opts o; /* strings below, not borrowed */
+	char *ca_file, *ca_path, *server_name;
+	time_t ca_mtime;
+} tls_cache[SY_TLS_CACHE];
+static unsigned tls_cache_next;
+
+static int str_same(const char *a, const char *b)
+{
+	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static char *dup_or_null(const char *s)
+{
+	char *d = s != NULL ? strdup(s) : NULL;
+
+	if (s != NULL && d == NULL)
+		abort();
+	return d;
+}
+
+static struct tls_client_ctx *tls_ctx_cached(const struct tls_client_opts *to, const char **error_r)
+{
+	struct stat stt;
+	time_t mtime = to->ca_file != NULL && stat(to->ca_file, &stt) == 0 ? stt.st_mtime : 0;
+	struct sy_tls_cached *e;
+
+	for (unsigned k = 0; k < SY_TLS_CACHE; k++) {
+		e = &tls_cache[k];
+		if (e->ctx != NULL && e->o.no_verify_peer == to->no_verify_peer &&
+		    e->o.no_verify_host == to->no_verify_host &&
+		    e->o.min_version == to->min_version && e->o.max_version == to->max_version &&
+		    str_same(e->ca_file, to->ca_file) && str_same(e->ca_path, to->ca_path) &&
+		    str_same(e->server_name, to->server_name) && e->ca_mtime == mtime)
+			return tls_client_ctx_ref(e->ctx);
+	}
+	e = &tls_cache[tls_cache_next++ % SY_TLS_CACHE];
+	tls_client_ctx_free(&e->ctx);
+	free(e->ca_file);
+	free(e->ca_path);
+	free(e->server_name);
+	memset(e, 0, sizeof(*e));
+	e->ctx = tls_client_ctx_new(to, error_r);
+	if (e->ctx == NULL)
+		return NULL;
+	e->o = *to;
+	e->o.ca_file = e->ca_file = dup_or_null(to->ca_file);
+	e->o.ca_path = e->ca_path = dup_or_null(to->ca_path);
+	e->o.server_name = e->server_name = dup_or_null(to->server_name);
+	e->ca_mtime = mtime;
+	return tls_client_ctx_ref(e->ctx);
+}
+
 static struct tls_client_ctx *side_tls(struct sy_run *r, int i, const char **error_r)
 {
 	struct tls_client_opts to;
+	const char *v = r->side[i].acc->ssl_version;
 
 	side_tls_opts(r, i, &to, 0);
-	return tls_client_ctx_new(&to, error_r);
+	/* --sslN_ssl_version (checked at start-up) wins over SSL_version= */
+	if (v != NULL && v[0] != '\0' &&
+	    sy_ssl_version_parse(v, &to.min_version, &to.max_version) < 0) {
+		*error_r = "bad --ssl_version";
+		return NULL;
+	}
+	return tls_ctx_cached(&to, error_r);
 }
 
 struct connect_wait {
@@ -482,6 +554,26 @@ static void side_id(struct sy_run *r, int i)
 	       IMAPFERRY_VERSION);
 }
 
+/* --compressN: COMPRESS=DEFLATE (RFC 4978) after login. As in imapsync, a
+ * server without it, or one that refuses it, only costs a line: the run
+ * goes on uncompressed. */
+static void side_compress(struct sy_run *r, int i)
+{
+	struct sy_side *s = &r->side[i];
+	struct connect_wait w;
+
+	if (!s->acc->compress || s->cl == NULL)
+		return;
+	memset(&w, 0, sizeof(w));
+	imap_client_compress(s->cl, connect_done, &w);
+	imap_client_wait(s->cl, &w.done);
+	if (w.status == IMAP_STATUS_OK)
+		sy_out(r, "Host%d: COMPRESS=DEFLATE is on: compression on (--compress%d)", i + 1,
+		       i + 1);
+	else
+		sy_out(r, "Host%d: no compression (--compress%d): %s", i + 1, i + 1, w.text);
+}
+
 int sy_side_open(struct sy_run *r, int i)
 {
 	struct sy_side *s = &r->side[i];
@@ -536,6 +628,16 @@ int sy_side_open(struct sy_run *r, int i)
 		       "Host%d: going to ssl because STARTTLS is in CAPABILITY. Use --notls%d to "
 		       "avoid that behavior",
 		       n, n);
+	if (imap_client_is_tls(s->cl) &&
+	    ((a->ssl_version != NULL && a->ssl_version[0] != '\0') || r->o->debugssl >= 2))
+		/* --sslN_ssl_version says what it got; --debugssl 2 and more too */
+		sy_out(r, "Host%d: TLS protocol %s, cipher %s%s%s", n,
+		       imap_client_tls_version(s->cl) != NULL ? imap_client_tls_version(s->cl)
+		                                              : "?",
+		       imap_client_tls_cipher(s->cl) != NULL ? imap_client_tls_cipher(s->cl) : "?",
+		       a->ssl_version != NULL && a->ssl_version[0] != '\0' ? ", --ssl_version "
+		                                                           : "",
+		       a->ssl_version != NULL ? a->ssl_version : "");
 	if (r->o->justconnect)
 		return 0;
 	if (imap_client_state(s->cl) == IMAP_CL_AUTHED) {
@@ -603,6 +705,7 @@ int sy_side_open(struct sy_run *r, int i)
 	sy_out(r, "Host%d: success login on [%s] with user [%s] auth [%s]", n, a->host,
 	       a->user != NULL ? a->user : "", mech);
 	side_id(r, i);
+	side_compress(r, i);
 	(void)res;
 	return 0;
 }
@@ -611,6 +714,16 @@ void sy_side_close(struct sy_run *r, int i)
 {
 	struct sy_side *s = &r->side[i];
 
+	if (s->cl != NULL && imap_client_is_compressed(s->cl)) {
+		uint64_t z[4];
+
+		imap_client_compress_counts(s->cl, z);
+		sy_out(r,
+		       "Host%d: COMPRESS=DEFLATE sent %llu bytes as %llu, received %llu bytes as "
+		       "%llu",
+		       i + 1, (unsigned long long)z[0], (unsigned long long)z[1],
+		       (unsigned long long)z[3], (unsigned long long)z[2]);
+	}
 	if (s->cl != NULL && imap_client_state(s->cl) == IMAP_CL_AUTHED)
 		sy_cmd(r, i, NULL, NULL, NULL, NULL, "LOGOUT");
 	imap_client_free(&s->cl);

@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "acl.h"
+#include "debugcat.h"
 #include "delete.h"
 #include "flags.h"
 #include "hdrkey.h"
@@ -254,9 +255,22 @@ static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *au
 			             ? 1
 			             : -1;
 			e->addhdr = rc > 0;
-		} else if (strcmp(a->str, "BODY[HEADER]") == 0)
-			rc = sy_hdrkey_content(s, len, e->size, e->key, &err);
-		else
+		} else if (strcmp(a->str, "BODY[HEADER]") == 0) {
+			/* the whole header: the normal fetch under --useheader ALL,
+			 * else the --wholeheaderifneeded fallback; imapsync's key
+			 * first, then, for a header with none of the fields,
+			 * imapferry's content key (0 is success there) */
+			char item[256];
+
+			if (sy_hdrkey_fetch_item(m->r->hk, item, sizeof(item)) == 0 &&
+			    strcmp(item, SY_HDRKEY_WHOLE_ITEM) == 0)
+				rc = sy_hdrkey_compute(m->r->hk, s, len, e->size, e->key, &err);
+			else
+				rc = sy_hdrkey_compute_whole(m->r->hk, s, len, e->size, e->key,
+				                             &err);
+			if (rc == 0)
+				rc = sy_hdrkey_content(s, len, e->size, e->key, &err) == 0 ? 1 : -1;
+		} else
 			rc = sy_hdrkey_compute(m->r->hk, s, len, e->size, e->key, &err);
 		if (m->side == 0 && m->r->o->idatefromheader && e->hdate == NULL)
 			e->hdate = header_date(s, len);
@@ -265,17 +279,35 @@ static void on_meta(struct imap_client *cl, const struct imap_msg *msg, void *au
 	}
 }
 
+/* Side i's --splitN: UIDs per command, messages per batch (>= 1, default 100). */
+static size_t sy_split(const struct sy_run *r, int i)
+{
+	long long v = r->side[i].acc != NULL ? r->side[i].acc->split : 0;
+
+	return v > 0 ? (size_t)v : 100;
+}
+
+/* sy_uid_set() taking at most count UIDs (imapsync's --split1/2). */
+static size_t sy_uid_set_n(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos,
+                           size_t count);
+
 size_t sy_uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos)
+{
+	return sy_uid_set_n(buf, max, uids, n, pos, SIZE_MAX);
+}
+
+static size_t sy_uid_set_n(char *buf, size_t max, const uint32_t *uids, size_t n, size_t *pos,
+                           size_t count)
 {
 	size_t len = 0, taken = 0;
 
 	buf[0] = '\0';
-	while (*pos < n && len + 24 < max) {
+	while (*pos < n && len + 24 < max && taken < count) {
 		uint32_t lo = uids[*pos], hi = lo;
 
 		(*pos)++;
 		taken++;
-		while (*pos < n && uids[*pos] == hi + 1) {
+		while (*pos < n && uids[*pos] == hi + 1 && taken < count) {
 			hi = uids[(*pos)++];
 			taken++;
 		}
@@ -286,10 +318,34 @@ size_t sy_uid_set(char *buf, size_t max, const uint32_t *uids, size_t n, size_t 
 	return taken;
 }
 
+/* The metadata FETCH of side i: "UID FETCH uids (items)" in one command, or,
+ * with --splitN given and a whole folder to read, imapsync's split: one
+ * FETCH per --splitN messages by sequence number (stable here: no EXPUNGE
+ * may be sent during a FETCH, RFC 3501 7.4.1), the last range open-ended. */
+static enum imap_status fetch_meta(struct sy_run *r, int i, struct sy_msgs *m, struct sy_res *res,
+                                   const char *uids, uint32_t from_uid, const char *items)
+{
+	size_t split = sy_split(r, i);
+	enum imap_status st = IMAP_STATUS_OK;
+
+	if (from_uid > 1 || (i == 0 && r->o->fetch_hash_set != NULL) ||
+	    !sy_options_given(r->o, i == 0 ? SY_OPT_SPLIT1 : SY_OPT_SPLIT2) || m->exists <= split)
+		return sy_cmd(r, i, res, on_meta, NULL, m, "UID FETCH %a (UID %a)", uids, items);
+	for (size_t lo = 1; lo <= m->exists && st == IMAP_STATUS_OK; lo += split) {
+		if (lo + split > m->exists)
+			st = sy_cmd(r, i, res, on_meta, NULL, m, "FETCH %u:* (UID %a)",
+			            (unsigned)lo, items);
+		else
+			st = sy_cmd(r, i, res, on_meta, NULL, m, "FETCH %u:%u (UID %a)",
+			            (unsigned)lo, (unsigned)(lo + split - 1), items);
+	}
+	return st;
+}
+
 int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t from_uid)
 {
 	struct sy_res res;
-	char item[256], uids[256], *set;
+	char item[256], uids[256], items[320], *set;
 	uint32_t *need;
 	size_t nneed = 0, pos = 0;
 
@@ -306,9 +362,8 @@ int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t 
 	}
 	if (!keys) {
 		/* --useuid: the UID map identifies; no header is read */
-		if (sy_cmd(r, i, &res, on_meta, NULL, m,
-		           "UID FETCH %a (UID FLAGS INTERNALDATE RFC822.SIZE)",
-		           uids) != IMAP_STATUS_OK) {
+		if (fetch_meta(r, i, m, &res, uids, from_uid, "FLAGS INTERNALDATE RFC822.SIZE") !=
+		    IMAP_STATUS_OK) {
 			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 			         "Host%d: could not fetch the folder's messages: %s", i + 1,
 			         res.text);
@@ -323,9 +378,8 @@ int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t 
 		if (il > 2 && il + 6 < sizeof(item) && strcmp(item + il - 2, ")]") == 0)
 			memcpy(item + il - 2, " DATE)]", 8);
 	}
-	if (sy_cmd(r, i, &res, on_meta, NULL, m,
-	           "UID FETCH %a (UID FLAGS INTERNALDATE RFC822.SIZE %a)", uids,
-	           item) != IMAP_STATUS_OK) {
+	snprintf(items, sizeof(items), "FLAGS INTERNALDATE RFC822.SIZE %s", item);
+	if (fetch_meta(r, i, m, &res, uids, from_uid, items) != IMAP_STATUS_OK) {
 		sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
 		         "Host%d: could not fetch the headers of the folder: %s", i + 1, res.text);
 		return -1;
@@ -335,12 +389,12 @@ int sy_read_side(struct sy_run *r, int i, struct sy_msgs *m, int keys, uint32_t 
 	if (need == NULL || set == NULL)
 		abort();
 	for (size_t k = 0; k < m->n; k++) {
-		if (!m->v[k].haskey)
+		if (!m->v[k].haskey && (r->o->wholeheaderifneeded || r->o->addheader))
 			need[nneed++] = m->v[k].uid;
 	}
 	/* header-less messages: one more pipelined pass over the whole header */
 	while (pos < nneed) {
-		sy_uid_set(set, 8192, need, nneed, &pos);
+		sy_uid_set_n(set, 8192, need, nneed, &pos, sy_split(r, i));
 		if (sy_cmd(r, i, &res, on_meta, NULL, m, "UID FETCH %a (UID BODY.PEEK[HEADER])",
 		           set) != IMAP_STATUS_OK) {
 			sy_error(r, i == 0 ? SY_ERR_FETCH : SY_ERR_UNCLASSIFIED,
@@ -388,6 +442,15 @@ static char *host2_flags(struct sy_run *r, const char *flags1, const struct sy_m
 	free(c1);
 	free(cp);
 	return out;
+}
+
+/* --debugflags: a copy's flags on host1 and those it gets on host2. */
+static void debug_flags(struct sy_run *r, const struct sy_folder *f, const struct sy_msg *e,
+                        const char *flags2)
+{
+	if (r->o->debugflags)
+		sy_out(r, "debugflags: msg %s/%u: host1 flags (%s), host2 gets %s", f->name1,
+		       e->uid, e->flags != NULL ? e->flags : "", flags2);
 }
 
 /* --- key index: open addressing over the other side's keys --- */
@@ -470,10 +533,11 @@ struct xfer {
 	struct sy_msg *m;
 	struct evbuffer *body;
 	struct xfer *next;
-	int streamed; /* its APPEND was started from the FETCH literal */
-	int failed;   /* the stream broke: the APPEND never completes normally */
-	int refs;     /* the FETCH and the APPEND each hold one */
-	int done;     /* counted out of the window */
+	int streamed;        /* its APPEND was started from the FETCH literal */
+	int failed;          /* the stream broke: the APPEND never completes normally */
+	int refs;            /* the FETCH and the APPEND each hold one */
+	int done;            /* counted out of the window */
+	uint64_t wrong_size; /* --noallowsizemismatch: the literal's size, body not kept */
 };
 
 struct xfer_ctx {
@@ -682,6 +746,12 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		           sy_bytes(rate, sizeof(rate),
 		                    (uint64_t)(secs > 0 ? r->bytes_transferred / secs : 0)),
 		           sy_bytes(total, sizeof(total), r->bytes_transferred));
+		if (r->o->debugmemory) {
+			char what[400];
+
+			snprintf(what, sizeof(what), "msg %s/%u", x->f->name1, t->m->uid);
+			sy_debug_memory(r, what);
+		}
 		{
 			double mps = secs > 0 ? r->transferred / secs : 0;
 			uint64_t left =
@@ -764,12 +834,20 @@ static void stream_start(struct xfer *t, uint64_t size)
 	const char *error;
 	int rc;
 
+	if (size != t->m->size && !r->o->allowsizemismatch) {
+		t->wrong_size = size; /* refused in fetched(): its bytes are not kept */
+		return;
+	}
 	if (size < STREAM_MIN || r->o->dry || t->m->addhdr || sy_select_needs_body(r->o) ||
 	    sy_xform_active(r->o))
 		return;
 	flags = host2_flags(r, t->m->flags, t->x->m2);
 	if (flags == NULL)
 		return;
+	debug_flags(r, t->x->f, t->m, flags);
+	if (r->o->debugcontent)
+		sy_out(r, "debugcontent: msg %s/%u, %llu bytes: streamed to host2, not printed",
+		       t->x->f->name1, t->m->uid, (unsigned long long)size);
 	append_date(t, date, sizeof(date));
 	rc = imap_client_stream_begin(r->side[1].cl, on_append, t, size, &error, "APPEND %m %a%a ",
 	                              t->x->f->name2, flags, date);
@@ -791,7 +869,9 @@ static void on_body_literal(struct imap_client *cl, const struct imap_event *ev,
 		if (x->cur != NULL)
 			stream_start(x->cur, ev->lit_size);
 	} else if (ev->type == IMAP_EV_LITERAL_DATA && x->cur != NULL) {
-		if (!x->cur->streamed) {
+		if (x->cur->wrong_size != 0) {
+			/* --noallowsizemismatch refuses it: nothing to keep */
+		} else if (!x->cur->streamed) {
 			evbuffer_add(x->cur->body, ev->data, ev->len);
 		} else if (imap_client_stream_write(h2, ev->data, ev->len) < 0) {
 			x->cur->failed = 1;
@@ -804,6 +884,28 @@ static void on_body_literal(struct imap_client *cl, const struct imap_event *ev,
 			x->cur->failed = 1;
 		x->cur = NULL;
 	}
+}
+
+/* --allowsizemismatch (on, imapsync's default): a body whose length is not
+ * the RFC822.SIZE announced is copied as received, with a line saying so;
+ * --noallowsizemismatch refuses it as a FETCH error. 1 = copy it. */
+static int size_accepted(struct sy_run *r, const struct sy_folder *f, const struct sy_msg *e,
+                         uint64_t got)
+{
+	if (got == e->size)
+		return 1;
+	if (r->o->allowsizemismatch) {
+		sy_msgline(r,
+		           "msg %s/%u {%u}: host1 sent %llu bytes, not its RFC822.SIZE; copied as "
+		           "received (--noallowsizemismatch refuses it)",
+		           f->name1, e->uid, e->size, (unsigned long long)got);
+		return 1;
+	}
+	sy_error(r, SY_ERR_FETCH,
+	         "- msg %s/%u {%u} not copied: host1 sent %llu bytes, not its RFC822.SIZE "
+	         "(--noallowsizemismatch)",
+	         f->name1, e->uid, e->size, (unsigned long long)got);
+	return 0;
 }
 
 /* The FETCH stage of t is over: fail = NULL when its body is here. */
@@ -825,9 +927,16 @@ static void fetched(struct xfer *t, const char *fail)
 		xfer_put(t);
 		return;
 	}
-	if (fail != NULL || evbuffer_get_length(t->body) == 0) {
+	if (fail != NULL || (evbuffer_get_length(t->body) == 0 && t->wrong_size == 0)) {
 		sy_error(r, SY_ERR_FETCH, "- msg %s/%u {%u} could not be fetched: %s", x->f->name1,
 		         t->m->uid, t->m->size, fail != NULL ? fail : "empty message");
+		t->m->match = 0;
+		xfer_done(t);
+		xfer_put(t);
+		return;
+	}
+	if (!size_accepted(r, x->f, t->m,
+	                   t->wrong_size != 0 ? t->wrong_size : evbuffer_get_length(t->body))) {
 		t->m->match = 0;
 		xfer_done(t);
 		xfer_put(t);
@@ -852,12 +961,14 @@ static void fetched(struct xfer *t, const char *fail)
 		xfer_put(t);
 		return;
 	}
+	debug_flags(r, x->f, t->m, flags);
 	if (t->m->addhdr) {
 		char key[SY_HDRKEY_MAX], line[SY_HDRKEY_LINE_MAX];
 
 		if (sy_hdrkey_addheader(r->hk, t->m->uid, t->m->size, key, line, &error) == 0)
 			evbuffer_prepend(t->body, line, strlen(line));
 	}
+	sy_debug_content(r, x->f->name1, t->m->uid, t->body);
 	t->refs++; /* for the APPEND */
 	append_date(t, date, sizeof(date));
 	rc = imap_client_cmdf(r->side[1].cl, on_append, NULL, NULL, t, &error, "APPEND %m %a%a %L",
@@ -936,11 +1047,65 @@ int sy_count_host1(struct sy_run *r, const struct sy_msg *e)
 	return 1;
 }
 
+/* A host1 message this pass would copy. */
+static int to_copy(const struct sy_msg *e)
+{
+	return e->haskey && !e->dup && !e->match && !e->skip;
+}
+
+/*
+ * --checkmessageexists: before the next --split1 messages to copy from
+ * m1->v[*from] on are fetched, one UID SEARCH UID on host1 says which still
+ * exist; one that is gone is skipped as imapsync does (no FETCH, no error),
+ * instead of failing its FETCH on servers that answer NO for expunged UIDs.
+ * *from moves past the messages checked.
+ */
+static void check_exist(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                        size_t *from)
+{
+	size_t split = sy_split(r, 0), n = 0, k, pos = 0;
+	uint32_t *uids = malloc(split * sizeof(*uids));
+	struct sy_uids found = {NULL, 0, 0};
+	struct sy_res res;
+	char set[8192];
+
+	if (uids == NULL)
+		abort();
+	for (k = *from; k < m1->n && n < split; k++) {
+		if (to_copy(&m1->v[k]))
+			uids[n++] = m1->v[k].uid;
+	}
+	*from = k;
+	if (n > 0) {
+		qsort(uids, n, sizeof(*uids), sy_u32_cmp);
+		sy_uid_set_n(set, sizeof(set), uids, n, &pos, n);
+		if (sy_cmd(r, 0, &res, sy_on_search, NULL, &found, "UID SEARCH UID %a", set) !=
+		    IMAP_STATUS_OK) {
+			n = 0; /* no answer: let the FETCH find out */
+		}
+		sy_uids_sort(&found);
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct sy_msg *e = sy_msgs_find(m1, uids[i]);
+
+		if (e == NULL || sy_uids_has(&found, uids[i]))
+			continue;
+		sy_out(r,
+		       "msg %s/%u {%u} does not exist anymore on host1, skipped "
+		       "(--checkmessageexists)",
+		       f->name1, e->uid, e->size);
+		r->ident1--;
+		e->match = -2; /* neither copied nor missing */
+	}
+	sy_uids_free(&found);
+	free(uids);
+}
+
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                       struct sy_msgs *m2)
 {
 	struct xfer_ctx x;
-	size_t k = 0;
+	size_t k = 0, batch, window, checked = 0;
 
 	memset(&x, 0, sizeof(x));
 	x.r = r;
@@ -955,12 +1120,22 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 	x.del1 = r->o->delete1 && r->o->expungeaftereach && !sy_dry1(r) && m1->n >= m1->exists &&
 	         m2->n >= m2->exists && sy_delete1_expunge(r) == SY_XP_UIDS && m1->rw;
 	imap_client_set_drained(r->side[1].cl, OUT_HIGH / 4, on_host2_drained, &x);
+	/* --split1: bodies per host1 FETCH; --split2: APPENDs in flight */
+	batch = sy_split(r, 0) < FETCH_BATCH ? sy_split(r, 0) : FETCH_BATCH;
+	window = sy_split(r, 1) < WINDOW_MSGS ? sy_split(r, 1) : WINDOW_MSGS;
 	for (;;) {
-		while (k < m1->n && x.inflight < WINDOW_MSGS &&
+		while (k < m1->n && x.inflight < window &&
 		       (x.held < WINDOW_BYTES || x.inflight == 0) && !r->stop &&
 		       imap_client_state(r->side[0].cl) != IMAP_CL_FAILED &&
 		       imap_client_state(r->side[1].cl) != IMAP_CL_FAILED) {
-			struct fetchcmd *fc = calloc(1, sizeof(*fc));
+			struct fetchcmd *fc;
+
+			if (r->o->checkmessageexists && !r->o->dry && k >= checked) {
+				checked = k;
+				check_exist(r, f, m1, &checked);
+				continue; /* the loop's conditions may have changed */
+			}
+			fc = calloc(1, sizeof(*fc));
 			char set[FETCH_BATCH * 12 + 1] = "";
 			size_t len = 0;
 			const char *error;
@@ -969,7 +1144,8 @@ void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msg
 				abort();
 			fc->x = &x;
 			/* small bodies in batches; a big one alone (streamed) */
-			while (k < m1->n && fc->n < FETCH_BATCH && x.inflight < WINDOW_MSGS) {
+			while (k < m1->n && fc->n < batch && x.inflight < window &&
+			       (k < checked || !r->o->checkmessageexists || r->o->dry)) {
 				struct sy_msg *e = &m1->v[k];
 
 				if (!e->haskey || e->dup || e->match || e->skip) {
@@ -1080,9 +1256,21 @@ void sy_resync_flags(struct sy_run *r, const struct sy_folder *f, struct sy_msgs
 		want = host2_flags(r, e1->flags, m2);
 		if (want == NULL ||
 		    sy_flags_store(want, e2->flags != NULL ? e2->flags : "", &store) <= 0) {
+			if (want != NULL && r->o->debugflags)
+				sy_out(r,
+				       "debugflags: msg %s/%u: host1 flags (%s), host2 %s/%u has "
+				       "(%s): "
+				       "nothing to change",
+				       f->name1, e1->uid, e1->flags != NULL ? e1->flags : "",
+				       f->name2, e2->uid, e2->flags != NULL ? e2->flags : "");
 			free(want);
 			continue;
 		}
+		if (r->o->debugflags)
+			sy_out(r,
+			       "debugflags: msg %s/%u: host1 flags (%s), host2 %s/%u has (%s): %s",
+			       f->name1, e1->uid, e1->flags != NULL ? e1->flags : "", f->name2,
+			       e2->uid, e2->flags != NULL ? e2->flags : "", store);
 		if (r->o->dry)
 			sy_out(r,
 			       "Host2: msg %s/%u would get flags %s (not really since --dry mode)",
@@ -1114,7 +1302,7 @@ void sy_resync_flags(struct sy_run *r, const struct sy_folder *f, struct sy_msgs
 			char set[8192];
 			const char *error;
 
-			sy_uid_set(set, sizeof(set), g[i].uids, g[i].n, &pos);
+			sy_uid_set_n(set, sizeof(set), g[i].uids, g[i].n, &pos, sy_split(r, 1));
 			if (imap_client_cmdf(r->side[1].cl, on_store, NULL, NULL, &w, &error,
 			                     "UID STORE %a %a", set, g[i].store) == 0)
 				w.pending++;

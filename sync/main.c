@@ -26,6 +26,8 @@
 #include "acl.h"
 #include "delete.h"
 #include "xdup.h"
+#include "runctl.h"
+#include "debugcat.h"
 #include "imapferry/log.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
@@ -196,6 +198,23 @@ static void sig_install(void)
 		sa.sa_handler = sig_actions[sig] == SIGA_IGNORE ? SIG_IGN : on_signal;
 		sigaction(sig, &sa, NULL);
 	}
+}
+
+/* --debugsig: what each handled signal does. */
+static void debug_signals(struct sy_run *r)
+{
+	static const char *const what[] = {"default", "exit after the messages in flight",
+	                                   "reconnect (twice in 2 s: exit)", "ignored"};
+
+	if (!r->o->debugsig)
+		return;
+	for (int sig = 1; sig < NSIG; sig++) {
+		if (sig_actions[sig] != SIGA_NONE)
+			sy_out(r, "debugsig: %s (%d): %s", sig_name(sig), sig,
+			       what[sig_actions[sig]]);
+	}
+	sy_out(r, "debugsig: PID %d; --abort sends QUIT, --abortbyfile makes %s%s%d", (int)getpid(),
+	       r->o->pidfile != NULL ? r->o->pidfile : "", "abort", (int)getpid());
 }
 
 /* A --sigreconnect signal came: both hosts are reconnected (counted in
@@ -380,6 +399,7 @@ static int pidfile_write(struct sy_run *r)
 
 static int finish(struct sy_run *r, int code)
 {
+	sy_abortfile_unwatch();
 	sy_out(r, "Exiting with return value %d (%s) %u/%lld nb_errors/max_errors PID %d", code,
 	       sy_exit_text(code), r->nerrors, r->o->errorsmax, (int)getpid());
 	if (r->pidpath != NULL) {
@@ -512,6 +532,8 @@ static int state_skip(struct sy_run *r, struct sy_state *st, const struct sy_pla
 		return 0;
 	if ((r->o->delete2 && counts[2] > 0) || (r->o->delete1 && counts[0] > 0))
 		return 0; /* issue 8: something to delete that only a pass can find */
+	sy_debug_cache(r, plan->f[k].name1, now, NULL,
+	               "unchanged on both sides since the state: skipped (no EXAMINE)");
 	snprintf(pos, sizeof(pos), "%u/%u", (unsigned)(k + 1), (unsigned)plan->n);
 	snprintf(n1, sizeof(n1), "[%s]", plan->f[k].name1);
 	snprintf(n2, sizeof(n2), "[%s]", plan->f[k].name2);
@@ -540,6 +562,11 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
 		db.now[1] = before[k][1];
 		delta = sy_state_delta_base(st, &plan->f[k], db.now, db.was, db.counts);
 	}
+	sy_debug_cache(r, plan->f[k].name1, st != NULL ? before[k] : NULL, delta ? db.was : NULL,
+	               delta          ? "incremental pass from the state"
+	               : st == NULL   ? "no state in use: full pass"
+	               : !r->o->delta ? "full pass (--nodelta)"
+	                              : "full pass (no state usable for an incremental one)");
 	sync_folder_with_retry(r, &plan->f[k], (unsigned)k + 1, (unsigned)plan->n,
 	                       delta ? &db : NULL);
 	if (st == NULL)
@@ -673,6 +700,7 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 	r->errors = NULL;
 	memset(r->err_count, 0, sizeof(r->err_count));
 	r->base = event_base_new();
+	sy_abortfile_watch_worker(r); /* the run's abort file stops the workers too */
 	for (int i = 0; i < 2 && ok; i++) {
 		r->side[i].cl = NULL;
 		r->side[i].tls = NULL;
@@ -845,6 +873,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 		return finish(r, 0);
 	if (preset_notes[0] != '\0')
 		sy_out(r, "%s", preset_notes);
+	sy_debug_env(r);  /* --debugenv */
+	debug_signals(r); /* --debugsig */
 	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
 		sy_out(r, "%s", err);
 		return finish(r, SY_EX_NOINPUT);
@@ -893,6 +923,8 @@ static int run(struct sy_run *r, int argc, char **argv)
 		return finish(r, SY_EX_USAGE);
 	}
 	r->base = sy_pool_base() != NULL ? sy_pool_base() : event_base_new();
+	if (sy_pool_base() == NULL)
+		sy_abortfile_watch(r, r->pidpath); /* <pidfile>abort<PID> stops the run */
 	for (int i = 0; i < 2; i++) {
 		r->side[i].acc = &o->acc[i];
 		if (sy_pool_take(r, i))
@@ -946,6 +978,7 @@ static int run(struct sy_run *r, int argc, char **argv)
 		}
 		o->dry = dry;
 	}
+	sy_debug_folders(r, &plan); /* --debuglist, --debugfolders */
 	if (o->justfolderlists || o->justautomap) {
 		sy_plan_free(&plan);
 		return finish(r, 0);
@@ -1011,7 +1044,11 @@ static int run(struct sy_run *r, int argc, char **argv)
 	if (got_signal != 0) {
 		sy_out(r, "Got signal %s (%d), exiting", sig_name(got_signal), (int)got_signal);
 		code = EXIT_BY_SIGNAL;
+	} else if (sy_abortfile_hit() != NULL) {
+		sy_out(r, "Aborted by the file %s, exiting", sy_abortfile_hit());
+		code = SY_EXIT_BY_FILE;
 	}
+	sy_email_report(r, code); /* --emailreport1/2 */
 	return finish(r, code);
 }
 
@@ -1232,10 +1269,16 @@ static int main_args(int argc, char **argv)
 		sy_options_free(&o);
 		return SY_EX_USAGE;
 	}
-	if (o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap || o.debug) {
+	if (o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap || o.debug || o.debugssl >= 3) {
 		const char *e;
+		int imap = o.debugimap || o.acc[0].debugimap || o.acc[1].debugimap;
 
-		log_set_debug(o.debug ? "all" : "imap", &e);
+		/* --debugssl 3 and more: the connections' TLS traces */
+		log_set_debug(o.debug                   ? "all"
+		              : imap && o.debugssl >= 3 ? "imap,net"
+		              : imap                    ? "imap"
+		                                        : "net",
+		              &e);
 	}
 	if (sig_setup(&o, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
@@ -1244,6 +1287,12 @@ static int main_args(int argc, char **argv)
 	}
 	if (o.abort) {
 		code = abort_previous(&o);
+		sy_options_free(&o);
+		return code;
+	}
+	if (o.abortbyfile || (o.tail && (code = sy_tail_previous(&o)) >= 0)) {
+		if (o.abortbyfile)
+			code = sy_abortbyfile_previous(&o);
 		sy_options_free(&o);
 		return code;
 	}

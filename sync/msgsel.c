@@ -293,6 +293,13 @@ int sy_select_body(struct sy_run *r, const struct sy_folder *f, struct sy_msg *e
 	                 sy_options_given(o, SY_OPT_MINMAXLINELENGTH))) {
 		size_t longest = longest_line(s, len);
 
+		if (o->debugmaxlinelength)
+			sy_out(r,
+			       "debugmaxlinelength: msg %s/%u {%u}: longest line %zu bytes "
+			       "(--maxlinelength %lld, --minmaxlinelength %lld)",
+			       f->name1, e->uid, e->size, longest, o->maxlinelength,
+			       o->minmaxlinelength);
+
 		if (sy_options_given(o, SY_OPT_MAXLINELENGTH) && o->maxlinelength > 0 &&
 		    longest > (size_t)o->maxlinelength && o->maxlinelengthcmd != NULL) {
 			longcmd = longest; /* --maxlinelengthcmd rewrites it, below */

@@ -142,8 +142,8 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_SSLCHECK] = {"sslcheck", NULL, T_NEG(sslcheck), "1", NULL, NOW, SY_G_CONNECTION, NULL, "find TLS if no --sslN, --tlsN, --portN"},
 	[SY_OPT_SSLARGS1] = {"sslargs1", NULL, T_HASH(acc[0].sslargs), NULL, NULL, NOW, SY_G_CONNECTION, NULL, "TLS setting for host1, e.g. SSL_verify_mode=1"},
 	[SY_OPT_SSLARGS2] = {"sslargs2", NULL, T_HASH(acc[1].sslargs), NULL, NULL, NOW, SY_G_CONNECTION, NULL, "TLS setting for host2"},
-	[SY_OPT_SSL1_SSL_VERSION] = {"ssl1_ssl_version", NULL, T_STR(acc[0].ssl_version), NULL, NULL, LATER, SY_G_CONNECTION, NULL, "like --sslargs1 SSL_version=str"},
-	[SY_OPT_SSL2_SSL_VERSION] = {"ssl2_ssl_version", NULL, T_STR(acc[1].ssl_version), NULL, NULL, LATER, SY_G_CONNECTION, NULL, "like --sslargs2 SSL_version=str"},
+	[SY_OPT_SSL1_SSL_VERSION] = {"ssl1_ssl_version", NULL, T_STR(acc[0].ssl_version), NULL, NULL, NOW, SY_G_CONNECTION, NULL, "like --sslargs1 SSL_version=str"},
+	[SY_OPT_SSL2_SSL_VERSION] = {"ssl2_ssl_version", NULL, T_STR(acc[1].ssl_version), NULL, NULL, NOW, SY_G_CONNECTION, NULL, "like --sslargs2 SSL_version=str"},
 	[SY_OPT_TIMEOUT] = {"timeout", NULL, T_FLO(timeout), "120", NULL, NOW, SY_G_CONNECTION, NULL, "I/O timeout in seconds, 0 = none"},
 	[SY_OPT_TIMEOUT1] = {"timeout1", NULL, T_FLO(acc[0].timeout), NULL, "--timeout", NOW, SY_G_CONNECTION, NULL, "timeout on host1"},
 	[SY_OPT_TIMEOUT2] = {"timeout2", NULL, T_FLO(acc[1].timeout), NULL, "--timeout", NOW, SY_G_CONNECTION, NULL, "timeout on host2"},
@@ -154,10 +154,10 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_INET4] = {"inet4", "ipv4", T_BOOL(inet4), "0", NULL, NOW, SY_G_CONNECTION, NULL, "IPv4 only"},
 	[SY_OPT_INET6] = {"inet6", "ipv6", T_BOOL(inet6), "0", NULL, NOW, SY_G_CONNECTION, NULL, "IPv6 only"},
 	[SY_OPT_ID] = {"id", NULL, T_NEG(id), "1", NULL, NOW, SY_G_CONNECTION, NULL, "send the ID command"},
-	[SY_OPT_COMPRESS1] = {"compress1", NULL, T_NEG(acc[0].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host1"},
-	[SY_OPT_COMPRESS2] = {"compress2", NULL, T_NEG(acc[1].compress), "0", NULL, LATER, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host2"},
-	[SY_OPT_SPLIT1] = {"split1", NULL, T_INT(acc[0].split), "100", NULL, LATER, SY_G_CONNECTION, NULL, "batch size on host1"},
-	[SY_OPT_SPLIT2] = {"split2", NULL, T_INT(acc[1].split), "100", NULL, LATER, SY_G_CONNECTION, NULL, "batch size on host2"},
+	[SY_OPT_COMPRESS1] = {"compress1", NULL, T_NEG(acc[0].compress), "0", NULL, NOW, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host1"},
+	[SY_OPT_COMPRESS2] = {"compress2", NULL, T_NEG(acc[1].compress), "0", NULL, NOW, SY_G_CONNECTION, NULL, "COMPRESS=DEFLATE on host2"},
+	[SY_OPT_SPLIT1] = {"split1", NULL, T_INT(acc[0].split), "100", NULL, NOW, SY_G_CONNECTION, NULL, "UIDs per command, messages per batch on host1"},
+	[SY_OPT_SPLIT2] = {"split2", NULL, T_INT(acc[1].split), "100", NULL, NOW, SY_G_CONNECTION, NULL, "UIDs per command, messages per batch on host2"},
 
 	/* folder selection */
 	[SY_OPT_FOLDER] = {"folder", NULL, T_LIST(folder), NULL, "all folders", NOW, SY_G_FOLDERS, NULL, "sync this folder"},
@@ -196,17 +196,17 @@ static const struct sy_optdesc opts[] = {
 	/* message identity */
 	[SY_OPT_USEHEADER] = {"useheader", NULL, T_LIST(useheader), NULL, "Message-Id, Received", NOW, SY_G_IDENTITY, NULL, "identity field, ALL: all"},
 	[SY_OPT_SKIPHEADER] = {"skipheader", NULL, T_STR(skipheader), NULL, NULL, NOW, SY_G_IDENTITY, "reg", "header lines left out of the identity"},
-	[SY_OPT_WHOLEHEADERIFNEEDED] = {"wholeheaderifneeded", NULL, T_NEG(wholeheaderifneeded), "1", NULL, LATER, SY_G_IDENTITY, NULL, "fetch whole header if no field found"},
+	[SY_OPT_WHOLEHEADERIFNEEDED] = {"wholeheaderifneeded", NULL, T_NEG(wholeheaderifneeded), "1", NULL, NOW, SY_G_IDENTITY, NULL, "fetch whole header if no field found"},
 	[SY_OPT_ADDHEADER] = {"addheader", NULL, T_NEG(addheader), "0", NULL, NOW, SY_G_IDENTITY, NULL, "give header-less messages a Message-Id"},
 	[SY_OPT_SYNCDUPLICATES] = {"syncduplicates", NULL, T_NEG(syncduplicates), "0", NULL, NOW, SY_G_IDENTITY, NULL, "copy duplicates within a folder too"},
 	[SY_OPT_SKIPSIZE] = {"skipsize", NULL, T_NEG(skipsize), "1", NULL, NOW, SY_G_IDENTITY, NULL, "leave the size out of the identity"},
-	[SY_OPT_ALLOWSIZEMISMATCH] = {"allowsizemismatch", NULL, T_NEG(allowsizemismatch), "1", NULL, LATER, SY_G_IDENTITY, NULL, "accept a body size other than RFC822.SIZE"},
+	[SY_OPT_ALLOWSIZEMISMATCH] = {"allowsizemismatch", NULL, T_NEG(allowsizemismatch), "1", NULL, NOW, SY_G_IDENTITY, NULL, "accept a body size other than RFC822.SIZE"},
 	[SY_OPT_MESSAGEIDNODOMAIN] = {"messageidnodomain", NULL, T_NEG(messageidnodomain), "0", NULL, NOW, SY_G_IDENTITY, NULL, "compare Message-Id up to the @ only"},
 	[SY_OPT_USEUID] = {"useuid", NULL, T_NEG(useuid), "0", NULL, NOW, SY_G_IDENTITY, NULL, "identify messages by UID through the cache"},
 	[SY_OPT_USECACHE] = {"usecache", NULL, T_NEG(usecache), "0", "if --useuid", NOW, SY_G_IDENTITY, NULL, "keep a UID cache in tmpdir"},
 	[SY_OPT_CACHEAFTERCOPY] = {"cacheaftercopy", NULL, T_NEG(cacheaftercopy), "0", "if --usecache", NOW, SY_G_IDENTITY, NULL, "record each copy in the cache"},
 	[SY_OPT_SKIPCROSSDUPLICATES] = {"skipcrossduplicates", NULL, T_NEG(skipcrossduplicates), "0", NULL, NOW, SY_G_IDENTITY, NULL, "skip messages already copied to another folder"},
-	[SY_OPT_CHECKMESSAGEEXISTS] = {"checkmessageexists", NULL, T_NEG(checkmessageexists), "0", NULL, LATER, SY_G_IDENTITY, NULL, "check that each message still exists"},
+	[SY_OPT_CHECKMESSAGEEXISTS] = {"checkmessageexists", NULL, T_NEG(checkmessageexists), "0", NULL, NOW, SY_G_IDENTITY, NULL, "check that each message still exists"},
 
 	/* flags, labels, dates */
 	[SY_OPT_RESYNCFLAGS] = {"resyncflags", NULL, T_NEG(resyncflags), "1", NULL, NOW, SY_G_FLAGS, NULL, "update flags of messages on host2"},
@@ -280,7 +280,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_MAXMESSAGESPERSECOND] = {"maxmessagespersecond", NULL, T_FLO(maxmessagespersecond), "0", NULL, NOW, SY_G_RUN, NULL, "average message rate cap, 0 = none"},
 	[SY_OPT_MAXSLEEP] = {"maxsleep", NULL, T_FLO(maxsleep), "2", NULL, NOW, SY_G_RUN, NULL, "longest throttle pause, seconds"},
 	[SY_OPT_ABORT] = {"abort", NULL, T_BOOL(abort), "0", NULL, NOW, SY_G_RUN, NULL, "stop the run named in the pidfile"},
-	[SY_OPT_ABORTBYFILE] = {"abortbyfile", NULL, T_BOOL(abortbyfile), "0", NULL, LATER, SY_G_RUN, NULL, "--abort through an abort file"},
+	[SY_OPT_ABORTBYFILE] = {"abortbyfile", NULL, T_BOOL(abortbyfile), "0", NULL, NOW, SY_G_RUN, NULL, "stop the run in --pidfile through its abort file"},
 	[SY_OPT_SIGEXIT] = {"sigexit", NULL, T_LIST(sigexit), NULL, "QUIT TERM", NOW, SY_G_RUN, "sig", "signal that ends the run with stats"},
 	[SY_OPT_SIGRECONNECT] = {"sigreconnect", NULL, T_LIST(sigreconnect), NULL, "INT", NOW, SY_G_RUN, "sig", "signal that reconnects both hosts"},
 	[SY_OPT_SIGIGNORE] = {"sigignore", NULL, T_LIST(sigignore), NULL, NULL, NOW, SY_G_RUN, "sig", "signal to ignore"},
@@ -295,10 +295,10 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_LOG] = {"log", NULL, T_NEG(log), "1", NULL, NOW, SY_G_FILES, NULL, "write a log file (--nolog: none)"},
 	[SY_OPT_LOGFILE] = {"logfile", NULL, T_STR(logfile), NULL, "DATE_USER1_USER2.txt", NOW, SY_G_FILES, "file", "log file, in --logdir"},
 	[SY_OPT_LOGDIR] = {"logdir", NULL, T_STR(logdir), "LOG_imapsync", NULL, NOW, SY_G_FILES, "dir", "log directory"},
-	[SY_OPT_TAIL] = {"tail", NULL, T_NEG(tail), "0", NULL, LATER, SY_G_FILES, NULL, "follow the log of a run already going"},
-	[SY_OPT_EMAILREPORT1] = {"emailreport1", NULL, T_NEG(acc[0].emailreport), "0", NULL, LATER, SY_G_FILES, NULL, "APPEND a report message to host1"},
-	[SY_OPT_EMAILREPORT2] = {"emailreport2", NULL, T_NEG(acc[1].emailreport), "0", NULL, LATER, SY_G_FILES, NULL, "APPEND a report message to host2"},
-	[SY_OPT_EMAILREPORTFROM] = {"emailreportfrom", NULL, T_STR(emailreportfrom), NULL, NULL, LATER, SY_G_FILES, NULL, "From: of the report message"},
+	[SY_OPT_TAIL] = {"tail", NULL, T_NEG(tail), "0", NULL, NOW, SY_G_FILES, NULL, "follow the log of the run in --pidfile"},
+	[SY_OPT_EMAILREPORT1] = {"emailreport1", NULL, T_NEG(acc[0].emailreport), "0", NULL, NOW, SY_G_FILES, NULL, "APPEND the report to host1 INBOX"},
+	[SY_OPT_EMAILREPORT2] = {"emailreport2", NULL, T_NEG(acc[1].emailreport), "0", NULL, NOW, SY_G_FILES, NULL, "APPEND the report to host2 INBOX"},
+	[SY_OPT_EMAILREPORTFROM] = {"emailreportfrom", NULL, T_STR(emailreportfrom), NULL, NULL, NOW, SY_G_FILES, NULL, "From: of the report message"},
 
 	/* presets */
 	[SY_OPT_GMAIL1] = {"gmail1", NULL, T_BOOL(gmail1), "0", NULL, NOW, SY_G_PRESETS, NULL, "host1 is Gmail"},
@@ -315,18 +315,18 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_DEBUGIMAP] = {"debugimap", NULL, T_NEG(debugimap), "0", NULL, NOW, SY_G_DEBUG, NULL, "IMAP traces of both hosts"},
 	[SY_OPT_DEBUGIMAP1] = {"debugimap1", NULL, T_NEG(acc[0].debugimap), "0", NULL, NOW, SY_G_DEBUG, NULL, "IMAP trace of host1"},
 	[SY_OPT_DEBUGIMAP2] = {"debugimap2", NULL, T_NEG(acc[1].debugimap), "0", NULL, NOW, SY_G_DEBUG, NULL, "IMAP trace of host2"},
-	[SY_OPT_DEBUGFOLDERS] = {"debugfolders", NULL, T_NEG(debugfolders), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug folder handling"},
-	[SY_OPT_DEBUGFLAGS] = {"debugflags", NULL, T_NEG(debugflags), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug flag handling"},
-	[SY_OPT_DEBUGCONTENT] = {"debugcontent", NULL, T_NEG(debugcontent), "0", NULL, LATER, SY_G_DEBUG, NULL, "print message contents (huge)"},
-	[SY_OPT_DEBUGMEMORY] = {"debugmemory", NULL, T_NEG(debugmemory), "0", NULL, LATER, SY_G_DEBUG, NULL, "print memory use after each copy"},
-	[SY_OPT_DEBUGCACHE] = {"debugcache", NULL, T_NEG(debugcache), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug the UID cache"},
+	[SY_OPT_DEBUGFOLDERS] = {"debugfolders", NULL, T_NEG(debugfolders), "0", NULL, NOW, SY_G_DEBUG, NULL, "print the folder plan"},
+	[SY_OPT_DEBUGFLAGS] = {"debugflags", NULL, T_NEG(debugflags), "0", NULL, NOW, SY_G_DEBUG, NULL, "print each message's flags on both sides"},
+	[SY_OPT_DEBUGCONTENT] = {"debugcontent", NULL, T_NEG(debugcontent), "0", NULL, NOW, SY_G_DEBUG, NULL, "print each copied message (64 KiB max)"},
+	[SY_OPT_DEBUGMEMORY] = {"debugmemory", NULL, T_NEG(debugmemory), "0", NULL, NOW, SY_G_DEBUG, NULL, "print memory use after each copy"},
+	[SY_OPT_DEBUGCACHE] = {"debugcache", NULL, T_NEG(debugcache), "0", NULL, NOW, SY_G_DEBUG, NULL, "print what the state says of each folder"},
 	[SY_OPT_DEBUGCROSSDUPLICATES] = {"debugcrossduplicates", NULL, T_NEG(debugcrossduplicates), "0", NULL, NOW, SY_G_DEBUG, NULL, "show what --skipcrossduplicates skips"},
 	[SY_OPT_DEBUGLABELS] = {"debuglabels", NULL, T_NEG(debuglabels), "0", NULL, NOW, SY_G_DEBUG, NULL, "debug Gmail labels"},
-	[SY_OPT_DEBUGLIST] = {"debuglist", NULL, T_NEG(debuglist), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug folder listings"},
-	[SY_OPT_DEBUGMAXLINELENGTH] = {"debugmaxlinelength", NULL, T_NEG(debugmaxlinelength), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug --maxlinelength"},
-	[SY_OPT_DEBUGSIG] = {"debugsig", NULL, T_NEG(debugsig), "0", NULL, LATER, SY_G_DEBUG, NULL, "debug signal handling"},
-	[SY_OPT_DEBUGENV] = {"debugenv", NULL, T_NEG(debugenv), "0", NULL, LATER, SY_G_DEBUG, NULL, "print the environment"},
-	[SY_OPT_DEBUGSSL] = {"debugssl", NULL, T_INT(debugssl), "1", NULL, LATER, SY_G_DEBUG, NULL, "TLS debug level, 0 to 4"},
+	[SY_OPT_DEBUGLIST] = {"debuglist", NULL, T_NEG(debuglist), "0", NULL, NOW, SY_G_DEBUG, NULL, "print both LIST answers"},
+	[SY_OPT_DEBUGMAXLINELENGTH] = {"debugmaxlinelength", NULL, T_NEG(debugmaxlinelength), "0", NULL, NOW, SY_G_DEBUG, NULL, "print each message's longest line"},
+	[SY_OPT_DEBUGSIG] = {"debugsig", NULL, T_NEG(debugsig), "0", NULL, NOW, SY_G_DEBUG, NULL, "print what each signal does"},
+	[SY_OPT_DEBUGENV] = {"debugenv", NULL, T_NEG(debugenv), "0", NULL, NOW, SY_G_DEBUG, NULL, "print the environment (secrets MASKED)"},
+	[SY_OPT_DEBUGSSL] = {"debugssl", NULL, T_INT(debugssl), "1", NULL, NOW, SY_G_DEBUG, NULL, "TLS debug level: 2 protocol and cipher, 3 traces"},
 	[SY_OPT_DEBUGSLEEP] = {"debugsleep", NULL, T_FLO(debugsleep), NULL, NULL, NA, SY_G_INTERNAL, NULL, "pause in debug output"},
 
 	/* imapsync internals */
@@ -1425,6 +1425,64 @@ int sy_options_presets(struct sy_options *o, char *notes, size_t notes_size)
 	return p.nomem ? -1 : 0;
 }
 
+int sy_ssl_version_parse(const char *spec, int *min_r, int *max_r)
+{
+	static const struct {
+		const char *name;
+		unsigned bits; /* 1 SSLv3, 2 TLSv1, 4 TLSv1_1, 8 TLSv1_2, 16 TLSv1_3 */
+	} names[] = {{"SSLv2", 0},   {"SSLv3", 1},   {"TLSv1", 2},  {"TLSv1_1", 4},
+	             {"TLSv11", 4},  {"TLSv1_2", 8}, {"TLSv12", 8}, {"TLSv1_3", 16},
+	             {"TLSv13", 16}, {"SSLv23", 31}, {"ALL", 31}};
+	/* OpenSSL's SSL3_VERSION .. TLS1_3_VERSION */
+	static const int versions[] = {0x300, 0x301, 0x302, 0x303, 0x304};
+	unsigned allowed = 31, named = 0;
+	int first = 1, lo = -1, hi = -1;
+	const char *p = spec;
+
+	*min_r = *max_r = 0;
+	while (p != NULL && *p != '\0') {
+		size_t len = strcspn(p, ":"), nlen;
+		int neg = p[0] == '!', found = -1;
+
+		nlen = len - (size_t)neg;
+		for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
+			if (nlen == strlen(names[k].name) &&
+			    strncasecmp(p + neg, names[k].name, nlen) == 0)
+				found = (int)k;
+		}
+		if (found < 0)
+			return -1;
+		if (first && !neg)
+			allowed = 0; /* "TLSv1_2" alone: that version only */
+		first = 0;
+		if (neg) {
+			allowed &= ~names[found].bits;
+		} else {
+			allowed |= names[found].bits;
+			if (names[found].bits != 31)
+				named |= names[found].bits;
+		}
+		p += len;
+		if (*p == ':')
+			p++;
+	}
+	if (allowed == 0)
+		return -1;
+	for (int k = 0; k < 5; k++) {
+		if ((allowed & (1u << k)) && lo < 0)
+			lo = k;
+		if (allowed & (1u << k))
+			hi = k;
+	}
+	/* below our TLS 1.2 default only when named, or when nothing newer is left */
+	if ((named & (1u << lo)) || hi < 3)
+		*min_r = versions[lo];
+	else if (!(allowed & 8u)) /* TLS 1.2 excluded: the next newer one allowed */
+		*min_r = versions[4];
+	*max_r = hi < 4 ? versions[hi] : 0;
+	return 0;
+}
+
 int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 {
 	struct errs e;
@@ -1458,6 +1516,21 @@ int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 	}
 	if (o->usecache && o->skipcrossduplicates)
 		err_add(&e, "Error: can not have both --usecache and --skipcrossduplicates");
+	for (side = 0; side < 2; side++) {
+		int vmin, vmax;
+
+		if (o->acc[side].ssl_version != NULL && o->acc[side].ssl_version[0] != '\0' &&
+		    sy_ssl_version_parse(o->acc[side].ssl_version, &vmin, &vmax) < 0)
+			err_add(&e,
+			        "Error: --ssl%d_ssl_version %s: not an SSL_version of "
+			        "IO::Socket::SSL "
+			        "(TLSv1_2, TLSv1_3, SSLv23:!TLSv1_1, ...) or no version left",
+			        side + 1, o->acc[side].ssl_version);
+		if (o->acc[side].split < 0)
+			err_add(&e,
+			        "Error: --split%d must be a positive number of messages, not %lld",
+			        side + 1, o->acc[side].split);
+	}
 
 	if (o->useuid && !sy_options_given(o, SY_OPT_USECACHE))
 		o->usecache = 1;

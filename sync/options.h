@@ -548,4 +548,16 @@ void sy_options_print_table(FILE *fp);
  * this takes a plain pointer. Accepts NULL. */
 void sy_options_free(struct sy_options *o);
 
+/*
+ * IO::Socket::SSL's SSL_version value (--sslN_ssl_version, --sslargsN
+ * SSL_version=): terms joined by ':', each a version name (SSLv3, TLSv1,
+ * TLSv1_1, TLSv1_2, TLSv1_3, SSLv23 or ALL for all; case-insensitive) or
+ * '!' and one to exclude it. A first term that names a version allows that
+ * one only. As OpenSSL protocol versions: *max_r = the newest allowed (0 =
+ * no limit), *min_r = the oldest allowed when it is below TLS 1.2 only if it
+ * was named (0 = imapferry's default, TLS 1.2). Returns 0, or -1 for an
+ * unknown term or when no version is left (e.g. "SSLv2").
+ */
+int sy_ssl_version_parse(const char *spec, int *min_r, int *max_r);
+
 #endif

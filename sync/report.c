@@ -6,6 +6,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
+
+#include "imapferry/client.h"
+#include "runctl.h"
 #include "sync.h"
 
 static const int err_exit[SY_ERR_COUNT] = {111, 101, 102, 12,  161, 162,
@@ -34,6 +38,8 @@ const char *sy_exit_text(int code)
 	switch (code) {
 	case 0:
 		return "EX_OK: successful termination";
+	case 7:
+		return "EXIT_BY_FILE";
 	case 8:
 		return "EXIT_PID_FILE_ERROR";
 	case 10:
@@ -71,11 +77,24 @@ const char *sy_exit_text(int code)
 	}
 }
 
+/* sy_report()'s lines, kept for --emailreport1/2 (bounded: a long error
+ * listing is cut). */
+#define REPORT_MAX (256u << 10)
+static struct evbuffer *report_text;
+static int report_capture;
+
 /* to_stdout 0: the log file only (per-message lines on a terminal). */
 static void vout(struct sy_run *r, int to_stdout, const char *fmt, va_list ap)
 {
 	va_list cp;
 
+	if (report_capture && report_text != NULL &&
+	    evbuffer_get_length(report_text) < REPORT_MAX) {
+		va_copy(cp, ap);
+		evbuffer_add_vprintf(report_text, fmt, cp);
+		evbuffer_add(report_text, "\r\n", 2);
+		va_end(cp);
+	}
 	va_copy(cp, ap);
 	if (to_stdout) {
 		if (r->progress_shown) {
@@ -217,6 +236,12 @@ int sy_report(struct sy_run *r)
 	struct tm tm;
 	int code;
 
+	if (r->o->acc[0].emailreport || r->o->acc[1].emailreport) {
+		if (report_text == NULL && (report_text = evbuffer_new()) == NULL)
+			abort();
+		evbuffer_drain(report_text, evbuffer_get_length(report_text));
+		report_capture = 1;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	secs = (double)(t1.tv_sec - r->t0.tv_sec) + (double)(t1.tv_nsec - r->t0.tv_nsec) / 1e9;
 	start = now - (time_t)secs;
@@ -304,7 +329,13 @@ int sy_report(struct sy_run *r)
 				       "messages in host1 that are not on host2.",
 				       (unsigned long long)missing, (unsigned long long)r->ident1);
 		}
-		if (r->noheader1 > 0 && !r->o->addheader)
+		if (r->noheader1 > 0 && !r->o->addheader && !r->o->wholeheaderifneeded)
+			sy_out(r,
+			       "There are %llu unidentified messages (usually Sent or Draft "
+			       "messages). They were not copied (--nowholeheaderifneeded); add "
+			       "option --addheader to copy them",
+			       (unsigned long long)r->noheader1);
+		else if (r->noheader1 > 0 && !r->o->addheader)
 			sy_out(r,
 			       "There are %llu unidentified messages (usually Sent or Draft "
 			       "messages). imapferry copied them under a content key; add option "
@@ -345,5 +376,86 @@ int sy_report(struct sy_run *r)
 		}
 		sy_out(r, "The most frequent error is %s.", err_names[best]);
 	}
+	report_capture = 0;
 	return code;
+}
+
+/* An RFC 5322 header value from untrusted text: CR, LF and other controls
+ * become spaces. */
+static void header_value(struct evbuffer *b, const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		evbuffer_add_printf(b, "%c", (unsigned char)*s < 0x20 ? ' ' : *s);
+}
+
+void sy_email_report(struct sy_run *r, int code)
+{
+	char host[256], date[64], from[512];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	if (report_text == NULL)
+		return;
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (r->o->emailreportfrom != NULL && r->o->emailreportfrom[0] != '\0')
+		snprintf(from, sizeof(from), "%s", r->o->emailreportfrom);
+	else
+		snprintf(from, sizeof(from), "imapsync@%s", host);
+	for (int i = 0; i < 2; i++) {
+		const struct sy_account *a = &r->o->acc[i];
+		struct evbuffer *msg;
+		struct sy_res res;
+
+		if (!a->emailreport)
+			continue;
+		if (r->o->dry) {
+			sy_out(r,
+			       "Host%d: email report not appended to INBOX (not really since --dry "
+			       "mode)",
+			       i + 1);
+			continue;
+		}
+		if (r->side[i].cl == NULL || imap_client_state(r->side[i].cl) != IMAP_CL_AUTHED) {
+			sy_out(r, "Host%d: email report not appended: not connected", i + 1);
+			continue;
+		}
+		if ((msg = evbuffer_new()) == NULL)
+			abort();
+		evbuffer_add_printf(msg, "From: ");
+		header_value(msg, from);
+		evbuffer_add_printf(msg, "\r\nTo: ");
+		header_value(msg, a->user);
+		evbuffer_add_printf(msg, "\r\nSubject: [imapsync] Report of the transfer from ");
+		header_value(msg, r->o->acc[0].user);
+		evbuffer_add_printf(msg, " on ");
+		header_value(msg, r->o->acc[0].host);
+		evbuffer_add_printf(msg, " to ");
+		header_value(msg, r->o->acc[1].user);
+		evbuffer_add_printf(msg, " on ");
+		header_value(msg, r->o->acc[1].host);
+		evbuffer_add_printf(msg,
+		                    ": exit %d\r\nDate: %s\r\nMessage-ID: "
+		                    "<imapferry-report.%lld.%d.%d@",
+		                    code, date, (long long)now, (int)getpid(), i + 1);
+		header_value(msg, host);
+		evbuffer_add_printf(msg,
+		                    ">\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; "
+		                    "charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+		evbuffer_add_buffer_reference(msg, report_text);
+		evbuffer_add_printf(msg, "Exiting with return value %d (%s)\r\n", code,
+		                    sy_exit_text(code));
+		if (sy_cmd(r, i, &res, NULL, NULL, NULL, "APPEND INBOX %L", msg) == IMAP_STATUS_OK)
+			sy_out(r, "Host%d: email report appended to INBOX (--emailreport%d)", i + 1,
+			       i + 1);
+		else
+			sy_error(r, SY_ERR_APPEND, "Host%d: could not append the email report: %s",
+			         i + 1, res.text);
+		evbuffer_free(msg);
+	}
+	evbuffer_free(report_text);
+	report_text = NULL;
 }

@@ -270,6 +270,23 @@ void imap_client_set_drained(struct imap_client *cl, size_t low, imap_drained_cb
 void imap_client_pause_read(struct imap_client *cl);
 void imap_client_resume_read(struct imap_client *cl);
 
+/*
+ * COMPRESS=DEFLATE (RFC 4978): sends "COMPRESS DEFLATE"; on the tagged OK
+ * everything after it is compressed both ways (zlayer.h), transparently
+ * to the caller (traces show the plain text). Commands queued after it
+ * wait for its reply. cb fires once: OK (compression on); the server's
+ * NO/BAD (e.g. "[COMPRESSIONACTIVE]"; the connection goes on uncompressed);
+ * status NONE if the connection failed; or, inside this call with nothing
+ * sent, status NONE with "not logged in", "compression is already on" or
+ * "server H:P does not offer COMPRESS=DEFLATE".
+ */
+void imap_client_compress(struct imap_client *cl, imap_done_cb *cb, void *aux);
+/* Nonzero once COMPRESS=DEFLATE is on. */
+int imap_client_is_compressed(const struct imap_client *cl);
+/* With compression on: bytes written before and after deflating, bytes
+ * read before and after inflating (counts_r[0..3]); all 0 otherwise. */
+void imap_client_compress_counts(const struct imap_client *cl, uint64_t counts_r[4]);
+
 /* Sends LOGOUT; cb gets its tagged reply. No commands may follow. */
 void imap_client_logout(struct imap_client *cl, imap_done_cb *cb, void *aux);
 
@@ -284,6 +301,10 @@ const char *imap_client_peer(const struct imap_client *cl);
 unsigned imap_client_in_flight(const struct imap_client *cl);
 /* Nonzero when TLS is in use (implicit or after STARTTLS). */
 int imap_client_is_tls(const struct imap_client *cl);
+/* The TLS protocol ("TLSv1.3") and cipher of the connection; NULL without
+ * TLS or a connection. Static strings. */
+const char *imap_client_tls_version(const struct imap_client *cl);
+const char *imap_client_tls_cipher(const struct imap_client *cl);
 
 /*
  * Runs the event loop until *done becomes nonzero or the client fails.

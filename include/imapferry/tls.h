@@ -40,6 +40,9 @@ struct tls_client_opts {
 	/* Name to send as SNI and to verify; NULL = the host name the
 	 * connection was opened to. Copied. */
 	const char *server_name;
+	/* Newest protocol version (TLS1_2_VERSION...); 0 = OpenSSL's newest.
+	 * (imapsync's --ssl1_ssl_version / SSL_version=TLSv1_2.) */
+	int max_version;
 };
 
 struct tls_client_ctx;

@@ -55,7 +55,7 @@ SIDES = ("src", "dst")
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dave-pw",
          "erin": "erin-pw", "frank": "frank-pw", "heidi": "heidi-pw", "grace": "grace-pw",
          "kate": "kate-pw", "judy": "judy-pw", "ivan": "ivan-pw", "leo": "leo-pw",
-         "nina": "nina-pw"}
+         "nina": "nina-pw", "oscar": "oscar-pw"}
 MASTER_USER = "admin"
 MASTER_PASS = "admin-pw"
 MASTER_SEP = "*"
@@ -762,6 +762,7 @@ def _start_dovecot(directory, side, ident, ports, base_dir, ctx):
         "MAIL_UID": ident["mail_uid"], "MAIL_GID": ident["mail_gid"],
         "MAIL_LOCATION": location, "SEPARATOR": sep,
         "MAIL_PLUGINS": "notify notify_status" if side == "src" else "",
+        "IMAP_PLUGINS": "imap_zlib" if side == "dst" else "",
         "IMAP_PORT": ports["imap"], "IMAPS_PORT": ports["imaps"], "LMTP_PORT": ports["lmtp"],
     })
     log = side_dir / "dovecot.log"

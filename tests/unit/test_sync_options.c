@@ -1387,7 +1387,8 @@ static void test_table(void **state)
 	assert_non_null(strstr(text, "| `--[no]delete1, --[no]delete` | bool, --no | off |"));
 	assert_non_null(strstr(text, "| `--sslargs1` | K=V | - |"));
 	assert_non_null(strstr(text, "| `--gmail1` | bool | off | implemented |"));
-	assert_non_null(strstr(text, "| `--[no]tail` | bool, --no | off | accepted, later |"));
+	assert_non_null(strstr(text, "| `--[no]tail` | bool, --no | off | implemented |"));
+	assert_non_null(strstr(text, "| `--domain1` | str | - | accepted, later |"));
 	assert_non_null(strstr(text, "| `--[no]tests` | bool, --no | off | ignored (n/a) |"));
 	for (line = text; (line = strchr(line, '\n')) != NULL; line++)
 		lines++;
