@@ -408,7 +408,7 @@ static int finish(struct sy_run *r, int code)
 	}
 	for (int i = 0; i < 2; i++) {
 		/* a daemon worker keeps a good connection for the user's next sync */
-		if (code == 0)
+		if (code == 0 && !r->no_pool)
 			sy_pool_give(r, i);
 		if (r->side[i].cl != NULL)
 			sy_out(r, "Disconnecting from host%d %s user%d %s", i + 1,
@@ -644,6 +644,10 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 		marked++;
 	}
 	sy_out(r, "Quick check: %zu of %zu folders changed", marked, plan->n);
+	/* An idle user's next check is a poll interval away: a pooled session
+	 * would only hold a server process (and keep a new one from being
+	 * reused) until it expires. A user with changes has syncs coming. */
+	r->no_pool = marked == 0;
 	rq_close(&q);
 	return r->nerrors > 0 ? sy_report(r) : 0;
 }

@@ -58,6 +58,7 @@ struct sy_run {
 	struct sy_hdrkey_opts *hk;
 	struct sy_flags_opts *fl;
 	struct sy_state *st; /* the state when one is in use (main.c owns it) */
+	int no_pool;         /* a daemon worker logs out instead of pooling */
 	FILE *log;           /* log file or NULL */
 	char *logpath;
 	char *pidpath;
