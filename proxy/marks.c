@@ -50,12 +50,7 @@
 #define PM_USER_MAX 512u
 /* Burst detection: one entry per hash slot (mark_debounce()). */
 #define PM_HEAT_SLOTS 4096u
-/* Marks and hints wait this long for company before they are sent: one write
- * and one reply per batch instead of per command (a tenth of the shortest
- * debounce, so replication does not notice). Routes, the first flush after a
- * connect and a drain go at once, and take the waiting marks with them. */
-#define PM_FLUSH_DELAY_MS 5u
-#define PM_TEXT_MAX       8192u
+#define PM_TEXT_MAX   8192u
 
 enum pm_kind { PM_MARK, PM_HINT, PM_SWEEP, PM_ROUTE, PM_KIND_COUNT };
 enum pm_state { PM_DOWN, PM_CONNECTING, PM_UP, PM_CLOSING };
@@ -131,8 +126,9 @@ struct px_marks {
 	int down_logged;
 
 	struct pm_list ring, inflight, routes_q;
-	size_t inflight_work; /* inflight items that are not route lookups */
-	struct pm_item **hb;  /* coalescing hash over marks in the ring */
+	size_t inflight_work;   /* inflight items that are not route lookups */
+	uint64_t last_flush_us; /* mono_us() of the last flush_cb */
+	struct pm_item **hb;    /* coalescing hash over marks in the ring */
 	size_t hnb;
 	/* Items put back after a connection loss go to the ring's front in
 	 * their original order: each after the previous one. */
@@ -433,13 +429,29 @@ static void flush_schedule(struct px_marks *m)
 		event_active(m->flush_ev, EV_TIMEOUT, 0);
 }
 
-/* The same after PM_FLUSH_DELAY_MS, unless a flush is already due. */
+/*
+ * Marks and hints: a lone one goes out on the next loop pass; under a steady
+ * stream, flushes are at least PM_FLUSH_GAP_US apart, so the marks of that
+ * gap go in one write and come back in one read instead of one each per
+ * command (a mark still reaches Redis within issue 5's 5 ms). Routes,
+ * connects and drains flush at once (flush_schedule()), taking the waiting
+ * marks with them.
+ */
+#define PM_FLUSH_GAP_US 3000u
+
 static void flush_schedule_batch(struct px_marks *m)
 {
-	struct timeval tv = {0, PM_FLUSH_DELAY_MS * 1000};
+	uint64_t since = mono_us() - m->last_flush_us;
+	struct timeval tv = {0, 0};
 
-	if (!m->freeing && m->state == PM_UP && !evtimer_pending(m->flush_ev, NULL))
-		evtimer_add(m->flush_ev, &tv);
+	if (m->freeing || m->state != PM_UP || evtimer_pending(m->flush_ev, NULL))
+		return;
+	if (since >= PM_FLUSH_GAP_US) {
+		flush_schedule(m);
+		return;
+	}
+	tv.tv_usec = (suseconds_t)(PM_FLUSH_GAP_US - since);
+	evtimer_add(m->flush_ev, &tv);
 }
 
 /* Remembers that the marks of user were lost: one whole-user mark later,
@@ -852,6 +864,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (m->state != PM_UP)
 		return;
+	m->last_flush_us = mono_us();
 	while (m->routes_q.head != NULL && m->inflight.count < PM_INFLIGHT_MAX) {
 		struct pm_item *it = m->routes_q.head;
 
