@@ -29,6 +29,10 @@
  * 4 KiB at most, each after an ioctl(FIONREAD): a 1 MB FETCH would cost 250
  * wake-ups of three system calls. */
 #define CONN_READ_MAX (64u << 10)
+/* What a read asks for at first: the size adapts (doubling while reads fill
+ * it, halving while they use a quarter), so a stream of small commands does
+ * not make the input buffer allocate 64 KiB for every read. */
+#define CONN_READ_MIN (4u << 10)
 /* Addresses tried per connect; more are ignored. */
 #define CONN_MAX_ADDRS 16
 /*
@@ -146,6 +150,7 @@ struct conn {
 	struct event *read_ev;
 	int read_armed;    /* read_ev added */
 	int read_done;     /* direct reading saw EOF or an error */
+	size_t read_ask;   /* bytes the next direct read asks for */
 	size_t in_offered; /* input length after the last offer */
 	unsigned busy;     /* depth of our callbacks on the stack */
 	int freed;         /* conn_free() ran while busy */
@@ -1142,7 +1147,7 @@ static void conn_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	struct evbuffer *in;
 	struct evbuffer_iovec vec[2];
-	size_t room = CONN_READ_MAX, len, got;
+	size_t room, len, got;
 	ssize_t n;
 	int nvec, i, err;
 
@@ -1155,6 +1160,9 @@ static void conn_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	in = bufferevent_get_input(c->bev);
 	len = evbuffer_get_length(in);
+	if (c->read_ask < CONN_READ_MIN || c->read_ask > CONN_READ_MAX)
+		c->read_ask = CONN_READ_MIN;
+	room = c->read_ask;
 	if (c->read_high != 0) {
 		if (len >= c->read_high) {
 			conn_direct_read_update(c);
@@ -1190,6 +1198,10 @@ static void conn_sock_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	evbuffer_commit_space(in, vec, n > 0 ? nvec : 0);
 	evbuffer_freeze(in, 0);
+	if (n > 0 && (size_t)n == room && room == c->read_ask && c->read_ask < CONN_READ_MAX)
+		c->read_ask *= 2; /* more is likely waiting: ask for more next time */
+	else if (n > 0 && (size_t)n < c->read_ask / 4 && c->read_ask > CONN_READ_MIN)
+		c->read_ask /= 2;
 	if (n > 0) {
 		conn_offer_input(c);
 		if (!c->freed && c->state == CONN_ST_OPEN)

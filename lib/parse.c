@@ -78,25 +78,34 @@ static void *arena_alloc(struct arena *a, size_t n)
 	return ret;
 }
 
-/* Keeps the first block (and small ones after it) for the next message. */
+/* Keeps the first block (and small ones after it) for the next message.
+ * Only the blocks this message used (first .. cur) are visited: the kept
+ * ones after cur were checked at an earlier reset, and arena_alloc() clears
+ * a kept block when it takes it again. */
 static void arena_reset(struct arena *a)
 {
 	struct arena_block *b, *next, **keep;
 
 	if (a->first == NULL)
 		return;
-	keep = &a->first->next;
-	for (b = a->first->next; b != NULL; b = next) {
-		next = b->next;
-		if (b->size > 4 * ARENA_MIN_BLOCK) {
-			*keep = next;
-			free(b);
-		} else {
-			keep = &b->next;
+	a->first->used = 0;
+	if (a->cur != a->first) {
+		keep = &a->first->next;
+		for (b = a->first->next; b != NULL; b = next) {
+			int last = b == a->cur;
+
+			next = b->next;
+			if (b->size > 4 * ARENA_MIN_BLOCK) {
+				*keep = next;
+				free(b);
+			} else {
+				b->used = 0;
+				keep = &b->next;
+			}
+			if (last)
+				break;
 		}
 	}
-	for (b = a->first; b != NULL; b = b->next)
-		b->used = 0;
 	a->cur = a->first;
 }
 

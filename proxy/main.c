@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -566,6 +567,11 @@ int main(int argc, char **argv)
 	int i, rc = 0;
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Read and write buffers of up to 64 KiB come and go all the time; by
+	 * default glibc gives the top of the heap back after each (brk() and
+	 * page faults to grow it again): keep a few MiB instead. */
+	mallopt(M_TRIM_THRESHOLD, 8 << 20);
+	mallopt(M_TOP_PAD, 1 << 20);
 	px_config_defaults(&srv.cfg);
 	if ((i = parse_args(argc, argv, &srv.cfg)) < 0) {
 		if (i == -1)
