@@ -19,7 +19,7 @@ const char *const imap_cap_names[IMAP_CAP_COUNT] = {
 _Static_assert(sizeof(imap_cap_names) / sizeof(imap_cap_names[0]) == IMAP_CAP_COUNT, "caps");
 
 const char *const imap_auth_mech_names[IMAP_AUTH_COUNT] = {
-        "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER", "EXTERNAL",
+        "PLAIN", "LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER", "EXTERNAL", "NTLM",
 };
 _Static_assert(sizeof(imap_auth_mech_names) / sizeof(imap_auth_mech_names[0]) == IMAP_AUTH_COUNT,
                "mechs");

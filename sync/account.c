@@ -410,8 +410,9 @@ static int service_account_token(struct sy_run *r, int i, char **token_r, char *
  * OAUTHBEARER when --authmech1 says so); --authuser1: PLAIN with
  * authzid = user1; else --authmech1, which options.c set to CRAM-MD5 for
  * --authmd51 and to LOGIN by default. *owned_r is a secret read here (wipe
- * it after the login). *mech_r is the mechanism's name for the "auth [...]"
- * lines, also on failure. --authmechN XOAUTH2/OAUTHBEARER with a
+ * it after the login), or NTLM's "DOMAIN\user" for --domain1. *mech_r is
+ * the mechanism's name for the "auth [...]" lines, also on failure.
+ * --authmechN XOAUTH2/OAUTHBEARER with a
  * --passwordN and no token: Google's service-account flow (oauth.h) gets the
  * token first. Returns 0, or -1 with the reason in err (a login failure), or
  * -2 when the service-account key can not be read (exit 66).
@@ -473,8 +474,8 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 	}
 	if (m < 0) {
 		snprintf(err, errsize,
-		         "unknown --authmech%d %s (use LOGIN, PLAIN, AUTH=LOGIN, CRAM-MD5, XOAUTH2 "
-		         "or OAUTHBEARER)",
+		         "unknown --authmech%d %s (use LOGIN, PLAIN, AUTH=LOGIN, CRAM-MD5, "
+		         "XOAUTH2, OAUTHBEARER or NTLM)",
 		         i + 1, a->authmech);
 		return -1;
 	}
@@ -497,6 +498,16 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 	}
 	lo->mech = (enum imap_login_mech)m;
 	*mech_r = imap_login_mech_names[lo->mech];
+	if (m == IMAP_LOGIN_NTLM && !empty(a->domain)) {
+		/* --domain1 (NTLM only, as in imapsync): "DOMAIN\user" */
+		size_t n = strlen(a->domain) + strlen(lo->user) + 2;
+
+		*owned_r = malloc(n);
+		if (*owned_r == NULL)
+			abort();
+		snprintf(*owned_r, n, "%s\\%s", a->domain, lo->user);
+		lo->user = *owned_r;
+	}
 	return 0;
 }
 

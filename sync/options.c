@@ -130,8 +130,8 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_AUTHMD5] = {"authmd5", NULL, T_NEG(authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on both hosts"},
 	[SY_OPT_AUTHMD51] = {"authmd51", NULL, T_NEG(acc[0].authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host1"},
 	[SY_OPT_AUTHMD52] = {"authmd52", NULL, T_NEG(acc[1].authmd5), "0", NULL, NOW, SY_G_ACCOUNTS, NULL, "CRAM-MD5 on host2"},
-	[SY_OPT_DOMAIN1] = {"domain1", NULL, T_STR(acc[0].domain), NULL, NULL, LATER, SY_G_ACCOUNTS, NULL, "NTLM domain on host1"},
-	[SY_OPT_DOMAIN2] = {"domain2", NULL, T_STR(acc[1].domain), NULL, NULL, LATER, SY_G_ACCOUNTS, NULL, "NTLM domain on host2"},
+	[SY_OPT_DOMAIN1] = {"domain1", NULL, T_STR(acc[0].domain), NULL, NULL, NOW, SY_G_ACCOUNTS, NULL, "NTLM domain on host1 (--authmech1 NTLM)"},
+	[SY_OPT_DOMAIN2] = {"domain2", NULL, T_STR(acc[1].domain), NULL, NULL, NOW, SY_G_ACCOUNTS, NULL, "NTLM domain on host2 (--authmech2 NTLM)"},
 	[SY_OPT_TRYLOGIN] = {"trylogin", NULL, T_NEG(trylogin), "1", NULL, NOW, SY_G_ACCOUNTS, NULL, "retry with LOGIN when the mechanism fails"},
 
 	/* connection */

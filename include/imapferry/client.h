@@ -113,11 +113,12 @@ enum imap_login_mech {
 	IMAP_LOGIN_CRAM_MD5,    /* AUTHENTICATE CRAM-MD5 (RFC 2195) */
 	IMAP_LOGIN_XOAUTH2,     /* AUTHENTICATE XOAUTH2 (Google, Microsoft) */
 	IMAP_LOGIN_OAUTHBEARER, /* AUTHENTICATE OAUTHBEARER (RFC 7628) */
+	IMAP_LOGIN_NTLM,        /* AUTHENTICATE NTLM (MS-NLMP, NTLMv2): sasl.h */
 	IMAP_LOGIN_MECH_COUNT
 };
 
-/* "LOGIN", "PLAIN", "AUTH=LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER":
- * the names imap_login_mech_lookup() takes and logs should show. */
+/* "LOGIN", "PLAIN", "AUTH=LOGIN", "CRAM-MD5", "XOAUTH2", "OAUTHBEARER",
+ * "NTLM": the names imap_login_mech_lookup() takes and logs should show. */
 extern const char *const imap_login_mech_names[IMAP_LOGIN_MECH_COUNT];
 
 /*
@@ -133,7 +134,9 @@ int imap_login_mech_lookup(const char *name);
 struct imap_login_opts {
 	enum imap_login_mech mech;
 	/* The mailbox owner: LOGIN/SASL user, PLAIN authzid when authuser is
-	 * set, XOAUTH2 "user=", OAUTHBEARER "a=". */
+	 * set, XOAUTH2 "user=", OAUTHBEARER "a=". NTLM: "DOMAIN\\user" names
+	 * the user's domain (imapsync's --domain1; Windows account names
+	 * cannot contain a backslash), a plain "user" none. */
 	const char *user;
 	/* PLAIN only: the authcid (admin or master user) who logs in for
 	 * user (RFC 4616 authzid = user). NULL: user logs in as itself. */

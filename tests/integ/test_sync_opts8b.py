@@ -7,14 +7,22 @@ categories.
 
 Uses user oscar on both sides (no other test does). Needs FERRY_ENV_DIR (the
 ctest fixture) and FERRY_SYNC (the binary).
+
+Class Ntlm: --authmech1/2 NTLM with --domain1/2, user peggy, through an NTLM
+front written here (Debian 12's Dovecot has no NTLM of its own).
 """
 
 import atexit
+import base64
+import hmac
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import unittest
 
 import ferry_harness as fh
@@ -634,6 +642,295 @@ class DebugCategories(Base):
         self.assertEqual(0, rc, out[-3000:])
         self.assertNotRegex(out, r"debug(folders|list|flags|content|memory|maxlinelength|sig|env|"
                                  r"cache):")
+
+
+# --- NTLM (--authmech1 NTLM --domain1) ---
+# Debian 12's Dovecot 2.3.19 has no NTLM of its own any more (only through
+# winbind and Samba's ntlm_auth: `auth_mechanisms = ntlm` makes its auth
+# process die with "Unknown authentication mechanism 'NTLM'"), so a small
+# IMAP front here does the server side of AUTHENTICATE NTLM, checks the
+# NTLMv2 response independently (Python's hmac; MD4 from the openssl
+# command's legacy provider), then logs in to the harness Dovecot with the
+# user's password and relays both ways. User peggy (no other test uses her).
+
+NTLM_USER = "peggy"
+_MD4 = {}
+
+
+def nt_hash(password):
+    """NTOWFv1: MD4 of the UTF-16LE password, by the openssl command."""
+    if password not in _MD4:
+        _MD4[password] = subprocess.run(
+            ["openssl", "dgst", "-md4", "-binary", "-provider", "legacy", "-provider",
+             "default"], input=password.encode("utf-16-le"), capture_output=True,
+            check=True).stdout
+    return _MD4[password]
+
+
+def av_pair(av_id, text=""):
+    value = text.encode("utf-16-le")
+    return struct.pack("<HH", av_id, len(value)) + value
+
+
+class NtlmFront:
+    """IMAP server on a free port in front of one harness Dovecot.
+    windows=True: its CHALLENGE lists MsvAvNbDomainName, as every Windows
+    server does, and it checks NTOWFv2 with the domain of the AUTHENTICATE
+    message; windows=False: TargetInfo with only a DNS computer name and a
+    check without domain, as Dovecot's own NTLM did (a standalone server)."""
+
+    def __init__(self, side, windows):
+        self.side, self.windows = side, windows
+        self.seen = []  # one dict per AUTHENTICATE NTLM
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        except OSError:
+            pass
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.thread.join(timeout=5)
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self.session, args=(conn,), daemon=True).start()
+
+    def session(self, conn):
+        f = conn.makefile("rb")
+        try:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=NTLM] NTLM front ready\r\n")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                words = line.rstrip(b"\r\n").split(b" ")
+                tag, cmd = words[0], (words[1].upper() if len(words) > 1 else b"")
+                if cmd == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=NTLM\r\n" + tag + b" OK done\r\n")
+                elif cmd == b"LOGOUT":
+                    conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+                    return
+                elif cmd == b"AUTHENTICATE" and words[2:] == [b"NTLM"]:
+                    user = self.authenticate(f, conn, tag)
+                    if user is not None:
+                        self.relay(f, conn, tag, user)
+                        return
+                elif cmd == b"LOGIN":
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                else:
+                    conn.sendall(tag + b" BAD not here\r\n")
+        except (OSError, ValueError):
+            return
+        finally:
+            conn.close()
+
+    def authenticate(self, f, conn, tag):
+        conn.sendall(b"+ \r\n")
+        t1 = base64.b64decode(f.readline().strip(), validate=True)
+        if t1[:8] != b"NTLMSSP\0" or struct.unpack("<I", t1[8:12])[0] != 1:
+            raise ValueError("no NEGOTIATE message")
+        flags = struct.unpack("<I", t1[12:16])[0]
+        dlen, _, doff = struct.unpack("<HHI", t1[16:24])
+        chal = os.urandom(8)
+        if self.windows:
+            ti = av_pair(2, "FRONTDOM") + av_pair(1, "FRONT") + av_pair(0)
+        else:
+            ti = av_pair(3, "front.test") + av_pair(0)
+        name = "FRONT".encode("utf-16-le")
+        t2 = (b"NTLMSSP\0" + struct.pack("<IHHII", 2, len(name), len(name), 48, 0x00820205)
+              + chal + bytes(8) + struct.pack("<HHI", len(ti), len(ti), 48 + len(name))
+              + name + ti)
+        conn.sendall(b"+ " + base64.b64encode(t2) + b"\r\n")
+        t3 = base64.b64decode(f.readline().strip(), validate=True)
+
+        def field(at):
+            length, _, off = struct.unpack("<HHI", t3[at:at + 8])
+            return t3[off:off + length]
+
+        nt, domain = field(20), field(28).decode("utf-16-le")
+        user = field(36).decode("utf-16-le")
+        ok = False
+        if user in ENV.users and len(nt) > 24:
+            key = nt_hash(ENV.password(user))
+            ident = user.upper() + (domain if self.windows else "")
+            v2 = hmac.new(key, ident.encode("utf-16-le"), "md5").digest()
+            blob = nt[16:]
+            ok = (hmac.compare_digest(hmac.new(v2, chal + blob, "md5").digest(), nt[:16])
+                  and blob[:2] == b"\x01\x01" and blob[28:28 + len(ti)] == ti)
+        self.seen.append({"user": user, "domain": domain, "ok": ok, "flags": flags,
+                          "negotiate_domain": t1[doff:doff + dlen].decode()})
+        if not ok:
+            conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+            return None
+        return user
+
+    def relay(self, f, conn, tag, user):
+        up = socket.create_connection(("127.0.0.1", ENV.port(self.side, "imap")), timeout=60)
+        uf = up.makefile("rb")
+        uf.readline()  # greeting
+        up.sendall(b'x LOGIN "%s" "%s"\r\n' % (user.encode(), ENV.password(user).encode()))
+        while True:
+            line = uf.readline()
+            if not line or line.startswith(b"x "):
+                break
+        if not line.startswith(b"x OK"):
+            conn.sendall(tag + b" NO [UNAVAILABLE] upstream login failed\r\n")
+            return
+        conn.sendall(tag + b" OK NTLM authentication succeeded\r\n")
+
+        def pump(src, dst):
+            try:
+                while True:
+                    data = src.read1(65536)
+                    if not data:
+                        break
+                    dst.sendall(data)
+            except (OSError, ValueError):
+                pass
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=pump, args=(uf, conn), daemon=True)
+        t.start()
+        pump(f, up)
+        t.join(timeout=60)
+        up.close()
+
+
+class Ntlm(unittest.TestCase):
+    """--authmech1/2 NTLM with --domain1/2: NTLMv2 through the fronts."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fronts = {"src": NtlmFront("src", windows=True),
+                      "dst": NtlmFront("dst", windows=False)}
+
+    @classmethod
+    def tearDownClass(cls):
+        for front in cls.fronts.values():
+            front.close()
+
+    def setUp(self):
+        for side in ("src", "dst"):
+            fh.wipe(ENV, side, NTLM_USER)
+            self.fronts[side].seen.clear()
+
+    def cmd(self, *extra, pw1=None, pw2=None, direct=False):
+        pw = ENV.password(NTLM_USER)
+        port = (lambda side: ENV.port(side, "imap")) if direct else (
+            lambda side: self.fronts[side].port)
+        return [SYNC, "--host1", "127.0.0.1", "--port1", str(port("src")),
+                "--user1", NTLM_USER, "--password1", pw1 or pw,
+                "--host2", "127.0.0.1", "--port2", str(port("dst")),
+                "--user2", NTLM_USER, "--password2", pw2 or pw,
+                "--sslargs1", "SSL_ca_file=" + ENV.ca_file,
+                "--sslargs2", "SSL_ca_file=" + ENV.ca_file,
+                "--nolog", "--nofoldersizes", "--nostate",
+                "--pidfile", os.path.join(WORKDIR, "ntlm.pid"), "--tmpdir", WORKDIR] + list(extra)
+
+    def run_cmd(self, cmd):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=WORKDIR)
+        return p.returncode, p.stdout + p.stderr
+
+    def put(self, n):
+        imap = ENV.imap("src", NTLM_USER)
+        try:
+            for i in range(n):
+                fh.imap_check(imap.append("INBOX", None, None, message("ntlm", i)), "APPEND")
+        finally:
+            imap.logout()
+
+    def bodies(self, side):
+        imap = ENV.imap(side, NTLM_USER)
+        try:
+            imap.select("INBOX", readonly=True)
+            typ, data = imap.uid("FETCH", "1:*", "(BODY.PEEK[])")
+            return sorted(item[1] for item in data if isinstance(item, tuple))
+        finally:
+            imap.logout()
+
+    def test_copies_with_domain(self):
+        self.put(3)
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--domain1", "FerryDom",
+                                        "--authmech2", "NTLM", "--domain2", "OtherDom",
+                                        "--debugimap1"))
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(3, stat(out, "Messages transferred"))
+        self.assertEqual(self.bodies("src"), self.bodies("dst"))
+        self.assertIn(f"Host1: success login on [127.0.0.1] with user [{NTLM_USER}] auth [NTLM]",
+                      out)
+        self.assertIn(f"Host2: success login on [127.0.0.1] with user [{NTLM_USER}] auth [NTLM]",
+                      out)
+        self.assertNotIn("trying the LOGIN command", out)
+        # host1 (a Windows-like server): the domain in NEGOTIATE, AUTHENTICATE
+        # and the hash; host2 (standalone, as Dovecot was): the domain is named
+        # but left out of the hash, so its check without domain passes
+        src, dst = self.fronts["src"].seen, self.fronts["dst"].seen
+        self.assertEqual([(NTLM_USER, "FerryDom", "FerryDom", True)],
+                         [(s["user"], s["domain"], s["negotiate_domain"], s["ok"]) for s in src])
+        self.assertEqual([(NTLM_USER, "OtherDom", True)],
+                         [(s["user"], s["domain"], s["ok"]) for s in dst])
+        self.assertTrue(src[0]["flags"] & 0x00001000)  # NEGOTIATE_OEM_DOMAIN_SUPPLIED
+        # the trace shows neither the password nor the NTLM messages
+        self.assertIn("[host1] C: F1 AUTHENTICATE NTLM", out)
+        self.assertEqual(2, out.count("[host1] C: (SASL response) MASKED"), out[-3000:])
+        self.assertNotIn(ENV.password(NTLM_USER), out)
+        # a second run finds everything there
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--domain1", "FerryDom",
+                                        "--authmech2", "NTLM"))
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(0, stat(out, "Messages transferred"))
+
+    def test_no_domain(self):
+        self.put(1)
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--authmech2", "NTLM"))
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        self.assertEqual([("", "", True)], [(s["domain"], s["negotiate_domain"], s["ok"])
+                                            for s in self.fronts["src"].seen])
+
+    def test_wrong_password(self):
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--domain1", "FerryDom",
+                                        "--notrylogin", pw1="wrong-pw"))
+        self.assertEqual(161, rc, out)
+        self.assertIn(f"Host1 failure: Error login on [127.0.0.1] with user [{NTLM_USER}] "
+                      "auth [NTLM]: [AUTHENTICATIONFAILED] Authentication failed.", out)
+        self.assertEqual([False], [s["ok"] for s in self.fronts["src"].seen])
+        self.assertNotIn("wrong-pw", out.replace("--password1 MASKED", ""))
+        # host2, with imapsync's --trylogin (on by default) after the refusal
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--authmech2", "NTLM",
+                                        pw2="wrong-pw"))
+        self.assertEqual(162, rc, out)
+        self.assertIn("Host2: auth [NTLM] failed", out)
+        self.assertIn("trying the LOGIN command", out)
+        self.assertIn("EXIT_AUTHENTICATION_FAILURE_USER2", out)
+
+    def test_server_without_ntlm(self):
+        """The harness Dovecot itself offers no AUTH=NTLM: a clear refusal
+        before anything is sent."""
+        rc, out = self.run_cmd(self.cmd("--authmech1", "NTLM", "--domain1", "X", "--justlogin",
+                                        direct=True))
+        self.assertEqual(161, rc, out)
+        self.assertRegex(out, r"Host1 failure: Error login on \[127\.0\.0\.1\] with user "
+                              r"\[peggy\] auth \[NTLM\]: server 127\.0\.0\.1:\d+ does not offer "
+                              r"AUTHENTICATE NTLM \(no AUTH=NTLM in its CAPABILITY\)")
 
 
 if __name__ == "__main__":
