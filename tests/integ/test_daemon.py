@@ -182,6 +182,35 @@ poll = 600
                       lambda: self.dst_has("INBOX", "<lmtp-2@example.org>"), 20)
         self.wait_identical(10)
 
+    def dovecot_sessions(self, side):
+        """Sessions of USER on side's Dovecot (doveadm who)."""
+        conf = ENV.values[f"FERRY_{side.upper()}_DOVECOT_CONF"]
+        out = subprocess.run(["doveadm", "-c", str(conf), "who", USER], capture_output=True,
+                             text=True).stdout
+        return sum(int(line.split()[1]) for line in out.splitlines()[1:]
+                   if line.split() and line.split()[0] == USER)
+
+    def test_3b_idle_checks_keep_no_session(self):
+        # The poll (every 2 s here) quick-checks the user; finding nothing
+        # changed, the worker logs out instead of pooling, so the daemon
+        # keeps no session (and so no server process) of an idle user.
+        # Only the daemon logs in to the destination as USER meanwhile. The
+        # other workers' pools still hold the connections of the last folder
+        # syncs until they have been idle for 30 s (SY_POOL_IDLE_S); the
+        # worker doing the quick checks would keep its own for ever if it
+        # pooled them.
+        self.wait_for("no daemon session left on the destination",
+                      lambda: self.dovecot_sessions("dst") == 0, 45)
+        with open(os.path.join(WORKDIR, "daemon.log"), errors="replace") as f:
+            checks = f.read().count(f"sync {USER} [*] done")
+        t_end = time.monotonic() + 5
+        while time.monotonic() < t_end:
+            self.assertEqual(self.dovecot_sessions("dst"), 0, self.log())
+            time.sleep(0.1)
+        with open(os.path.join(WORKDIR, "daemon.log"), errors="replace") as f:
+            # quick checks did run in those 5 s (two polls)
+            self.assertGreater(f.read().count(f"sync {USER} [*] done"), checks, self.log())
+
     def test_4_killed_mid_burst_then_restarted(self):
         imap = self.proxy_imap()
         try:
