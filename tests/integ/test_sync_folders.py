@@ -34,7 +34,7 @@ def run_sync(*extra, timeout=300):
            "--user1", USER, "--password1", ENV.password(USER),
            "--host2", "127.0.0.1", "--port2", str(ENV.port("dst", "imap")),
            "--user2", USER, "--password2", ENV.password(USER),
-           "--nolog", "--pidfile", os.path.join(WORKDIR, "sync.pid"),
+           "--nolog", "--pidfile", os.path.join(WORKDIR, "sync.pid"), "--tmpdir", WORKDIR,
            "--sslargs1", "SSL_ca_file=" + ENV.ca_file,
            "--sslargs2", "SSL_ca_file=" + ENV.ca_file] + list(extra)
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=WORKDIR)
