@@ -1151,65 +1151,6 @@ static void config_argv_free(char **v, char **argv, int argc)
 
 static int main_args(int argc, char **argv);
 
-/* A process that exists and is not a zombie (ended, not yet reaped). */
-static int pid_alive(long pid)
-{
-	char path[64], buf[256];
-	FILE *fp;
-	char *close_paren;
-	int alive = 1;
-
-	if (kill((pid_t)pid, 0) != 0)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	fp = fopen(path, "r");
-	if (fp == NULL)
-		return 1;
-	if (fgets(buf, sizeof(buf), fp) != NULL && (close_paren = strrchr(buf, ')')) != NULL &&
-	    close_paren[1] == ' ' && close_paren[2] == 'Z')
-		alive = 0;
-	fclose(fp);
-	return alive;
-}
-
-/* --abort: imapsync's way to stop the run named in the pidfile (it sends
- * QUIT, which makes a run stop after the messages in flight, print its
- * statistics and exit 6). Waits up to 30 s for it to end. */
-static int abort_previous(const struct sy_options *o)
-{
-	const char *pf = o->pidfile;
-	FILE *fp;
-	long pid = 0;
-
-	if (pf == NULL || pf[0] == '\0') {
-		printf("--abort: no pidfile (--pidfile \"\"), so no run to abort\n");
-		return 1;
-	}
-	fp = fopen(pf, "r");
-	if (fp != NULL) {
-		if (fscanf(fp, "%ld", &pid) != 1)
-			pid = 0;
-		fclose(fp);
-	}
-	if (pid <= 0 || pid == (long)getpid() || !pid_alive(pid)) {
-		printf("--abort: no running process in pidfile %s\n", pf);
-		return 0;
-	}
-	printf("--abort: sending QUIT to PID %ld (pidfile %s)\n", pid, pf);
-	kill((pid_t)pid, SIGQUIT);
-	for (int i = 0; i < 300; i++) {
-		struct timespec ts = {0, 100000000};
-
-		if (!pid_alive(pid)) {
-			printf("--abort: PID %ld ended\n", pid);
-			return 0;
-		}
-		nanosleep(&ts, NULL);
-	}
-	printf("--abort: PID %ld is still running after 30 s\n", pid);
-	return 1;
-}
-
 int main(int argc, char **argv)
 {
 	int code;
@@ -1290,7 +1231,7 @@ static int main_args(int argc, char **argv)
 		return SY_EX_USAGE;
 	}
 	if (o.abort) {
-		code = abort_previous(&o);
+		code = sy_abort_previous(&o);
 		sy_options_free(&o);
 		return code;
 	}

@@ -14,7 +14,7 @@
 #include "sync.h"
 
 #define WATCH_MS   250 /* abort file checks */
-#define WAIT_STEPS 300 /* --abortbyfile waits 300 x 100 ms for the run to end */
+#define WAIT_STEPS 300 /* --abort and --abortbyfile wait 300 x 100 ms for the run to end */
 #define TAIL_STEP  200 /* --tail polls the log every 200 ms */
 #define PATH_LEN   4096
 
@@ -133,6 +133,41 @@ const char *sy_abortfile_hit(void)
 	return watch_found ? watch_path : NULL;
 }
 
+/* Waits up to WAIT_STEPS x 100 ms for pid to end; 1 when it did. */
+static int wait_end(long pid)
+{
+	for (int i = 0; i < WAIT_STEPS; i++) {
+		if (!alive(pid))
+			return 1;
+		sleep_ms(100);
+	}
+	return 0;
+}
+
+int sy_abort_previous(const struct sy_options *o)
+{
+	const char *pf = o->pidfile;
+	long pid;
+
+	if (pf == NULL || pf[0] == '\0') {
+		printf("--abort: no pidfile (--pidfile \"\"), so no run to abort\n");
+		return 1;
+	}
+	pid = pidfile_read(pf, NULL, 0);
+	if (pid == (long)getpid() || !alive(pid)) {
+		printf("--abort: no running process in pidfile %s\n", pf);
+		return 0;
+	}
+	printf("--abort: sending QUIT to PID %ld (pidfile %s)\n", pid, pf);
+	kill((pid_t)pid, SIGQUIT);
+	if (wait_end(pid)) {
+		printf("--abort: PID %ld ended\n", pid);
+		return 0;
+	}
+	printf("--abort: PID %ld is still running after %d s\n", pid, WAIT_STEPS / 10);
+	return 1;
+}
+
 int sy_abortbyfile_previous(const struct sy_options *o)
 {
 	const char *pf = o->pidfile;
@@ -158,13 +193,10 @@ int sy_abortbyfile_previous(const struct sy_options *o)
 	}
 	fclose(fp);
 	printf("--abortbyfile: created %s for PID %ld (pidfile %s)\n", path, pid, pf);
-	for (int i = 0; i < WAIT_STEPS; i++) {
-		if (!alive(pid)) {
-			printf("--abortbyfile: PID %ld ended\n", pid);
-			unlink(path); /* normally gone already: the run removes it */
-			return 0;
-		}
-		sleep_ms(100);
+	if (wait_end(pid)) {
+		printf("--abortbyfile: PID %ld ended\n", pid);
+		unlink(path); /* normally gone already: the run removes it */
+		return 0;
 	}
 	printf("--abortbyfile: PID %ld is still running after %d s\n", pid, WAIT_STEPS / 10);
 	return 1;

@@ -35,6 +35,12 @@ const char *sy_abortfile_hit(void);
  * abort file, then waits up to 30 s for it to end. Returns the exit code
  * (0: it ended or there was none; 1: no pidfile option, or still running).
  */
+/* --abort: imapsync's way to stop the run named in the pidfile (it sends
+ * QUIT, which makes a run stop after the messages in flight, print its
+ * statistics and exit 6). Waits up to 30 s for it to end. Returns the exit
+ * code: 0 when it ended or none runs, 1 otherwise. */
+int sy_abort_previous(const struct sy_options *o);
+
 int sy_abortbyfile_previous(const struct sy_options *o);
 
 /*
