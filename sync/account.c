@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "imapferry/log.h"
+#include "imapferry/xalloc.h"
 #include "imapferry/tls.h"
 #include "oauth.h"
 #include "sync.h"
@@ -173,15 +174,6 @@ static int str_same(const char *a, const char *b)
 	return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
-static char *dup_or_null(const char *s)
-{
-	char *d = s != NULL ? strdup(s) : NULL;
-
-	if (s != NULL && d == NULL)
-		abort();
-	return d;
-}
-
 static struct tls_client_ctx *tls_ctx_cached(const struct tls_client_opts *to, const char **error_r)
 {
 	struct stat stt;
@@ -207,9 +199,10 @@ static struct tls_client_ctx *tls_ctx_cached(const struct tls_client_opts *to, c
 	if (e->ctx == NULL)
 		return NULL;
 	e->o = *to;
-	e->o.ca_file = e->ca_file = dup_or_null(to->ca_file);
-	e->o.ca_path = e->ca_path = dup_or_null(to->ca_path);
-	e->o.server_name = e->server_name = dup_or_null(to->server_name);
+	e->o.ca_file = e->ca_file = (to->ca_file != NULL ? xstrdup(to->ca_file) : NULL);
+	e->o.ca_path = e->ca_path = (to->ca_path != NULL ? xstrdup(to->ca_path) : NULL);
+	e->o.server_name = e->server_name =
+	        (to->server_name != NULL ? xstrdup(to->server_name) : NULL);
 	e->ca_mtime = mtime;
 	return tls_client_ctx_ref(e->ctx);
 }
