@@ -9,7 +9,8 @@
  *     (--folder F --redis R: the incremental engine, state in Redis);
  *   - "user<TAB>*" (the whole user: a bulk start, a poll, a proxy that lost
  *     marks): a --quickcheck run, which syncs the folder tree (creates,
- *     renames) and STATUSes every folder on both sides, and marks each one
+ *     renames) and STATUSes every folder on both sides (one LIST-STATUS
+ *     each where the server has it), and marks each one
  *     the state does not show as unchanged; those are claimed next, by any
  *     worker of any daemon, in parallel.
  *

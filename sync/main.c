@@ -593,9 +593,10 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
 /*
  * --quickcheck (the daemon's whole-user item): the folder tree is synced by
  * the plan (missing folders created, renames followed), both sides were
- * STATUSed in one pipelined round trip each; every folder the state does
- * not show as unchanged is marked in Redis for a one-folder sync, which any
- * worker then claims. Nothing else is read or copied here.
+ * STATUSed with their LIST (LIST-STATUS) or in one pipelined round trip
+ * each; every folder the state does not show as unchanged is marked in
+ * Redis for a one-folder sync, which any worker then claims. Nothing else
+ * is read or copied here.
  */
 static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
                       struct sy_fstatus (*before)[2])

@@ -985,6 +985,23 @@ static void on_status_done(struct imap_client *cl, const struct imap_result *res
 	b->pending--;
 }
 
+/* bsearch() over a plan's LIST-STATUS replies, sorted by sy_lstatus_sort() */
+static int lstatus_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct sy_lstatus *)elem)->name);
+}
+
+static int lstatus_sort_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct sy_lstatus *)a)->name, ((const struct sy_lstatus *)b)->name);
+}
+
+void sy_lstatus_sort(struct sy_lstatus *ls, size_t n)
+{
+	if (n > 1)
+		qsort(ls, n, sizeof(*ls), lstatus_sort_cmp);
+}
+
 void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
                      struct sy_fstatus (*out)[2])
 {
@@ -1008,9 +1025,17 @@ void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
 		modseq = imap_caps_has(caps, IMAP_CAP_CONDSTORE);
 		for (size_t k = 0; k < plan->n; k++) {
 			const char *error;
+			const struct sy_lstatus *ls;
 
 			if ((only != (size_t)-1 && k != only) || (i == 1 && !plan->f[k].exists2))
 				continue;
+			/* the whole plan's: what the LIST-STATUS gave needs no STATUS */
+			if (only == (size_t)-1 && plan->nls[i] > 0 &&
+			    (ls = bsearch(i == 0 ? plan->f[k].name1 : plan->f[k].name2, plan->ls[i],
+			                  plan->nls[i], sizeof(*ls), lstatus_cmp)) != NULL) {
+				tmp[i][k] = ls->st;
+				continue;
+			}
 			if (imap_client_cmdf(r->side[i].cl, on_status_done, on_status, NULL, &b[i],
 			                     &error, "STATUS %m (UIDVALIDITY UIDNEXT MESSAGES%a)",
 			                     i == 0 ? plan->f[k].name1 : plan->f[k].name2,

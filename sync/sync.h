@@ -161,9 +161,16 @@ struct sy_folder {
 	int skip; /* not synced: --skipemptyfolders, --nomixfolders refusal */
 };
 
+struct sy_lstatus;
+
 struct sy_plan {
 	struct sy_folder *f;
 	size_t n;
+	/* --quickcheck: each side's STATUS of every folder, sent with its LIST
+	 * (LIST-STATUS, RFC 5819) where the server has it; sy_status_batch()
+	 * STATUSes only the folders missing here (created or renamed since) */
+	struct sy_lstatus *ls[2];
+	size_t nls[2];
 };
 
 /* Lists both sides, selects and maps folders, creates and subscribes
@@ -182,6 +189,12 @@ struct sy_fstatus {
 	uint64_t highestmodseq;
 	int has_modseq; /* HIGHESTMODSEQ known (CONDSTORE) */
 	int valid;      /* STATUS answered */
+};
+
+/* One folder's STATUS from a LIST-STATUS reply (struct sy_plan). */
+struct sy_lstatus {
+	char *name; /* as the server sent it */
+	struct sy_fstatus st;
 };
 
 struct sy_state;
@@ -237,14 +250,17 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 int sy_state_save(struct sy_run *r, struct sy_state *s);
 const char *sy_state_file(const struct sy_state *s);
 void sy_state_free(struct sy_state **s);
+/* Sorts a plan's LIST-STATUS replies by name (folders.c, for sy_status_batch()). */
+void sy_lstatus_sort(struct sy_lstatus *ls, size_t n);
 /* A "* STATUS name (...)" answer into *st (valid when UIDVALIDITY, UIDNEXT
  * and MESSAGES were there) and the name it is for (a slice of msg). 0, or
  * -1 when msg is not a STATUS answer. */
 int sy_fstatus_parse(const struct imap_msg *msg, struct sy_fstatus *st, const char **name_r,
                      size_t *name_len_r);
 /* Pipelined STATUS of the plan's folders on both sides (host2: those that
- * exist), one round trip each; only = a plan index, or (size_t)-1 for all.
- * out has plan->n entries. */
+ * exist), one round trip each; only = a plan index, or (size_t)-1 for all
+ * (then what the plan's LIST-STATUS gave is taken as it is). out has
+ * plan->n entries. */
 void sy_status_batch(struct sy_run *r, const struct sy_plan *plan, size_t only,
                      struct sy_fstatus (*out)[2]);
 

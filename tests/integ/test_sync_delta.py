@@ -330,6 +330,70 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
         subprocess.run(cli + ["DEL", keys[0]], capture_output=True)
 
+    def test_quickcheck_one_list_status_per_side(self):
+        """--quickcheck (the daemon's whole-user check): each side's folders
+        come with their STATUS in one LIST ... RETURN (STATUS ...) (RFC 5819);
+        only the folder this check creates on host2 is STATUSed by itself;
+        the folders changed on either side (and the new one) are marked in
+        Redis, no other."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        redis = f"127.0.0.1:{port}"
+
+        def cli(*args):
+            return subprocess.run(["redis-cli", "-p", port, *args], capture_output=True,
+                                  text=True).stdout.split("\n")
+
+        def marks():
+            out = []
+            for key in cli("--scan", "--pattern", "rep:*:due"):
+                if key:
+                    out += [m.split("\t", 1)[1] for m in cli("ZRANGE", key, "0", "-1")
+                            if m.startswith(USER + "\t")]
+            return out
+
+        def clear():
+            for key in cli("--scan", "--pattern", "rep:*:due"):
+                for m in cli("ZRANGE", key, "0", "-1") if key else []:
+                    if m.startswith(USER + "\t"):
+                        cli("ZREM", key, m)
+            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+                for key in cli("--scan", "--pattern", pattern):
+                    if key:
+                        cli("DEL", key)
+
+        clear()
+        self.addCleanup(clear)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+        self.change_source()  # INBOX, Archive.2019, Sent
+        imap = src_imap()
+        try:
+            fh.imap_check(imap.create("QNew"), "CREATE")
+        finally:
+            imap.logout()
+        imap = ENV.imap("dst", USER)
+        try:
+            fh.imap_check(imap.append("Trash", None, None, message(5, "stranger")), "APPEND")
+        finally:
+            imap.logout()
+        rc, out = run_sync("--redis", redis, "--quickcheck", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(["1", "2"], re.findall(
+            r"\[host(\d)\] C: \S+ LIST \"\" \"\*\" RETURN \(STATUS \(", out), out[-3000:])
+        # (create_folder's existence check, imapsync's, and the check's own)
+        self.assertEqual({("2", "QNew")},
+                         set(re.findall(r"\[host(\d)\] C: \S+ STATUS (\S+)", out)))
+        self.assertRegex(out, rf"Quick check: 5 of {self.nfolders + 1} folders changed")
+        got = marks()
+        self.assertEqual(5, len(got), got)
+        for name in ("INBOX", "Sent", "Trash", "QNew"):
+            self.assertIn(name, got)
+        self.assertEqual(0, stat(out, "Messages transferred") or 0)
+        # a second check finds the same: nothing was recorded as synced
+        rc, out = run_sync("--redis", redis, "--quickcheck")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertRegex(out, rf"Quick check: 5 of {self.nfolders + 1} folders changed")
+
     def test_parallel_workers(self):
         """--parallel N: folders synced by N worker processes, each with its
         own connections; their counters and state merge into one report and
