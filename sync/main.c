@@ -598,26 +598,40 @@ static void sync_with_state(struct sy_run *r, struct sy_state *st, const struct 
  * Redis for a one-folder sync, which any worker then claims. Nothing else
  * is read or copied here.
  */
+/* quickcheck()'s Redis, reached only when there is something to write: an
+ * idle user's check (the common case) needs no connection of its own. */
+static struct rq *quick_rq(struct sy_run *r, struct rq **qp)
+{
+	char host[256];
+	const char *unix_path, *error = "bad address";
+	int port;
+
+	if (*qp != NULL || r->stop)
+		return *qp;
+	if (rq_addr_parse(r->o->redis, host, sizeof(host), &port, &unix_path) == 0)
+		*qp = rq_open(unix_path != NULL ? NULL : host, port, unix_path, 2000, &error);
+	if (*qp == NULL) {
+		sy_error(r, SY_ERR_UNCLASSIFIED, "Redis %s: %s", r->o->redis, error);
+		r->stop = 1;
+	}
+	return *qp;
+}
+
 static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
                       struct sy_fstatus (*before)[2])
 {
 	char host[256], name[2048];
-	const char *unix_path, *error;
+	const char *unix_path;
 	int port;
 	size_t marked = 0;
-	struct rq *q;
+	struct rq *q = NULL;
 
 	if (r->o->redis == NULL ||
 	    rq_addr_parse(r->o->redis, host, sizeof(host), &port, &unix_path) < 0) {
 		sy_out(r, "--quickcheck needs --redis HOST:PORT");
 		return SY_EX_USAGE;
 	}
-	q = rq_open(unix_path != NULL ? NULL : host, port, unix_path, 2000, &error);
-	if (q == NULL) {
-		sy_error(r, SY_ERR_UNCLASSIFIED, "Redis %s: %s", r->o->redis, error);
-		return sy_report(r);
-	}
-	if (st == NULL) {
+	if (st == NULL && quick_rq(r, &q) != NULL) {
 		/* --nostate: the full check; the folder syncs it marks start from
 		 * nothing stored and identify every message again */
 		if (rq_state_forget(q, r->o->acc[0].user) < 0)
@@ -633,6 +647,8 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 		if (plan->f[k].skip || !plan->f[k].exists2 ||
 		    (st != NULL && sy_state_unchanged(st, &plan->f[k], before[k], counts)))
 			continue;
+		if (quick_rq(r, &q) == NULL)
+			break;
 		if (rk_folder_canon(name, sizeof(name), plan->f[k].name1, strlen(plan->f[k].name1),
 		                    0, r->side[0].sep) < 0 ||
 		    rq_mark(q, r->o->acc[0].user, name, 0) < 0) {
@@ -1158,8 +1174,10 @@ int main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	if (getenv(SY_WORKER_FD_ENV) != NULL) {
-		/* started by the daemon (daemon.c): a long-lived sync worker */
-		setvbuf(stdout, NULL, _IOLBF, 0);
+		/* started by the daemon (daemon.c): a long-lived sync worker,
+		 * whose job logs are read when each job ends (worker.c flushes) */
+		setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+		sy_out_buffered(1);
 		return sy_worker_main(atoi(getenv(SY_WORKER_FD_ENV)), main_args);
 	}
 	/* whole lines as they happen, also into a pipe: a log that is read

@@ -82,6 +82,12 @@ const char *sy_exit_text(int code)
 #define REPORT_MAX (256u << 10)
 static struct evbuffer *report_text;
 static int report_capture;
+static int out_buffered; /* sy_out_buffered() */
+
+void sy_out_buffered(int on)
+{
+	out_buffered = on;
+}
 
 /* to_stdout 0: the log file only (per-message lines on a terminal). */
 static void vout(struct sy_run *r, int to_stdout, const char *fmt, va_list ap)
@@ -103,7 +109,8 @@ static void vout(struct sy_run *r, int to_stdout, const char *fmt, va_list ap)
 		}
 		vfprintf(stdout, fmt, ap);
 		fputc('\n', stdout);
-		fflush(stdout);
+		if (!out_buffered)
+			fflush(stdout);
 	}
 	if (r->log != NULL) {
 		vfprintf(r->log, fmt, cp);
@@ -162,6 +169,7 @@ void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
 	sy_out(r, "%s", buf);
+	fflush(stdout); /* buffered or not, an error is in the log at once */
 	ne = realloc(r->errors, sizeof(*ne) * (r->nerrors + 1));
 	if (ne == NULL || (ne[r->nerrors] = strdup(buf)) == NULL)
 		abort();

@@ -56,6 +56,8 @@ struct sy_umap {
 
 struct sy_state {
 	int foreign;      /* Redis: the key held another account pair's state */
+	int pair_seen;    /* Redis: the key names this account pair already */
+	redisContext *rc; /* Redis: the load's connection, kept for the save */
 	int merge_forget; /* sy_state_merge_line(): the next F line is forgotten */
 	char *path;
 	struct sy_fstate *f;
@@ -672,6 +674,9 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 		const redisReply *f = rep->element[i], *v = rep->element[i + 1];
 
 		if (f->type == REDIS_REPLY_STRING && strcmp(f->str, PAIR_FIELD) == 0 &&
+		    v->type == REDIS_REPLY_STRING && strcmp(v->str, pair) == 0)
+			s->pair_seen = 1;
+		if (f->type == REDIS_REPLY_STRING && strcmp(f->str, PAIR_FIELD) == 0 &&
 		    (v->type != REDIS_REPLY_STRING || strcmp(v->str, pair) != 0)) {
 			sy_out(r, "State: %s belongs to another account pair (%s); ignoring it",
 			       s->path, v->type == REDIS_REPLY_STRING ? v->str : "?");
@@ -717,7 +722,10 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	}
 out:
 	freeReplyObject(rep);
-	redisFree(c);
+	if (c->err == 0)
+		s->rc = c; /* for the save: one connection per run, not two */
+	else
+		redisFree(c);
 	free(pair);
 }
 
@@ -744,19 +752,49 @@ static void wr_map(FILE *fp, const void *m)
 	write_map(fp, m);
 }
 
+/* Anything for save_redis() to write? */
+static int redis_dirty(const struct sy_state *s)
+{
+	if (s->foreign || !s->pair_seen)
+		return 1;
+	for (size_t k = 0; k < s->n; k++) {
+		if (s->f[k].dirty || s->f[k].was1 != NULL)
+			return 1;
+	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		if (s->maps[k].dirty || s->maps[k].was1 != NULL)
+			return 1;
+	}
+	return 0;
+}
+
+static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, int quiet);
+
 static int save_redis(struct sy_run *r, struct sy_state *s)
+{
+	redisContext *c = s->rc;
+
+	if (!redis_dirty(s))
+		return 0; /* a quick check that found nothing: no write at all */
+	s->rc = NULL;
+	/* the load's connection first; when it failed (closed by Redis in a
+	 * long run, say: MULTI ... EXEC never ran), once more on a new one */
+	if (c != NULL && save_redis_on(r, s, c, 1) == 0)
+		return 0;
+	if ((c = redis_open(r)) == NULL)
+		return -1;
+	return save_redis_on(r, s, c, 0);
+}
+
+/* Writes the state in one MULTI ... EXEC on c, then frees c. */
+static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, int quiet)
 {
 	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
 	char key[1024], *pair = pair_value(r);
-	redisContext *c = redis_open(r);
 	redisReply *rep = NULL;
 	size_t ncmd = 0;
 	int ok = 1;
 
-	if (c == NULL) {
-		free(pair);
-		return -1;
-	}
 	if (rk_key_state(key, sizeof(key), user) < 0)
 		abort();
 	/* only what this run changed: another run (the daemon syncs folders of
@@ -821,7 +859,7 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 			ok = 0;
 		freeReplyObject(rep);
 	}
-	if (!ok)
+	if (!ok && !quiet)
 		sy_out(r, "State: cannot write %s: %s", s->path, c->err ? c->errstr : "refused");
 	redisFree(c);
 	free(pair);
@@ -921,6 +959,8 @@ void sy_state_free(struct sy_state **sp)
 	}
 	for (size_t k = 0; k < s->nmaps; k++)
 		map_free(&s->maps[k]);
+	if (s->rc != NULL)
+		redisFree(s->rc);
 	free(s->maps);
 	free(s->f);
 	free(s->path);

@@ -93,6 +93,11 @@ struct sy_run {
 
 /* --- report.c: output, errors, statistics, exit code --- */
 
+/* 1: sy_out() leaves stdout's buffer to fill (a daemon worker, whose job
+ * log is read when the job ends: ~100 write()s per quick check saved);
+ * errors are still flushed at once. 0 (the default): every line at once. */
+void sy_out_buffered(int on);
+
 /* A line to stdout and the log file (imapsync tees both). */
 void sy_out(struct sy_run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A per-message line: on a terminal only to the log file (the progress

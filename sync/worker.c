@@ -286,7 +286,18 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 
 		dflt[i] = v != NULL ? strdup(v) : NULL;
 	}
-	pool.base = event_base_new();
+	{
+		/* epoll's changelist: the add/del pairs a TLS connection's
+		 * bufferevent makes within one loop pass become one epoll_ctl
+		 * (~55 per quick check without it); no fd here is dup()ed */
+		struct event_config *cfg = event_config_new();
+
+		if (cfg == NULL)
+			abort();
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		pool.base = event_base_new_with_config(cfg);
+		event_config_free(cfg);
+	}
 	if (pool.base == NULL)
 		abort();
 	while (jobs < SY_WORKER_JOBS_MAX && !sy_main_signalled()) {

@@ -394,6 +394,36 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertRegex(out, rf"Quick check: 5 of {self.nfolders + 1} folders changed")
 
+    def test_state_saved_when_redis_dropped_the_connection(self):
+        """The state is written on the connection that read it; when Redis
+        closed that one meanwhile (its client timeout, during a long run),
+        the state is written on a new one: nothing lost, no error."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        cli = ["redis-cli", "-p", port]
+
+        def forget():
+            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+                keys = subprocess.run(cli + ["--scan", "--pattern", pattern],
+                                      capture_output=True, text=True).stdout.split()
+                for key in keys:
+                    subprocess.run(cli + ["DEL", key], capture_output=True)
+
+        forget()
+        self.addCleanup(forget)
+        self.addCleanup(subprocess.run, cli + ["CONFIG", "SET", "timeout", "0"],
+                        capture_output=True)
+        subprocess.run(cli + ["CONFIG", "SET", "timeout", "1"], check=True, capture_output=True)
+        self.change_source()  # two new messages, copied at 1/s: a run of 2 s or more
+        rc, out = run_sync("--redis", f"127.0.0.1:{port}", "--maxmessagespersecond", "1")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assertNotIn("State: cannot", out, out[-3000:])
+        subprocess.run(cli + ["CONFIG", "SET", "timeout", "0"], check=True, capture_output=True)
+        rc, out = run_sync("--redis", f"127.0.0.1:{port}")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"),
+                         out[-3000:])
+
     def test_parallel_workers(self):
         """--parallel N: folders synced by N worker processes, each with its
         own connections; their counters and state merge into one report and
