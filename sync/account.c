@@ -714,7 +714,8 @@ int sy_side_open(struct sy_run *r, int i)
 	return 0;
 }
 
-void sy_side_close(struct sy_run *r, int i)
+/* The COMPRESS line of side i's end, then its LOGOUT sent; 1 when sent. */
+static int close_begin(struct sy_run *r, int i, struct sy_call *c, struct sy_res *res)
 {
 	struct sy_side *s = &r->side[i];
 
@@ -728,12 +729,40 @@ void sy_side_close(struct sy_run *r, int i)
 		       i + 1, (unsigned long long)z[0], (unsigned long long)z[1],
 		       (unsigned long long)z[3], (unsigned long long)z[2]);
 	}
-	if (s->cl != NULL && imap_client_state(s->cl) == IMAP_CL_AUTHED)
-		sy_cmd(r, i, NULL, NULL, NULL, NULL, "LOGOUT");
+	return s->cl != NULL && imap_client_state(s->cl) == IMAP_CL_AUTHED &&
+	       sy_cmd_send(r, i, c, res, NULL, NULL, NULL, "LOGOUT") == 0;
+}
+
+static void close_end(struct sy_run *r, int i, struct sy_call *c, int sent)
+{
+	struct sy_side *s = &r->side[i];
+
+	if (sent)
+		sy_cmd_wait(r, i, c);
 	imap_client_free(&s->cl);
 	tls_client_ctx_free(&s->tls);
 	free(s->prefix);
 	s->prefix = NULL;
+}
+
+void sy_side_close(struct sy_run *r, int i)
+{
+	struct sy_call c;
+	struct sy_res res;
+
+	close_end(r, i, &c, close_begin(r, i, &c, &res));
+}
+
+void sy_sides_close(struct sy_run *r)
+{
+	struct sy_call c[2];
+	struct sy_res res[2];
+	int sent[2];
+
+	for (int i = 0; i < 2; i++)
+		sent[i] = close_begin(r, i, &c[i], &res[i]);
+	for (int i = 0; i < 2; i++)
+		close_end(r, i, &c[i], sent[i]);
 }
 
 int sy_side_reopen(struct sy_run *r, int i)

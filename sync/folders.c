@@ -190,7 +190,6 @@ struct pctx {
 	/* STATUS replies of a LIST-STATUS (--quickcheck), moved to the plan */
 	struct sy_lstatus *ls[2];
 	size_t nls[2], capls[2];
-	int side; /* the side list_side() is listing */
 };
 
 static void say(void *aux, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -279,19 +278,38 @@ static const char *req_remove(struct pctx *c, const char *name)
 
 /* --- listing, separators, prefixes --- */
 
-/* A LIST-STATUS reply: LIST lines to the listing, STATUS lines kept. */
-static void on_list_status(struct imap_client *cl, const struct imap_msg *msg, void *aux)
+/* One side's replies to the listing commands of list_sides(). */
+struct lside {
+	struct pctx *c;
+	int i;
+};
+
+/* Every untagged reply of list_sides()'s commands, by its name: the
+ * commands are in flight together, and a server may interleave them. */
+static void on_listing(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct pctx *c = aux;
-	int i = c->side;
+	struct lside *ls = aux;
+	struct pctx *c = ls->c;
+	int i = ls->i;
 	struct sy_fstatus st;
 	const char *name;
 	size_t len;
 
-	if (msg->name == NULL || strcmp(msg->name, "STATUS") != 0) {
+	if (msg->name == NULL)
+		return;
+	if (strcmp(msg->name, "LIST") == 0) {
 		on_list(cl, msg, &c->l[i]);
 		return;
 	}
+	if (strcmp(msg->name, "LSUB") == 0) {
+		on_list(cl, msg, &c->sub[i]);
+		return;
+	}
+	if (strcmp(msg->name, "NAMESPACE") == 0) {
+		on_namespace(cl, msg, &c->ns[i]);
+		return;
+	}
+	/* LIST-STATUS's STATUS lines */
 	if (sy_fstatus_parse(msg, &st, &name, &len) < 0 || !st.valid)
 		return;
 	if (c->nls[i] == c->capls[i]) {
@@ -306,40 +324,71 @@ static void on_list_status(struct imap_client *cl, const struct imap_msg *msg, v
 }
 
 /*
- * LIST "" "*"; under --quickcheck, where the server has LIST-STATUS
- * (RFC 5819), with every folder's STATUS in the same reply: the quick
- * check then needs no STATUS round trip, and a server answers it from its
- * folder list index far cheaper than one STATUS per folder (Dovecot 2.3:
- * 0.6 ms for 25 folders against 4 ms).
+ * Both sides' LIST "" "*", NAMESPACE and LSUB "" "*", all in flight at once
+ * (one round trip instead of six). Under --quickcheck, where the server
+ * has LIST-STATUS (RFC 5819), the LIST carries every folder's STATUS: the
+ * quick check then needs no STATUS round trip, and a server answers it
+ * from its folder list index far cheaper than one STATUS per folder
+ * (Dovecot 2.3: 0.6 ms for 25 folders against 4 ms).
  */
-static int list_side(struct pctx *c, int i)
+static int list_sides(struct pctx *c)
 {
+	enum { L_LIST, L_NAMESPACE, L_LSUB, L_N };
 	struct sy_run *r = c->r;
-	const struct imap_caps *caps = imap_client_caps(r->side[i].cl);
-	struct sy_res res;
-	enum imap_status ok;
+	struct lside ls[2];
+	struct sy_call call[2][L_N];
+	struct sy_res res[2][L_N];
+	int sent[2][L_N];
 
-	c->side = i;
-	if (r->o->quickcheck && imap_caps_has(caps, IMAP_CAP_LIST_STATUS))
-		ok = sy_cmd(r, i, &res, on_list_status, NULL, c,
-		            "LIST \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT MESSAGES%a))",
-		            imap_caps_has(caps, IMAP_CAP_CONDSTORE) ? " HIGHESTMODSEQ" : "");
-	else
-		ok = sy_cmd(r, i, &res, on_list, NULL, &c->l[i], "LIST \"\" \"*\"");
-	if (ok != IMAP_STATUS_OK) {
-		sy_error(r, SY_ERR_UNCLASSIFIED, "Host%d: could not list folders: %s", i + 1,
-		         res.text);
-		return -1;
+	memset(sent, 0, sizeof(sent));
+	for (int i = 0; i < 2; i++) {
+		const struct imap_caps *caps = imap_client_caps(r->side[i].cl);
+		struct sy_call *ci = call[i];
+		struct sy_res *ri = res[i];
+
+		ls[i].c = c;
+		ls[i].i = i;
+		if (r->o->quickcheck && imap_caps_has(caps, IMAP_CAP_LIST_STATUS))
+			sent[i][L_LIST] =
+			        sy_cmd_send(
+			                r, i, &ci[L_LIST], &ri[L_LIST], on_listing, NULL, &ls[i],
+			                "LIST \"\" \"*\" RETURN (STATUS (UIDVALIDITY UIDNEXT "
+			                "MESSAGES%a))",
+			                imap_caps_has(caps, IMAP_CAP_CONDSTORE) ? " HIGHESTMODSEQ"
+			                                                        : "") == 0;
+		else
+			sent[i][L_LIST] = sy_cmd_send(r, i, &ci[L_LIST], &ri[L_LIST], on_listing,
+			                              NULL, &ls[i], "LIST \"\" \"*\"") == 0;
+		if (!sent[i][L_LIST])
+			break; /* (its res says why) */
+		if (imap_caps_has(caps, IMAP_CAP_NAMESPACE))
+			sent[i][L_NAMESPACE] =
+			        sy_cmd_send(r, i, &ci[L_NAMESPACE], &ri[L_NAMESPACE], on_listing,
+			                    NULL, &ls[i], "NAMESPACE") == 0;
+		sent[i][L_LSUB] = sy_cmd_send(r, i, &ci[L_LSUB], &ri[L_LSUB], on_listing, NULL,
+		                              &ls[i], "LSUB \"\" \"*\"") == 0;
 	}
-	flist_sort(&c->l[i]);
-	if (imap_caps_has(imap_client_caps(r->side[i].cl), IMAP_CAP_NAMESPACE))
-		sy_cmd(r, i, NULL, on_namespace, NULL, &c->ns[i], "NAMESPACE");
-	c->names[i] = flist_names(&c->l[i]);
-	c->attrs[i] = calloc(c->l[i].n + 1, sizeof(*c->attrs[i]));
-	if (c->attrs[i] == NULL)
-		abort();
-	for (size_t k = 0; k < c->l[i].n; k++)
-		c->attrs[i][k] = c->l[i].v[k].attrs;
+	for (int i = 0; i < 2; i++) {
+		for (int k = 0; k < L_N; k++) {
+			if (sent[i][k])
+				sy_cmd_wait(r, i, &call[i][k]);
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!sent[i][L_LIST] || res[i][L_LIST].status != IMAP_STATUS_OK) {
+			sy_error(r, SY_ERR_UNCLASSIFIED, "Host%d: could not list folders: %s",
+			         i + 1, res[i][L_LIST].text);
+			return -1;
+		}
+		flist_sort(&c->l[i]);
+		flist_sort(&c->sub[i]);
+		c->names[i] = flist_names(&c->l[i]);
+		c->attrs[i] = calloc(c->l[i].n + 1, sizeof(*c->attrs[i]));
+		if (c->attrs[i] == NULL)
+			abort();
+		for (size_t k = 0; k < c->l[i].n; k++)
+			c->attrs[i][k] = c->l[i].v[k].attrs;
+	}
 	return 0;
 }
 
@@ -1315,7 +1364,7 @@ int sy_folders_plan(struct sy_run *r, struct sy_plan *plan)
 	c.o = r->o;
 	for (size_t k = 0; k < r->o->folderrec.n; k++)
 		strlist_push(&c.folderrec, r->o->folderrec.v[k]);
-	if (compile_matchers(&c) < 0 || list_side(&c, 0) < 0 || list_side(&c, 1) < 0)
+	if (compile_matchers(&c) < 0 || list_sides(&c) < 0)
 		goto out;
 	sy_out(r, "Host1: found %zu folders.", c.l[0].n);
 	sy_out(r, "Host2: found %zu folders.", c.l[1].n);
@@ -1325,10 +1374,6 @@ int sy_folders_plan(struct sy_run *r, struct sy_plan *plan)
 		learn_prefix(&c, i);
 	sy_out(r, "Host1: separator and prefix: [%c][%s]", r->side[0].sep, r->side[0].prefix);
 	sy_out(r, "Host2: separator and prefix: [%c][%s]", r->side[1].sep, r->side[1].prefix);
-	for (int i = 0; i < 2; i++) {
-		sy_cmd(r, i, NULL, on_list, NULL, &c.sub[i], "LSUB \"\" \"*\"");
-		flist_sort(&c.sub[i]);
-	}
 	if (build_names(&c) < 0)
 		goto out;
 	select_requested(&c);

@@ -414,8 +414,8 @@ static int finish(struct sy_run *r, int code)
 			sy_out(r, "Disconnecting from host%d %s user%d %s", i + 1,
 			       r->o->acc[i].host != NULL ? r->o->acc[i].host : "", i + 1,
 			       r->o->acc[i].user != NULL ? r->o->acc[i].user : "");
-		sy_side_close(r, i);
 	}
+	sy_sides_close(r);
 	if (r->logpath != NULL)
 		sy_out(r,
 		       "Log file is %s ( to change it, use --logfile filepath ; or use --nolog to "

@@ -124,6 +124,8 @@ int sy_err_exit_code(enum sy_err cls);
  * returns the exit code (101/102, 12, 161/162); 0 on success. */
 int sy_side_open(struct sy_run *r, int i);
 void sy_side_close(struct sy_run *r, int i);
+/* Both sides closed, their LOGOUTs in flight together. */
+void sy_sides_close(struct sy_run *r);
 /* Drops side i's connection (if any) and opens it again; like sy_side_open(). */
 int sy_side_reopen(struct sy_run *r, int i);
 
