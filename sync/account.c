@@ -504,15 +504,10 @@ static int side_login_opts(struct sy_run *r, int i, struct imap_login_opts *lo, 
 	return 0;
 }
 
-struct id_wait {
-	struct sy_run *r;
-	int n;
-};
-
 /* "* ID ("name" "Dovecot" ...)": the server's fields, one line. */
 static void on_id(struct imap_client *cl, const struct imap_msg *msg, void *aux)
 {
-	struct id_wait *w = aux;
+	struct sy_id_wait *w = aux;
 	char line[600];
 	size_t len = 0;
 
@@ -545,17 +540,22 @@ static void on_id(struct imap_client *cl, const struct imap_msg *msg, void *aux)
  * when the server announces it. */
 static void side_id(struct sy_run *r, int i)
 {
-	struct id_wait w = {r, i + 1};
+	struct sy_side *s = &r->side[i];
 
-	if (!r->o->id || r->side[i].cl == NULL ||
-	    !imap_caps_has(imap_client_caps(r->side[i].cl), IMAP_CAP_ID))
+	s->id_sent = 0;
+	if (!r->o->id || s->cl == NULL || !imap_caps_has(imap_client_caps(s->cl), IMAP_CAP_ID))
 		return;
 	sy_out(r,
 	       "Host%d: found ID capability. Sending/receiving ID, presented here as name: value. "
 	       "In order to avoid sending/receiving ID, use option --noid",
 	       i + 1);
-	sy_cmd(r, i, NULL, on_id, NULL, &w, "ID (\"name\" \"imapferry-sync\" \"version\" \"%a\")",
-	       IMAPFERRY_VERSION);
+	/* not waited for: its reply comes with the next command's (one round
+	 * trip less per connection; the daemon's quick checks make many) */
+	s->idw.r = r;
+	s->idw.n = i + 1;
+	s->id_sent = sy_cmd_send(r, i, &s->idcall, &s->idres, on_id, NULL, &s->idw,
+	                         "ID (\"name\" \"imapferry-sync\" \"version\" \"%a\")",
+	                         IMAPFERRY_VERSION) == 0;
 }
 
 /* --compressN: COMPRESS=DEFLATE (RFC 4978) after login. As in imapsync, a
@@ -568,6 +568,8 @@ static void side_compress(struct sy_run *r, int i)
 
 	if (!s->acc->compress || s->cl == NULL)
 		return;
+	if (s->id_sent)
+		sy_cmd_wait(r, i, &s->idcall); /* nothing may be in flight under COMPRESS */
 	memset(&w, 0, sizeof(w));
 	imap_client_compress(s->cl, connect_done, &w);
 	imap_client_wait(s->cl, &w.done);

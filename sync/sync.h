@@ -38,6 +38,30 @@ enum sy_err {
 	SY_ERR_COUNT
 };
 
+/* A command's result (sy_cmd(), below). */
+struct sy_res {
+	enum imap_status status;
+	char code[32];
+	char text[400];
+	const char *codeargs_raw; /* unused by callers yet */
+	uint32_t appenduid;       /* [APPENDUID v uid] */
+};
+
+/* A command in flight (sy_cmd_send(), below). */
+struct sy_call {
+	int done;
+	struct sy_res *res;
+	imap_untagged_cb *untagged;
+	imap_literal_cb *literal;
+	void *aux;
+};
+
+/* The ID command's reply handler's context (account.c). */
+struct sy_id_wait {
+	struct sy_run *r;
+	int n;
+};
+
 /* One side's connection. */
 struct sy_side {
 	int n;                  /* 1 or 2 */
@@ -49,6 +73,11 @@ struct sy_side {
 	uint16_t port;
 	int ssl;     /* implicit TLS chosen */
 	int qresync; /* ENABLE QRESYNC done on this connection */
+	/* the ID sent after login, its reply read with the next command's */
+	struct sy_id_wait idw;
+	struct sy_call idcall;
+	struct sy_res idres;
+	int id_sent;
 };
 
 struct sy_run {
@@ -132,13 +161,6 @@ int sy_side_reopen(struct sy_run *r, int i);
 /* Synchronous command on side i. res (may be NULL) receives the status and
  * text; untagged/literal handlers as in imap_client_cmdf(). Returns the
  * status (IMAP_STATUS_NONE when the connection failed). */
-struct sy_res {
-	enum imap_status status;
-	char code[32];
-	char text[400];
-	const char *codeargs_raw; /* unused by callers yet */
-	uint32_t appenduid;       /* [APPENDUID v uid] */
-};
 enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagged_cb *untagged,
                         imap_literal_cb *literal, void *aux, const char *fmt, ...);
 
@@ -146,13 +168,6 @@ enum imap_status sy_cmd(struct sy_run *r, int i, struct sy_res *res, imap_untagg
  * one) are in flight together: sy_cmd_send() queues (0, or -1 with
  * res->text and the call already done), sy_cmd_wait() waits for its
  * completion and returns the status. c and res must live until then. */
-struct sy_call {
-	int done;
-	struct sy_res *res;
-	imap_untagged_cb *untagged;
-	imap_literal_cb *literal;
-	void *aux;
-};
 int sy_cmd_send(struct sy_run *r, int i, struct sy_call *c, struct sy_res *res,
                 imap_untagged_cb *untagged, imap_literal_cb *literal, void *aux, const char *fmt,
                 ...);
