@@ -144,20 +144,36 @@ static int wait_end(long pid)
 	return 0;
 }
 
-int sy_abort_previous(const struct sy_options *o)
+/* The run named by the pidfile, for --abort and --abortbyfile (what): its
+ * PID, or -1 with *code_r set and the reason printed (1: no pidfile; 0:
+ * nothing running there). */
+static long previous_run(const struct sy_options *o, const char *what, int *code_r)
 {
 	const char *pf = o->pidfile;
 	long pid;
 
 	if (pf == NULL || pf[0] == '\0') {
-		printf("--abort: no pidfile (--pidfile \"\"), so no run to abort\n");
-		return 1;
+		printf("%s: no pidfile (--pidfile \"\"), so no run to abort\n", what);
+		*code_r = 1;
+		return -1;
 	}
 	pid = pidfile_read(pf, NULL, 0);
 	if (pid == (long)getpid() || !alive(pid)) {
-		printf("--abort: no running process in pidfile %s\n", pf);
-		return 0;
+		printf("%s: no running process in pidfile %s\n", what, pf);
+		*code_r = 0;
+		return -1;
 	}
+	return pid;
+}
+
+int sy_abort_previous(const struct sy_options *o)
+{
+	const char *pf = o->pidfile;
+	int code;
+	long pid = previous_run(o, "--abort", &code);
+
+	if (pid < 0)
+		return code;
 	printf("--abort: sending QUIT to PID %ld (pidfile %s)\n", pid, pf);
 	kill((pid_t)pid, SIGQUIT);
 	if (wait_end(pid)) {
@@ -172,18 +188,12 @@ int sy_abortbyfile_previous(const struct sy_options *o)
 {
 	const char *pf = o->pidfile;
 	char path[PATH_LEN];
-	long pid;
+	int code;
+	long pid = previous_run(o, "--abortbyfile", &code);
 	FILE *fp;
 
-	if (pf == NULL || pf[0] == '\0') {
-		printf("--abortbyfile: no pidfile (--pidfile \"\"), so no run to abort\n");
-		return 1;
-	}
-	pid = pidfile_read(pf, NULL, 0);
-	if (pid == (long)getpid() || !alive(pid)) {
-		printf("--abortbyfile: no running process in pidfile %s\n", pf);
-		return 0;
-	}
+	if (pid < 0)
+		return code;
 	snprintf(path, sizeof(path), "%sabort%ld", pf, pid);
 	fp = fopen(path, "w");
 	if (fp == NULL) {

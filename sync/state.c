@@ -673,11 +673,11 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
 		const redisReply *f = rep->element[i], *v = rep->element[i + 1];
 
-		if (f->type == REDIS_REPLY_STRING && strcmp(f->str, PAIR_FIELD) == 0 &&
-		    v->type == REDIS_REPLY_STRING && strcmp(v->str, pair) == 0)
+		if (f->type != REDIS_REPLY_STRING || strcmp(f->str, PAIR_FIELD) != 0)
+			continue;
+		if (v->type == REDIS_REPLY_STRING && strcmp(v->str, pair) == 0) {
 			s->pair_seen = 1;
-		if (f->type == REDIS_REPLY_STRING && strcmp(f->str, PAIR_FIELD) == 0 &&
-		    (v->type != REDIS_REPLY_STRING || strcmp(v->str, pair) != 0)) {
+		} else {
 			sy_out(r, "State: %s belongs to another account pair (%s); ignoring it",
 			       s->path, v->type == REDIS_REPLY_STRING ? v->str : "?");
 			clear_folders(s);
