@@ -749,10 +749,11 @@ static void close_end(struct sy_run *r, int i, struct sy_call *c, int sent)
 
 void sy_side_close(struct sy_run *r, int i)
 {
-	struct sy_call c;
+	struct sy_call c = {0};
 	struct sy_res res;
+	int sent = close_begin(r, i, &c, &res);
 
-	close_end(r, i, &c, close_begin(r, i, &c, &res));
+	close_end(r, i, &c, sent);
 }
 
 void sy_sides_close(struct sy_run *r)
