@@ -20,6 +20,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 
 #include "acl.h"
 #include "debugcat.h"
@@ -28,6 +29,9 @@
 #include "hdrkey.h"
 #include "imapferry/log.h"
 #include "imapferry/resp.h"
+#include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
+#include "imapferry/xalloc.h"
 #include "msgs.h"
 #include "msgsel.h"
 #include "xdup.h"
@@ -1101,12 +1105,305 @@ static void check_exist(struct sy_run *r, const struct sy_folder *f, struct sy_m
 	free(uids);
 }
 
+/* --- the proxy's move hints (issue 6) ---
+ *
+ * A message a client moved from folder A to folder B through the proxy is
+ * already on host2 in A's copy: the proxy's hint ("move", A, B, B's
+ * UIDVALIDITY and the COPYUID sets, rkeys.h) and A's UID map give its host2
+ * UID, and one UID COPY inside host2 replaces fetching and uploading it
+ * again. Only what is certain is copied: B's UIDVALIDITY as hinted, A's
+ * host2 UIDVALIDITY as mapped, and the host2 message's size and header key
+ * equal to the host1 message's (the key imapsync identifies messages by);
+ * everything else is copied the usual way. A2 is only EXAMINEd: its sync,
+ * perhaps running in another worker, sees no change it did not make. */
+
+#define HINT_UIDS_MAX 10000 /* UIDs of one hint looked at */
+
+struct hinted {
+	struct sy_msg *e;   /* the host1 message in B */
+	const char *name2;  /* host2 folder holding A's copy (the state's string) */
+	uint32_t uv2, uid2; /* its UIDVALIDITY and UID there */
+	int copied;         /* copied into B (e->uid2) */
+};
+
+static int hinted_cmp(const void *a, const void *b)
+{
+	const struct hinted *x = a, *y = b;
+	int c = strcmp(x->name2, y->name2);
+
+	return c != 0 ? c : x->uid2 < y->uid2 ? -1 : x->uid2 > y->uid2;
+}
+
+/* "3:5,9" -> 3 4 5 9 in out[]; the count, or -1 (bad, "*", too many). */
+static long hint_uids(const char *s, uint32_t *out, size_t max)
+{
+	struct imap_seqset set;
+	const char *err;
+	size_t n = 0;
+
+	if (imap_seqset_parse(s, strlen(s), &set, &err) < 0)
+		return -1;
+	for (size_t k = 0; k < set.count; k++) {
+		if (set.r[k].hi == UINT32_MAX || set.r[k].hi - set.r[k].lo >= max - n) {
+			imap_seqset_free(&set);
+			return -1;
+		}
+		for (uint64_t v = set.r[k].lo; v <= set.r[k].hi; v++)
+			out[n++] = (uint32_t)v;
+	}
+	imap_seqset_free(&set);
+	return (long)n;
+}
+
+struct copyuid_wait {
+	int done;
+	enum imap_status status;
+	uint32_t uv;
+	char *src, *dst;
+	char text[200];
+};
+
+static void on_copyuid(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct copyuid_wait *w = aux;
+	const struct imap_arg *v, *src, *dst;
+
+	(void)cl;
+	w->done = 1;
+	w->status = res->status;
+	snprintf(w->text, sizeof(w->text), "%s", res->text != NULL ? res->text : "");
+	if (res->status != IMAP_STATUS_OK || res->code == NULL || res->msg == NULL ||
+	    strcmp(res->code, "COPYUID") != 0)
+		return;
+	v = res->msg->code_args;
+	src = imap_arg_nth(v, 1);
+	dst = imap_arg_nth(v, 2);
+	if (imap_arg_get_u32(v, &w->uv) < 0 || src == NULL || dst == NULL ||
+	    src->type != IMAP_ARG_ATOM || dst->type != IMAP_ARG_ATOM)
+		return;
+	w->src = xstrdup(src->str);
+	w->dst = xstrdup(dst->str);
+}
+
+/* The hints naming B (canon_to) as a move's target: h[] gets the B messages
+ * to copy whose A copy the state maps. */
+static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                         const char *canon_to, struct hinted **h_r)
+{
+	char key[1024];
+	const char *err;
+	redisContext *c;
+	redisReply *rep;
+	struct hinted *h = NULL;
+	size_t nh = 0;
+	uint32_t *src = malloc(HINT_UIDS_MAX * sizeof(*src));
+	uint32_t *dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
+
+	if (src == NULL || dst == NULL)
+		abort();
+	*h_r = NULL;
+	if (rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
+	    (c = rq_redis_connect(r->o->redis, 2000, &err)) == NULL) {
+		free(src);
+		free(dst);
+		return 0;
+	}
+	rep = redisCommand(c, "LRANGE %s 0 -1", key);
+	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
+	     k++) {
+		char *line, *fld[6], *save = NULL;
+		int nf = 0;
+		long ns, nd;
+
+		if (rep->element[k]->type != REDIS_REPLY_STRING)
+			continue;
+		line = xstrdup(rep->element[k]->str);
+		for (char *t = strtok_r(line, "\t", &save); t != NULL && nf < 6;
+		     t = strtok_r(NULL, "\t", &save))
+			fld[nf++] = t;
+		if (nf != 6 || strcmp(fld[0], "move") != 0 || strcmp(fld[2], canon_to) != 0 ||
+		    strtoul(fld[3], NULL, 10) != m1->uidvalidity ||
+		    (ns = hint_uids(fld[4], src, HINT_UIDS_MAX)) <= 0 ||
+		    (nd = hint_uids(fld[5], dst, HINT_UIDS_MAX)) != ns) {
+			free(line);
+			continue;
+		}
+		for (long j = 0; j < ns; j++) {
+			struct sy_msg *e = sy_msgs_find(m1, dst[j]);
+			const char *name2;
+			uint32_t uv2, uid2;
+			int seen = 0;
+
+			if (e == NULL || !e->haskey || e->dup || e->match || e->skip ||
+			    sy_state_map_find_uid(r, r->st, fld[1], src[j], &name2, &uv2, &uid2) <
+			            0 ||
+			    strcmp(name2, f->name2) == 0)
+				continue;
+			for (size_t i = 0; i < nh && !seen; i++)
+				seen = h[i].e == e;
+			if (seen)
+				continue;
+			h = realloc(h, (nh + 1) * sizeof(*h));
+			if (h == NULL)
+				abort();
+			h[nh].e = e;
+			h[nh].name2 = name2;
+			h[nh].uv2 = uv2;
+			h[nh].uid2 = uid2;
+			h[nh].copied = 0;
+			nh++;
+		}
+		free(line);
+	}
+	freeReplyObject(rep);
+	redisFree(c);
+	free(src);
+	free(dst);
+	*h_r = h;
+	return nh;
+}
+
+/* One host2 folder's hinted messages h[0..n): checked, then one UID COPY. */
+static void copy_group(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m2,
+                       struct hinted *h, size_t n)
+{
+	struct sy_msgs ma;
+	struct sy_res res;
+	struct copyuid_wait w;
+	char item[256], set[8192];
+	uint32_t *uids = malloc((n + 1) * sizeof(*uids)), *src = NULL, *dst = NULL;
+	size_t nu = 0, pos = 0;
+	long ns = 0;
+	const char *error;
+
+	if (uids == NULL)
+		abort();
+	memset(&ma, 0, sizeof(ma));
+	memset(&w, 0, sizeof(w));
+	ma.r = r;
+	ma.side = 1;
+	if (sy_cmd(r, 1, &res, sy_on_select, NULL, &ma, "EXAMINE %m", h[0].name2) !=
+	            IMAP_STATUS_OK ||
+	    ma.uidvalidity != h[0].uv2)
+		goto out;
+	for (size_t k = 0; k < n; k++)
+		uids[nu++] = h[k].uid2;
+	sy_uid_set(set, sizeof(set), uids, nu, &pos);
+	sy_hdrkey_fetch_item(r->hk, item, sizeof(item));
+	if (sy_cmd(r, 1, &res, on_meta, NULL, &ma, "UID FETCH %a (UID RFC822.SIZE %a)", set,
+	           item) != IMAP_STATUS_OK)
+		goto out;
+	nu = 0;
+	for (size_t k = 0; k < n; k++) {
+		const struct sy_msg *a = sy_msgs_find(&ma, h[k].uid2);
+
+		if (a != NULL && a->haskey && a->size == h[k].e->size &&
+		    strcmp(a->key, h[k].e->key) == 0)
+			uids[nu++] = h[k].uid2;
+	}
+	pos = 0;
+	if (nu == 0 || sy_uid_set(set, sizeof(set), uids, nu, &pos) != nu ||
+	    imap_client_cmdf(r->side[1].cl, on_copyuid, NULL, NULL, &w, &error, "UID COPY %a %m",
+	                     set, f->name2) < 0)
+		goto out;
+	imap_client_wait(r->side[1].cl, &w.done);
+	if (w.status != IMAP_STATUS_OK || w.src == NULL || w.uv != m2->uidvalidity)
+		goto out;
+	src = malloc(HINT_UIDS_MAX * sizeof(*src));
+	dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
+	if (src == NULL || dst == NULL)
+		abort();
+	ns = hint_uids(w.src, src, HINT_UIDS_MAX);
+	if (ns <= 0 || hint_uids(w.dst, dst, HINT_UIDS_MAX) != ns)
+		goto out;
+	for (long j = 0; j < ns; j++) {
+		for (size_t k = 0; k < n; k++) {
+			struct sy_msg *e = h[k].e;
+			if (h[k].uid2 != src[j] || e->match != 0)
+				continue;
+			e->match = -1; /* copied: what an APPEND would have done */
+			e->uid2 = dst[j];
+			h[k].copied = 1; /* its flags are set once B is selected again */
+			r->transferred++;
+			sy_msgline(r,
+			           "msg %s/%u {%u} copied to %s/%u inside host2, from %s/%u (moved "
+			           "on host1 through the proxy)",
+			           f->name1, e->uid, e->size, f->name2, dst[j], h[k].name2, src[j]);
+		}
+	}
+out:
+	sy_msgs_free(&ma);
+	free(w.src);
+	free(w.dst);
+	free(src);
+	free(dst);
+	free(uids);
+}
+
+static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
+                          struct sy_msgs *m2)
+{
+	char canon_to[1024];
+	struct hinted *h;
+	size_t nh, want = 0;
+	struct sy_msgs again;
+	struct sy_res res;
+
+	if (r->o->redis == NULL || r->st == NULL || r->o->dry || r->o->acc[0].user == NULL ||
+	    m1->uidvalidity == 0 || m2->uidvalidity == 0 || r->side[1].cl == NULL ||
+	    !imap_caps_has(imap_client_caps(r->side[1].cl), IMAP_CAP_UIDPLUS))
+		return;
+	for (size_t k = 0; k < m1->n; k++)
+		want += to_copy(&m1->v[k]);
+	if (want == 0 || rk_folder_canon(canon_to, sizeof(canon_to), f->name1, strlen(f->name1), 0,
+	                                 r->side[0].sep) < 0)
+		return;
+	nh = hints_read(r, f, m1, canon_to, &h);
+	if (nh == 0)
+		return;
+	qsort(h, nh, sizeof(*h), hinted_cmp);
+	for (size_t k = 0, end; k < nh && !r->stop; k = end) {
+		for (end = k + 1; end < nh && strcmp(h[end].name2, h[k].name2) == 0; end++)
+			;
+		copy_group(r, f, m2, h + k, end - k);
+	}
+	/* host2 back on B, as the pass left it */
+	memset(&again, 0, sizeof(again));
+	if (sy_cmd(r, 1, &res, sy_on_select, NULL, &again, "SELECT %m", f->name2) !=
+	            IMAP_STATUS_OK ||
+	    again.uidvalidity != m2->uidvalidity) {
+		sy_error(r, SY_ERR_SELECT, "Host2: could not select %s again: %s", f->name2,
+		         res.text);
+		nh = 0;
+	}
+	/* a copy has A's flags (perhaps older than host1's): B's are set, as
+	 * an APPEND would have set them; only now, B being selected */
+	for (size_t k = 0; k < nh; k++) {
+		char *flags, *store = NULL;
+
+		if (!h[k].copied || (flags = host2_flags(r, h[k].e->flags, m2)) == NULL)
+			continue;
+		/* NULL store: no flag at all, which the copy must not keep either */
+		if (sy_flags_store(flags, "", &store) >= 0 &&
+		    sy_cmd(r, 1, &res, NULL, NULL, NULL, "UID STORE %u %a", h[k].e->uid2,
+		           store != NULL ? store : "FLAGS.SILENT ()") != IMAP_STATUS_OK)
+			sy_error(r, SY_ERR_FLAGS,
+			         "Host2 folder %s: could not set the flags of %u: %s", f->name2,
+			         h[k].e->uid2, res.text);
+		free(store);
+		free(flags);
+	}
+	free(h);
+	sy_msgs_free(&again);
+}
+
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                       struct sy_msgs *m2)
 {
 	struct xfer_ctx x;
 	size_t k = 0, batch, window, checked = 0;
 
+	copy_by_hints(r, f, m1, m2); /* moves seen by the proxy: copied inside host2 */
 	memset(&x, 0, sizeof(x));
 	x.r = r;
 	x.f = f;

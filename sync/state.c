@@ -33,6 +33,8 @@
 
 #define STATE_MAGIC "imapferry-state 1"
 
+static void canon(const struct sy_run *r, const char *name1, char *buf, size_t size);
+
 struct sy_fstate {
 	char *name1, *name2;
 	struct sy_fstatus st[2];
@@ -222,6 +224,36 @@ int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1
 	memcpy(*pairs_r, m->pairs, m->n * sizeof(**pairs_r));
 	*n_r = m->n;
 	return 0;
+}
+
+int sy_state_map_find_uid(const struct sy_run *r, struct sy_state *s, const char *canon1,
+                          uint32_t uid1, const char **name2_r, uint32_t *uv2_r, uint32_t *uid2_r)
+{
+	char cn[1024];
+
+	for (size_t k = 0; k < s->nmaps; k++) {
+		const struct sy_umap *m = &s->maps[k];
+		size_t lo = 0, hi = m->n;
+
+		canon(r, m->name1, cn, sizeof(cn));
+		if (strcmp(cn, canon1) != 0 || m->uv2 == 0)
+			continue;
+		while (lo < hi) { /* pairs are sorted by uid1 */
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (m->pairs[mid].uid1 < uid1)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < m->n && m->pairs[lo].uid1 == uid1) {
+			*name2_r = m->name2;
+			*uv2_r = m->uv2;
+			*uid2_r = m->pairs[lo].uid2;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static int pair_cmp(const void *a, const void *b)

@@ -424,6 +424,72 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"),
                          out[-3000:])
 
+    def test_move_hint_copies_inside_host2(self):
+        """A message moved on host1 from INBOX to Sent, with the proxy's move
+        hint in Redis (rkeys.h: "move", from, to, UIDVALIDITY, COPYUID sets):
+        Sent's sync copies it inside host2 from INBOX's copy (UID COPY) with
+        no body read on host1, and with host1's flags (not those of INBOX's
+        copy); a hint the state cannot vouch for is ignored (the message is
+        uploaded as usual)."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        redis = f"127.0.0.1:{port}"
+        cli = ["redis-cli", "-p", port]
+        hint_key = f"rep:{{{fh.shard(USER)}}}:hint:{USER}"
+
+        def forget():
+            subprocess.run(cli + ["DEL", hint_key], capture_output=True)
+            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+                keys = subprocess.run(cli + ["--scan", "--pattern", pattern],
+                                      capture_output=True, text=True).stdout.split()
+                for key in keys:
+                    subprocess.run(cli + ["DEL", key], capture_output=True)
+
+        forget()
+        self.addCleanup(forget)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+
+        def move(uid_index, to):
+            imap = src_imap()
+            try:
+                imap.select("INBOX")
+                typ, data = imap.uid("SEARCH", None, "ALL")
+                uid = data[0].split()[uid_index].decode()
+                # a flag host2's INBOX copy lacks: the copy in Sent must get it
+                imap.uid("STORE", uid, "+FLAGS", "($MovedFlag)")
+                typ, data = imap.uid("MOVE", uid, to)
+                self.assertEqual("OK", typ, data)
+                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
+                self.assertEqual(3, len(code), code)
+                return code  # uidvalidity, source set, destination set
+            finally:
+                imap.logout()
+
+        uv, src, dst = move(0, "Sent")
+        subprocess.run(cli + ["LPUSH", hint_key, f"move\tINBOX\tSent\t{uv}\t{src}\t{dst}"],
+                       check=True, capture_output=True)
+        # a hint naming a UID the state has not mapped: ignored
+        uv, src2, dst2 = move(1, "Sent")
+        subprocess.run(cli + ["LPUSH", hint_key, f"move\tINBOX\tSent\t{uv}\t999999\t{dst2}"],
+                       check=True, capture_output=True)
+        rc, out = run_sync("--redis", redis, "--folder", "Sent", "--debugimap")
+        self.assertEqual(0, rc, "\n".join(l for l in out.splitlines()
+                                          if "Err" in l or "rror" in l or "STORE" in l)[-3000:])
+        self.assertIn("inside host2", out, out[-4000:])
+        self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+ Sent")
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assertEqual(1, len(BODY_FETCH.findall(out)), "only the unvouched one is read")
+        imap = ENV.imap("dst", USER)
+        try:
+            imap.select("Sent", readonly=True)
+            typ, data = imap.uid("SEARCH", None, "KEYWORD", "$MovedFlag")
+            self.assertEqual(2, len(data[0].split()), "the moved messages' host1 flags")
+        finally:
+            imap.logout()
+        rc, out = run_sync("--redis", redis, "--delete2")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assert_identical()
+
     def test_parallel_workers(self):
         """--parallel N: folders synced by N worker processes, each with its
         own connections; their counters and state merge into one report and
