@@ -419,7 +419,7 @@ static void rename_done(struct px_observe *o, const struct obs_cmd *c)
 
 /* "move\t<from>\t<to>\t<uidvalidity>\t<src-set>\t<dst-set>" from a COPYUID
  * code (RFC 4315: uidvalidity of the destination, source and destination
- * UID sets). Sent once per MOVE. */
+ * UID sets), "copy\t..." for a COPY. Sent once per command. */
 static void send_move_hint(struct px_observe *o, struct obs_cmd *c, const struct imap_msg *r)
 {
 	char to[OBS_CANON_MAX], line[OBS_HINT_MAX];
@@ -435,8 +435,9 @@ static void send_move_hint(struct px_observe *o, struct obs_cmd *c, const struct
 	if (obs_canon(o, c->name1, c->len1, to, sizeof(to)) < 0 || !hint_safe(to) ||
 	    !hint_safe(c->mbox->name))
 		return;
-	n = snprintf(line, sizeof(line), "move\t%s\t%s\t%s\t%s\t%s", c->mbox->name, to, v->str,
-	             src->str, dst->str);
+	n = snprintf(line, sizeof(line), "%s\t%s\t%s\t%s\t%s\t%s",
+	             c->kind == OBS_K_COPY ? "copy" : "move", c->mbox->name, to, v->str, src->str,
+	             dst->str);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	c->hinted = 1;
@@ -975,8 +976,8 @@ static void on_tagged(struct px_observe *o, const struct imap_msg *r)
 	if (c->kind == OBS_K_SELECT && r->code != NULL && strcmp(r->code, "READ-ONLY") == 0)
 		c->readonly = 1;
 	on_code(o, r, c);
-	if (st == IMAP_STATUS_OK && c->kind == OBS_K_MOVE && r->code != NULL &&
-	    strcmp(r->code, "COPYUID") == 0)
+	if (st == IMAP_STATUS_OK && (c->kind == OBS_K_MOVE || c->kind == OBS_K_COPY) &&
+	    r->code != NULL && strcmp(r->code, "COPYUID") == 0)
 		send_move_hint(o, c, r);
 	if (st == IMAP_STATUS_OK && c->kind == OBS_K_RENAME)
 		rename_done(o, c);

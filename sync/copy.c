@@ -1221,8 +1221,8 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		for (char *t = strtok_r(line, "\t", &save); t != NULL && nf < 6;
 		     t = strtok_r(NULL, "\t", &save))
 			fld[nf++] = t;
-		if (nf != 6 || strcmp(fld[0], "move") != 0 || strcmp(fld[2], canon_to) != 0 ||
-		    strtoul(fld[3], NULL, 10) != m1->uidvalidity ||
+		if (nf != 6 || (strcmp(fld[0], "move") != 0 && strcmp(fld[0], "copy") != 0) ||
+		    strcmp(fld[2], canon_to) != 0 || strtoul(fld[3], NULL, 10) != m1->uidvalidity ||
 		    (ns = hint_uids(fld[4], src, HINT_UIDS_MAX)) <= 0 ||
 		    (nd = hint_uids(fld[5], dst, HINT_UIDS_MAX)) != ns) {
 			free(line);

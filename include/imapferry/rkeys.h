@@ -104,6 +104,7 @@ int rk_folder_canon(char *buf, size_t size, const char *name, size_t len, int ut
 
 /* Hints pushed to rep:{s}:hint:<user>, tab-separated, one line each:
  *   "move\t<from>\t<to>\t<uidvalidity>\t<src-uid-set>\t<dst-uid-set>"  (COPYUID of MOVE)
+ *   "copy\t<from>\t<to>\t<uidvalidity>\t<src-uid-set>\t<dst-uid-set>"  (COPYUID of COPY)
  *   "rename\t<from>\t<to>" */
 #define RK_HINT_MAX   64 /* LTRIM length */
 #define RK_HINT_TTL_S 86400

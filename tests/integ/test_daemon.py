@@ -233,6 +233,31 @@ poll = 600
             imap.logout()
         self.wait_identical(20)
 
+    def test_2c_copy_through_the_proxy(self):
+        """UID COPY through the proxy: the copy hint makes the daemon copy the
+        message inside the destination too (same X-GUID in both folders)."""
+        msgid = "<copied-1@example.org>"
+        before = self.done_count("INBOX")
+        imap = self.proxy_imap()
+        try:
+            fh.imap_check(imap.append("INBOX", None, None, message(1, "copied")), "APPEND")
+        finally:
+            imap.logout()
+        self.wait_for("the APPEND on host2", lambda: self.dst_has("INBOX", msgid), 10)
+        self.wait_for("the INBOX sync's end", lambda: self.done_count("INBOX") > before, 10)
+        imap = self.proxy_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.uid("SEARCH", None, "HEADER", "Message-Id", msgid)
+            typ, data = imap.uid("COPY", data[0].split()[0].decode(), "Sent")
+            self.assertEqual("OK", typ, data)
+        finally:
+            imap.logout()
+        self.wait_for("the copied message on host2", lambda: self.dst_has("Sent", msgid), 10)
+        self.assertEqual(self.guid("dst", "INBOX", msgid), self.guid("dst", "Sent", msgid),
+                         self.log())
+        self.wait_identical(20)
+
     def test_3_delivery_that_bypasses_the_proxy(self):
         fh.deliver(ENV, USER, message(2, "lmtp"))
         self.wait_for("LMTP delivery found by the poll",
