@@ -281,11 +281,13 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 		const char *name;
 		int value;
 	} drop[] = {
-	        {"daemon", 0},     {"workers", 1},      {"users", 1},         {"poll", 1},
-	        {"pollactive", 1}, {"poll-active", 1},  {"lease", 1},         {"http", 1},
-	        {"user1", 1},      {"user2", 1},        {"password1", 1},     {"password2", 1},
-	        {"folder", 1},     {"folderrec", 1},    {"pidfile", 1},       {"logfile", 1},
-	        {"quickcheck", 0}, {"notifystatus", 1}, {"notify-status", 1},
+	        {"daemon", 0},        {"workers", 1},        {"users", 1},
+	        {"poll", 1},          {"pollactive", 1},     {"poll-active", 1},
+	        {"lease", 1},         {"http", 1},           {"user1", 1},
+	        {"user2", 1},         {"password1", 1},      {"password2", 1},
+	        {"folder", 1},        {"folderrec", 1},      {"pidfile", 1},
+	        {"logfile", 1},       {"quickcheck", 0},     {"notifystatus", 1},
+	        {"notify-status", 1}, {"maxconnections", 1}, {"max-connections", 1},
 	};
 	const char *name = arg, *eq;
 	size_t len;
@@ -479,7 +481,7 @@ static int worker_spawn(struct daemon *d, unsigned k)
 	}
 	pid = fork();
 	if (pid == 0) {
-		char fdname[16];
+		char fdname[16], share[24];
 		char *av[2] = {d->argv[0], NULL};
 		int null = open("/dev/null", O_RDWR);
 
@@ -498,6 +500,9 @@ static int worker_spawn(struct daemon *d, unsigned k)
 		fcntl(sv[1], F_SETFD, 0);
 		snprintf(fdname, sizeof(fdname), "%d", sv[1]);
 		setenv(SY_WORKER_FD_ENV, fdname, 1);
+		/* its share of --maxconnections, less its running sync's one */
+		snprintf(share, sizeof(share), "%lld", d->o->maxconns / d->o->workers - 1);
+		setenv(SY_WORKER_POOL_ENV, share, 1);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		execv("/proc/self/exe", av);
@@ -1272,6 +1277,13 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 		fprintf(stderr, "--workers 1..256, --poll >= 1 and --lease >= 3 please\n");
 		return SY_EX_USAGE;
 	}
+	if (o->maxconns < o->workers) {
+		fprintf(stderr,
+		        "--maxconnections %lld is below --workers %lld: each running sync needs a "
+		        "connection to each server\n",
+		        o->maxconns, o->workers);
+		return SY_EX_USAGE;
+	}
 	if (sy_options_resolve_passwords(o, err, sizeof(err)) < 0) {
 		fprintf(stderr, "%s\n", err);
 		return SY_EX_NOINPUT;
@@ -1330,9 +1342,10 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 		event_add(d.claim, &tv);
 	}
 	log_msg(LOG_LVL_NOTICE, "daemon",
-	        "imapferry-sync %s daemon %s: Redis %s, %lld workers, poll every %lld s, "
-	        "lease %lld s%s%s",
-	        IMAPFERRY_VERSION, d.worker, o->redis, o->workers, o->poll, o->lease,
+	        "imapferry-sync %s daemon %s: Redis %s, %lld workers, at most %lld connections "
+	        "per server, poll every %lld s, lease %lld s%s%s",
+	        IMAPFERRY_VERSION, d.worker, o->redis, o->workers,
+	        o->maxconns / o->workers * o->workers, o->poll, o->lease,
 	        o->http != NULL ? ", /metrics on " : "", o->http != NULL ? o->http : "");
 	event_base_dispatch(d.base);
 	log_msg(LOG_LVL_NOTICE, "daemon", "stopped: %llu syncs, %llu ok, %llu failed", d.started,

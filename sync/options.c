@@ -355,6 +355,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_REDIS] = {"redis", NULL, T_STR(redis), NULL, NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: keep the state in Redis (HOST:PORT or a socket path) instead of tmpdir, under the key schema the proxy and daemon share"},
 	[SY_OPT_DAEMON] = {"daemon", NULL, T_BOOL(daemon), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry: live replication: consume the proxy's marks from --redis and sync what changed (README: the daemon)"},
 	[SY_OPT_WORKERS] = {"workers", NULL, T_INT(workers), "4", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: folder syncs run at once"},
+	[SY_OPT_MAXCONNECTIONS] = {"maxconnections", "max-connections", T_INT(maxconns), "128", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: most connections it holds to each server, running syncs and idle pooled ones together (split evenly among the workers; at least --workers)"},
 	[SY_OPT_USERS] = {"users", NULL, T_STR(users), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: file of users (one per line, \"user1 user2\" when the names differ) to sync and keep polling"},
 	[SY_OPT_POLL] = {"poll", NULL, T_INT(poll), "3600", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of each user (changes that bypassed the proxy)"},
 	[SY_OPT_POLLACTIVE] = {"pollactive", "poll-active", T_INT(pollactive), "60", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: seconds between quick checks of a user the proxy saw active (a change of theirs was synced)"},

@@ -345,6 +345,7 @@ enum sy_opt {
 	SY_OPT_REDIS,
 	SY_OPT_DAEMON,
 	SY_OPT_WORKERS,
+	SY_OPT_MAXCONNECTIONS,
 	SY_OPT_USERS,
 	SY_OPT_POLL,
 	SY_OPT_POLLACTIVE,
@@ -450,6 +451,7 @@ struct sy_options {
 	/* the daemon (sync/daemon.c, issue 6) */
 	int daemon;           /* --daemon */
 	long long workers;    /* --workers: syncs at once */
+	long long maxconns;   /* --maxconnections: per server, running syncs and pools */
 	char *users;          /* --users FILE: users to enqueue at start */
 	long long poll;       /* --poll SECS: quick check of every known user */
 	long long pollactive; /* --poll-active SECS: ... of users active through the proxy */

@@ -11,8 +11,10 @@
  * with stdout and stderr going to logpath, and answers "<exit code>\n".
  *
  * What a worker adds over a process per sync is the pool: the logged-in
- * connections of the last users it synced stay open (SY_POOL_MAX
- * connections, SY_POOL_IDLE_S seconds idle at most), so the next change of
+ * connections of the last users it synced stay open (its share of the
+ * daemon's --maxconnections to each server, SY_WORKER_POOL_ENV; the least
+ * recently used one makes room; SY_POOL_IDLE_S seconds idle at most), so the
+ * next change of
  * an active user is synced without a process start, two connects and two
  * logins — most of a small sync's time. The daemon sends a user's items to
  * the worker that synced that user last. A connection is pooled only after
@@ -28,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +47,7 @@
 #include "sync.h"
 #include "worker.h"
 
-#define SY_POOL_MAX        64      /* pooled connections per worker (both sides) */
+#define SY_POOL_DEFAULT    31      /* pooled connections per server without SY_WORKER_POOL_ENV */
 #define SY_POOL_IDLE_S     30      /* a pooled connection idle longer is logged out */
 #define SY_WORKER_JOBS_MAX 1000    /* jobs before a worker makes way for a fresh one */
 #define SY_WORKER_MSG_MAX  1048576 /* a job message's size limit */
@@ -63,8 +66,8 @@ struct pool_conn {
 
 static struct {
 	struct event_base *base; /* NULL: not a worker */
-	struct pool_conn c[SY_POOL_MAX];
-	unsigned n;
+	struct pool_conn *c;     /* [2 * cap] */
+	unsigned n, cap;         /* cap: per side (server) */
 	unsigned long long reused, opened;
 } pool;
 
@@ -158,9 +161,9 @@ int sy_pool_give(struct sy_run *r, int i)
 	struct sy_side *s = &r->side[i];
 	struct pool_conn *c;
 
-	if (pool.base == NULL || s->cl == NULL || s->acc == NULL || s->acc->user == NULL ||
-	    s->acc->host == NULL || imap_client_state(s->cl) != IMAP_CL_AUTHED ||
-	    imap_client_in_flight(s->cl) != 0 ||
+	if (pool.base == NULL || pool.cap == 0 || s->cl == NULL || s->acc == NULL ||
+	    s->acc->user == NULL || s->acc->host == NULL ||
+	    imap_client_state(s->cl) != IMAP_CL_AUTHED || imap_client_in_flight(s->cl) != 0 ||
 	    !imap_caps_has(imap_client_caps(s->cl), IMAP_CAP_UNSELECT))
 		return 0;
 	/* nothing stays selected: a STATUS of the selected mailbox may show
@@ -170,15 +173,18 @@ int sy_pool_give(struct sy_run *r, int i)
 	if (sy_cmd(r, i, NULL, NULL, NULL, NULL, "UNSELECT") == IMAP_STATUS_NONE ||
 	    imap_client_state(s->cl) != IMAP_CL_AUTHED)
 		return 0;
-	if (pool.n == SY_POOL_MAX) {
-		/* the least recently used one makes room */
-		unsigned oldest = 0;
+	{
+		/* this server's least recently used one makes room */
+		unsigned same = 0, oldest = 0;
 
-		for (unsigned k = 1; k < pool.n; k++) {
-			if (idle_seconds(&pool.c[k]) > idle_seconds(&pool.c[oldest]))
+		for (unsigned k = 0; k < pool.n; k++) {
+			if (pool.c[k].side != i)
+				continue;
+			if (same++ == 0 || idle_seconds(&pool.c[k]) > idle_seconds(&pool.c[oldest]))
 				oldest = k;
 		}
-		conn_drop(oldest, 1);
+		if (same >= pool.cap)
+			conn_drop(oldest, 1);
 	}
 	c = &pool.c[pool.n];
 	memset(c, 0, sizeof(*c));
@@ -197,6 +203,30 @@ int sy_pool_give(struct sy_run *r, int i)
 	s->tls = NULL;
 	pool.n++;
 	return 1;
+}
+
+/* The pool's size per server: SY_WORKER_POOL_ENV, within what the file
+ * descriptor limit allows (two servers, a few descriptors of our own). */
+static void pool_size(void)
+{
+	const char *v = getenv(SY_WORKER_POOL_ENV);
+	struct rlimit rl;
+	long long cap = SY_POOL_DEFAULT;
+	char *end;
+
+	if (v != NULL) {
+		errno = 0;
+		cap = strtoll(v, &end, 10);
+		if (errno != 0 || *end != '\0' || end == v || cap < 0)
+			cap = SY_POOL_DEFAULT;
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+	    (rlim_t)cap > (rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 2 : 0))
+		cap = rl.rlim_cur > 64 ? (long long)(rl.rlim_cur - 64) / 2 : 0;
+	pool.cap = (unsigned)cap;
+	pool.c = calloc(2 * (size_t)pool.cap + 1, sizeof(*pool.c));
+	if (pool.c == NULL)
+		abort();
 }
 
 /* Reads exactly len bytes; 0 on EOF before the first byte, -1 on error. */
@@ -300,6 +330,7 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 	}
 	if (pool.base == NULL)
 		abort();
+	pool_size();
 	while (jobs < SY_WORKER_JOBS_MAX && !sy_main_signalled()) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		uint32_t len;
@@ -353,6 +384,8 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 	event_base_loop(pool.base, EVLOOP_NONBLOCK);
 	event_base_free(pool.base);
 	pool.base = NULL;
+	free(pool.c);
+	pool.c = NULL;
 	for (int i = 0; i < 2; i++) {
 		if (dflt[i] != NULL)
 			explicit_bzero(dflt[i], strlen(dflt[i]));

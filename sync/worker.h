@@ -11,6 +11,9 @@ struct sy_run;
 
 /* The environment variable naming the worker's socket (set by the daemon). */
 #define SY_WORKER_FD_ENV "IMAPFERRY_WORKER_FD"
+/* The most idle connections a worker keeps to each server (--maxconnections
+ * divided among the workers, less the running sync's own). */
+#define SY_WORKER_POOL_ENV "IMAPFERRY_WORKER_POOL"
 
 /* The worker's loop: reads jobs from fd, runs each with run_args (the
  * one-shot program's argv entry point), answers its exit code. Returns

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""imapferry-sync --daemon --maxconnections (issue 6): the most connections
+the daemon holds to each server, running syncs and idle pooled ones
+together, so that thousands of users do not mean thousands of sessions.
+
+Three users (peggy, quinn, rupert), each with mail in two folders, are
+synced by a daemon with one worker. A worker keeps the logged-in connections
+of the users it synced last (30 s idle at most), so:
+
+  1. with --maxconnections 3 (one worker: 2 pooled per server, the least
+     recently used one logged out), at most 2 of their sessions stay open on
+     each server once all three are in sync, and at least 1 (the pool works);
+  2. with --maxconnections 64 the same run leaves all 3 open on each
+     server: what proves that the limit is what held them to 2;
+  3. --maxconnections below --workers is refused at start (usage, exit 64).
+
+Needs FERRY_ENV_DIR and FERRY_SYNC.
+"""
+
+import atexit
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+
+import ferry_harness as fh
+from private_redis import PrivateRedis
+
+ENV = fh.Env.load()
+SYNC = os.environ["FERRY_SYNC"]
+USERS = ["peggy", "quinn", "rupert"]
+WORKDIR = tempfile.mkdtemp(prefix="ferry-pool-test-")
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+
+
+def message(user, n):
+    return (f"From: a@example.org\r\nTo: {user}@example.org\r\nSubject: pool {n}\r\n"
+            f"Message-Id: <pool-{user}-{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
+
+
+def sessions(side):
+    """Sessions of USERS on side's Dovecot (doveadm who)."""
+    conf = ENV.values[f"FERRY_{side.upper()}_DOVECOT_CONF"]
+    out = subprocess.run(["doveadm", "-c", str(conf), "who"], capture_output=True,
+                         text=True).stdout
+    return sum(int(f[1]) for f in (line.split() for line in out.splitlines()[1:])
+               if len(f) > 1 and f[0] in USERS)
+
+
+class Pool(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        for user in USERS:
+            fh.wipe(ENV, "src", user)
+            imap = ENV.imap("src", user)
+            try:
+                imap.create("Pool")
+                for n in range(3):
+                    fh.imap_check(imap.append("INBOX", None, None, message(user, n)), "APPEND")
+                    fh.imap_check(imap.append("Pool", None, None, message(user, 10 + n)),
+                                  "APPEND")
+            finally:
+                imap.logout()
+        cls.users = os.path.join(WORKDIR, "users")
+        with open(cls.users, "w") as f:
+            f.write("\n".join(USERS) + "\n")
+
+    def run_daemon(self, maxconns):
+        """Syncs USERS from scratch with one worker; returns the sessions
+        left open on (src, dst) once all of them are in sync."""
+        for user in USERS:
+            fh.wipe(ENV, "dst", user)
+        redis = PrivateRedis(WORKDIR)
+        log_path = os.path.join(WORKDIR, f"daemon-{maxconns}.log")
+        cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--users", self.users,
+               "--workers", "1", "--maxconnections", str(maxconns), "--poll", "600",
+               "--tmpdir", WORKDIR,
+               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
+               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
+               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
+               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
+               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
+               "--sslargs2", f"SSL_ca_file={ENV.ca_file}"]
+        with open(log_path, "ab") as log:
+            daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+        def text():
+            with open(log_path, errors="replace") as f:
+                return f.read()
+
+        try:
+            deadline = time.monotonic() + 60
+            while not all(f"user {u}: in sync" in text() for u in USERS):
+                self.assertIsNone(daemon.poll(), text()[-3000:])
+                self.assertLess(time.monotonic(), deadline, text()[-3000:])
+                time.sleep(0.1)
+            for user in USERS:
+                self.assertEqual([], fh.compare(ENV, user, "src", user, "dst"), user)
+            self.assertIn(f"at most {maxconns} connections per server", text())
+            return sessions("src"), sessions("dst")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                self.assertEqual(0, daemon.wait(30), text()[-3000:])
+            finally:
+                if daemon.poll() is None:
+                    os.killpg(daemon.pid, signal.SIGKILL)
+                    daemon.wait()
+                redis.stop()
+            # a stopped daemon logs its pooled connections out
+            deadline = time.monotonic() + 10
+            while sessions("src") + sessions("dst") > 0:
+                self.assertLess(time.monotonic(), deadline, "sessions left after SIGTERM")
+                time.sleep(0.1)
+
+    def test_1_limit_holds(self):
+        src, dst = self.run_daemon(3)
+        self.assertLessEqual(src, 2, "sessions on the source")
+        self.assertLessEqual(dst, 2, "sessions on the destination")
+        self.assertGreaterEqual(src, 1, "nothing pooled at all")
+        self.assertGreaterEqual(dst, 1, "nothing pooled at all")
+
+    def test_2_without_the_limit_all_stay(self):
+        src, dst = self.run_daemon(64)
+        self.assertEqual(3, src, "sessions on the source")
+        self.assertEqual(3, dst, "sessions on the destination")
+
+    def test_3_below_workers_refused(self):
+        p = subprocess.run([SYNC, "--daemon", "--redis", f"{fh.HOST}:1", "--workers", "4",
+                            "--maxconnections", "3", "--host1", fh.HOST, "--host2", fh.HOST],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(64, p.returncode, p.stderr)
+        self.assertIn("--maxconnections 3 is below --workers 4", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
