@@ -96,7 +96,63 @@ struct dm_job {
 	char *user, *folder;
 	int full; /* a full check (--nostate), not a quick check */
 	char logpath[512];
+	unsigned long long messages, bytes; /* copied, as its worker answered */
 };
+
+/* Failed syncs by class, from the exit code (imapsync's classes, sync.h). */
+enum dm_err {
+	DM_ERR_CONNECT1,
+	DM_ERR_CONNECT2,
+	DM_ERR_TLS,
+	DM_ERR_AUTH1,
+	DM_ERR_AUTH2,
+	DM_ERR_APPEND,
+	DM_ERR_FETCH,
+	DM_ERR_CREATE,
+	DM_ERR_SELECT,
+	DM_ERR_FLAGS,
+	DM_ERR_CRASH, /* the worker died (a signal) */
+	DM_ERR_OTHER, /* 111 and anything else */
+	DM_ERR_COUNT
+};
+
+static const char *const dm_err_names[DM_ERR_COUNT] = {
+        "connect_host1", "connect_host2", "tls",    "auth_host1", "auth_host2", "append",
+        "fetch",         "create",        "select", "flags",      "crash",      "other",
+};
+
+static enum dm_err err_class(int code)
+{
+	switch (code) {
+	case 101:
+		return DM_ERR_CONNECT1;
+	case 102:
+		return DM_ERR_CONNECT2;
+	case 12:
+		return DM_ERR_TLS;
+	case 161:
+		return DM_ERR_AUTH1;
+	case 162:
+		return DM_ERR_AUTH2;
+	case 114:
+		return DM_ERR_APPEND;
+	case 115:
+		return DM_ERR_FETCH;
+	case 116:
+		return DM_ERR_CREATE;
+	case 117:
+		return DM_ERR_SELECT;
+	case 120:
+		return DM_ERR_FLAGS;
+	default:
+		return code > 128 && code < 128 + 65 ? DM_ERR_CRASH : DM_ERR_OTHER;
+	}
+}
+
+/* Replication lag buckets (seconds): the issue's targets are 0.3 s (median)
+ * and 1 s (p99); polls of users that bypassed the proxy are minutes. */
+static const double dm_lag_le[] = {0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600};
+#define DM_LAG_N (sizeof(dm_lag_le) / sizeof(dm_lag_le[0]))
 
 struct dm_user {
 	char *user1, *user2;
@@ -132,6 +188,10 @@ struct daemon {
 	struct timespec stop_at;
 	/* metrics */
 	unsigned long long started, ok, failed, lost, polled, marks;
+	unsigned long long messages, bytes;      /* copied by the syncs that ended */
+	unsigned long long errors[DM_ERR_COUNT]; /* failed syncs by class */
+	unsigned long long lag_counts[DM_LAG_N + 1];
+	struct prom_hist lag; /* folder items: due time to the end of the sync */
 };
 
 static long long wall_ms(void)
@@ -451,7 +511,16 @@ static void worker_read(struct daemon *d, unsigned k)
 		w->rlen += (size_t)n;
 		w->rbuf[w->rlen] = '\0';
 		while ((nl = strchr(w->rbuf, '\n')) != NULL) {
-			int code = atoi(w->rbuf);
+			int code = 0;
+			unsigned long long messages = 0, bytes = 0;
+
+			/* "<exit code> <messages> <bytes>" */
+			if (sscanf(w->rbuf, "%d %llu %llu", &code, &messages, &bytes) < 1)
+				code = 111;
+			if (d->jobs[k].pid > 0) {
+				d->jobs[k].messages = messages;
+				d->jobs[k].bytes = bytes;
+			}
 
 			memmove(w->rbuf, nl + 1, strlen(nl + 1) + 1);
 			w->rlen = strlen(w->rbuf);
@@ -860,6 +929,8 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 	 * across daemons from these lines */
 	snprintf(window, sizeof(window), "token %llu, window %lld-%lld ms",
 	         (unsigned long long)j->item->token, j->wall_ms, wall_ms());
+	d->messages += j->messages;
+	d->bytes += j->bytes;
 
 	if (code == 0) {
 		rq_last_record(d->q, j->user, "daemon", NULL); /* for status and the page */
@@ -868,6 +939,11 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 		backoff_forget(d, j->item);
 		if (rq_finish(d->q, j->item, NULL, NULL) == 1) {
 			d->ok++;
+			/* from when it was due (the proxy's mark plus its debounce,
+			 * a poll's time) to now: what a user waits for */
+			if (strcmp(j->item->folder, RK_FOLDER_ALL) != 0 && j->item->due_ms > 0)
+				prom_hist_observe(&d->lag,
+				                  (double)(wall_ms() - j->item->due_ms) / 1000);
 			log_msg(LOG_LVL_INFO, "daemon", "sync %s [%s] done in %.2f s (%s)", j->user,
 			        j->item->folder, secs, window);
 		} else {
@@ -890,6 +966,7 @@ static void job_done(struct daemon *d, struct dm_job *j, int code)
 		progress(d, j);
 	} else {
 		d->failed++;
+		d->errors[err_class(code)]++;
 		job_last_error(j, why, sizeof(why));
 		rq_last_record(d->q, j->user, "daemon", why[0] != '\0' ? why : "sync failed");
 		log_msg(LOG_LVL_WARN, "daemon",
@@ -1182,6 +1259,17 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 	            "Syncs whose lease was lost before they finished.", d->lost);
 	prom_metric(b, "imapferry_sync_users_polled_total", "counter",
 	            "Whole-user quick checks started by the poll schedule.", d->polled);
+	prom_metric(b, "imapferry_sync_messages_copied_total", "counter",
+	            "Messages copied to host2 by the syncs that ended.", d->messages);
+	prom_metric(b, "imapferry_sync_bytes_copied_total", "counter",
+	            "Bytes copied to host2 by the syncs that ended.", d->bytes);
+	prom_labeled(b, "imapferry_sync_errors_total", "counter",
+	             "Failed syncs by error class (from imapsync's exit codes).", "class",
+	             dm_err_names, d->errors, DM_ERR_COUNT);
+	prom_hist_write(b, "imapferry_sync_lag_seconds",
+	                "From a folder item's due time (the proxy's mark plus its debounce) to the "
+	                "end of its successful sync.",
+	                &d->lag);
 	{
 		unsigned long long in_sync = 0, pending = 0;
 
@@ -1266,6 +1354,9 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	log_set_level(LOG_LVL_INFO);
 	d.o = o;
 	d.pid = getpid();
+	d.lag.le = dm_lag_le;
+	d.lag.n = DM_LAG_N;
+	d.lag.counts = d.lag_counts;
 	d.argc = argc;
 	d.argv = argv;
 	if (o->redis == NULL ||

@@ -235,6 +235,16 @@ static int exit_code(const struct sy_run *r)
 	return err_exit[best];
 }
 
+/* The last report's counts, for sy_report_take(). */
+static unsigned long long last_messages, last_bytes;
+
+void sy_report_take(unsigned long long *messages, unsigned long long *bytes)
+{
+	*messages = last_messages;
+	*bytes = last_bytes;
+	last_messages = last_bytes = 0;
+}
+
 int sy_report(struct sy_run *r)
 {
 	struct timespec t1;
@@ -284,6 +294,8 @@ int sy_report(struct sy_run *r)
 	          (unsigned long long)r->in2_not_in1);
 	stat_line(r, "Messages deleted on host1", "%llu", (unsigned long long)r->deleted1);
 	stat_line(r, "Messages deleted on host2", "%llu", (unsigned long long)r->deleted2);
+	last_messages = r->transferred;
+	last_bytes = r->bytes_transferred;
 	stat_line(r, "Total bytes transferred", "%llu (%s)",
 	          (unsigned long long)r->bytes_transferred,
 	          sy_bytes(b1, sizeof(b1), r->bytes_transferred));

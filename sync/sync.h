@@ -143,6 +143,9 @@ void sy_error(struct sy_run *r, enum sy_err cls, const char *fmt, ...)
 const char *sy_bytes(char *buf, size_t size, uint64_t n);
 /* Prints statistics, verdicts and the error listing; returns the exit code. */
 int sy_report(struct sy_run *r);
+/* Messages and bytes copied of the last sy_report() since the last call
+ * (0 and 0 when none): a daemon worker's answer per job (worker.c). */
+void sy_report_take(unsigned long long *messages, unsigned long long *bytes);
 /* imapsync's exit-code name and text for code. */
 const char *sy_exit_text(int code);
 int sy_err_exit_code(enum sy_err cls);

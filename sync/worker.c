@@ -8,7 +8,8 @@
  *   logpath, password1 ("" = the daemon's own), password2, argv[0..n-1]
  *
  * runs it exactly as the one-shot program would run that command line,
- * with stdout and stderr going to logpath, and answers "<exit code>\n".
+ * with stdout and stderr going to logpath, and answers "<exit code>
+ * <messages copied> <bytes copied>\n" (for the daemon's /metrics).
  *
  * What a worker adds over a process per sync is the pool: the logged-in
  * connections of the last users it synced stay open (its share of the
@@ -334,7 +335,8 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 	while (jobs < SY_WORKER_JOBS_MAX && !sy_main_signalled()) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		uint32_t len;
-		char *msg, *logpath, *pw1, *pw2, reply[32];
+		char *msg, *logpath, *pw1, *pw2, reply[80];
+		unsigned long long messages, bytes;
 		int argc, rc, out, code;
 
 		rc = poll(&p, 1, 1000);
@@ -365,7 +367,9 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 		}
 		job_password("IMAPSYNC_PASSWORD1", pw1, dflt[0]);
 		job_password("IMAPSYNC_PASSWORD2", pw2, dflt[1]);
+		sy_report_take(&messages, &bytes); /* none left from before */
 		code = run_args(argc, argv);
+		sy_report_take(&messages, &bytes);
 		explicit_bzero(msg, len); /* it held the passwords */
 		free(msg);
 		fflush(stdout);
@@ -375,7 +379,7 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 			dup2(devnull, STDERR_FILENO);
 		}
 		jobs++;
-		snprintf(reply, sizeof(reply), "%d\n", code);
+		snprintf(reply, sizeof(reply), "%d %llu %llu\n", code, messages, bytes);
 		if (write_full(fd, reply, strlen(reply)) < 0)
 			break;
 	}

@@ -16,7 +16,8 @@ struct sy_run;
 #define SY_WORKER_POOL_ENV "IMAPFERRY_WORKER_POOL"
 
 /* The worker's loop: reads jobs from fd, runs each with run_args (the
- * one-shot program's argv entry point), answers its exit code. Returns
+ * one-shot program's argv entry point), answers its exit code and what it
+ * copied. Returns
  * when the daemon closes fd, after a signal, or after its job quota. */
 int sy_worker_main(int fd, int (*run_args)(int argc, char **argv));
 

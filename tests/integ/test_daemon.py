@@ -160,8 +160,23 @@ poll = 600
                 return "imapferry_sync_users_in_sync 1\n" in r.read().decode()
         self.wait_for("the bulk start's progress: user in sync", in_sync, 15)
         self.assertRegex(self.log(), rf"user {USER}: in sync \(\d+ folders\)")
+        # what the syncs copied: every source message once, byte for byte
+        stats = {}
+        self.assertEqual([], fh.compare(ENV, USER, "src", USER, "dst", stats=stats))
+        m = self.metrics()
+        self.assertEqual(stats["messages1"], m["imapferry_sync_messages_copied_total"], m)
+        self.assertEqual(stats["bytes1"], m["imapferry_sync_bytes_copied_total"], m)
+        self.assertEqual(0, m['imapferry_sync_errors_total{class="other"}'], m)
+
+    def metrics(self):
+        """/metrics as {name or name{labels}: number}."""
+        with urllib.request.urlopen(f"http://{fh.HOST}:{self.http}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
 
     def test_2_change_through_the_proxy(self):
+        lags = self.metrics()["imapferry_sync_lag_seconds_count"]
         imap = self.proxy_imap()
         try:
             fh.imap_check(imap.append("Sent", "(\\Seen)", None, message(1, "live")), "APPEND")
@@ -175,6 +190,12 @@ poll = 600
         self.assertLess(time.monotonic() - appended, 10)
         self.wait_identical(10)
         print(f"replication lag of an APPEND through the proxy: {lag:.2f} s")
+        # the folder syncs it caused are in the lag histogram, within 5 s
+        m = self.metrics()
+        self.assertGreater(m["imapferry_sync_lag_seconds_count"], lags, m)
+        self.assertEqual(m["imapferry_sync_lag_seconds_count"],
+                         m['imapferry_sync_lag_seconds_bucket{le="+Inf"}'], m)
+        self.assertGreater(m['imapferry_sync_lag_seconds_bucket{le="5"}'], lags, m)
 
     def guid(self, side, folder, msgid):
         """Dovecot's X-GUID of the message with this Message-Id (maildir: the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""imapferry-sync --daemon --maxconnections (issue 6): the most connections
+"""imapferry-sync --daemon --maxconnections and failed syncs in /metrics (issue 6): the most connections
 the daemon holds to each server, running syncs and idle pooled ones
 together, so that thousands of users do not mean thousands of sessions.
 
@@ -12,7 +12,8 @@ of the users it synced last (30 s idle at most), so:
      each server once all three are in sync, and at least 1 (the pool works);
   2. with --maxconnections 64 the same run leaves all 3 open on each
      server: what proves that the limit is what held them to 2;
-  3. --maxconnections below --workers is refused at start (usage, exit 64).
+  3. --maxconnections below --workers is refused at start (usage, exit 64);
+  4. (/metrics) a user the source does not know fails in class auth_host1.
 
 Needs FERRY_ENV_DIR and FERRY_SYNC.
 """
@@ -25,9 +26,10 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import ferry_harness as fh
-from private_redis import PrivateRedis
+from private_redis import PrivateRedis, free_port
 
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
@@ -129,6 +131,50 @@ class Pool(unittest.TestCase):
         src, dst = self.run_daemon(64)
         self.assertEqual(3, src, "sessions on the source")
         self.assertEqual(3, dst, "sessions on the destination")
+
+    def test_4_errors_by_class(self):
+        """A user the source does not know: its check fails with imapsync's
+        host1 authentication exit code (161), counted in /metrics under
+        class auth_host1 (and retried with a backoff)."""
+        users = os.path.join(WORKDIR, "users-unknown")
+        with open(users, "w") as f:
+            f.write("nosuchuser\n")
+        redis = PrivateRedis(WORKDIR)
+        http = free_port()
+        cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--users", users,
+               "--workers", "1", "--poll", "600", "--tmpdir", WORKDIR,
+               "--http", f"{fh.HOST}:{http}",
+               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
+               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
+               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
+               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
+               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
+               "--sslargs2", f"SSL_ca_file={ENV.ca_file}"]
+        daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{fh.HOST}:{http}/metrics",
+                                                timeout=5) as r:
+                        text = r.read().decode()
+                except OSError:
+                    text = ""
+                if 'imapferry_sync_errors_total{class="auth_host1"} 1' in text:
+                    break
+                self.assertLess(time.monotonic(), deadline, text)
+                time.sleep(0.1)
+            self.assertIn('imapferry_sync_errors_total{class="other"} 0', text)
+            self.assertIn("imapferry_sync_messages_copied_total 0", text)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait()
+            redis.stop()
 
     def test_3_below_workers_refused(self):
         p = subprocess.run([SYNC, "--daemon", "--redis", f"{fh.HOST}:1", "--workers", "4",
