@@ -627,10 +627,8 @@ static int quickcheck(struct sy_run *r, struct sy_state *st, const struct sy_pla
 	struct rq *q = NULL;
 
 	if (r->o->redis == NULL ||
-	    rq_addr_parse(r->o->redis, host, sizeof(host), &port, &unix_path) < 0) {
-		sy_out(r, "--quickcheck needs --redis HOST:PORT");
-		return SY_EX_USAGE;
-	}
+	    rq_addr_parse(r->o->redis, host, sizeof(host), &port, &unix_path) < 0)
+		return SY_EX_USAGE; /* refused before connecting (sy_main) */
 	if (st == NULL && quick_rq(r, &q) != NULL) {
 		/* --nostate: the full check; the folder syncs it marks start from
 		 * nothing stored and identify every message again */
@@ -942,6 +940,18 @@ static int run(struct sy_run *r, int argc, char **argv)
 	    sy_issue8_check(r, err, sizeof(err)) < 0) {
 		sy_out(r, "%s", err);
 		return finish(r, SY_EX_USAGE);
+	}
+	if (o->quickcheck) {
+		char host[256];
+		const char *unix_path;
+		int port;
+
+		/* before any connection: the check is worthless without it */
+		if (o->redis == NULL ||
+		    rq_addr_parse(o->redis, host, sizeof(host), &port, &unix_path) < 0) {
+			sy_out(r, "--quickcheck needs --redis HOST:PORT (or a socket path)");
+			return finish(r, SY_EX_USAGE);
+		}
 	}
 	r->base = sy_pool_base() != NULL ? sy_pool_base() : event_base_new();
 	if (sy_pool_base() == NULL)

@@ -330,6 +330,12 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
         subprocess.run(cli + ["DEL", keys[0]], capture_output=True)
 
+    def test_quickcheck_without_redis_refused_before_connecting(self):
+        rc, out = run_sync("--quickcheck", "--debugimap")
+        self.assertEqual(64, rc, out[-2000:])
+        self.assertIn("--quickcheck needs --redis HOST:PORT", out)
+        self.assertNotIn("[host1] C:", out, "it connected first")
+
     def test_quickcheck_one_list_status_per_side(self):
         """--quickcheck (the daemon's whole-user check): each side's folders
         come with their STATUS in one LIST ... RETURN (STATUS ...) (RFC 5819);
