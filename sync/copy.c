@@ -1239,8 +1239,12 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 			            0 ||
 			    strcmp(name2, f->name2) == 0)
 				continue;
+			/* one B message per hint, and one per host2 copy: a message
+			 * copied twice to B (two hints naming it) is copied inside
+			 * host2 once, the other one uploaded */
 			for (size_t i = 0; i < nh && !seen; i++)
-				seen = h[i].e == e;
+				seen = h[i].e == e ||
+				       (h[i].uid2 == uid2 && strcmp(h[i].name2, name2) == 0);
 			if (seen)
 				continue;
 			h = realloc(h, (nh + 1) * sizeof(*h));
@@ -1261,6 +1265,15 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	free(dst);
 	*h_r = h;
 	return nh;
+}
+
+/* Keys equal but for a duplicate number ("#n", --syncduplicates: the n-th
+ * copy in its folder; a key's md5 and size never hold a '#'). */
+static int same_base_key(const char *a, const char *b)
+{
+	size_t la = strcspn(a, "#"), lb = strcspn(b, "#");
+
+	return la == lb && strncmp(a, b, la) == 0;
 }
 
 /* One host2 folder's hinted messages h[0..n): checked, then one UID COPY. */
@@ -1298,7 +1311,7 @@ static void copy_group(struct sy_run *r, const struct sy_folder *f, struct sy_ms
 		const struct sy_msg *a = sy_msgs_find(&ma, h[k].uid2);
 
 		if (a != NULL && a->haskey && a->size == h[k].e->size &&
-		    strcmp(a->key, h[k].e->key) == 0)
+		    same_base_key(a->key, h[k].e->key))
 			uids[nu++] = h[k].uid2;
 	}
 	pos = 0;
@@ -1327,8 +1340,9 @@ static void copy_group(struct sy_run *r, const struct sy_folder *f, struct sy_ms
 			r->transferred++;
 			sy_msgline(r,
 			           "msg %s/%u {%u} copied to %s/%u inside host2, from %s/%u (moved "
-			           "on host1 through the proxy)",
+			           "or copied on host1 through the proxy)",
 			           f->name1, e->uid, e->size, f->name2, dst[j], h[k].name2, src[j]);
+			break; /* each copy to one message only */
 		}
 	}
 out:

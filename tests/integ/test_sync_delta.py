@@ -496,6 +496,39 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assert_identical()
 
+        # one message copied twice to Sent (two copy hints naming the same
+        # source UID): one copy inside host2, the other uploaded, both there
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.uid("SEARCH", None, "ALL")
+            uid = data[0].split()[0].decode()
+            typ, data = imap.uid("FETCH", uid, "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            msgid = data[0][1].decode().split(":", 1)[1].strip()
+            hints = []
+            for _ in range(2):
+                typ, data = imap.uid("COPY", uid, "Sent")
+                self.assertEqual("OK", typ, data)
+                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
+                self.assertEqual(3, len(code), code)
+                hints.append(f"copy\tINBOX\tSent\t{code[0]}\t{code[1]}\t{code[2]}")
+        finally:
+            imap.logout()
+        for hint in hints:
+            subprocess.run(cli + ["LPUSH", hint_key, hint], check=True, capture_output=True)
+        rc, out = run_sync("--redis", redis, "--folder", "Sent")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(1, out.count("inside host2"), str(hints) + out[-4000:])
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        imap = ENV.imap("dst", USER)
+        try:
+            imap.select("Sent", readonly=True)
+            typ, data = imap.uid("SEARCH", None, "HEADER", "Message-Id", msgid)
+            self.assertEqual(2, len(data[0].split()), f"copies of {msgid} in host2's Sent")
+        finally:
+            imap.logout()
+        self.assert_identical()
+
     def test_parallel_workers(self):
         """--parallel N: folders synced by N worker processes, each with its
         own connections; their counters and state merge into one report and
