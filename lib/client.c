@@ -246,6 +246,11 @@ const char *imap_client_tls_cipher(const struct imap_client *cl)
 	return cl->conn != NULL && cl->tls_active ? conn_tls_cipher(cl->conn) : NULL;
 }
 
+int imap_client_tls_resumed(const struct imap_client *cl)
+{
+	return cl->conn != NULL && cl->tls_active && conn_tls_resumed(cl->conn);
+}
+
 /* --- sending --- */
 
 static void update_timeouts(struct imap_client *cl)

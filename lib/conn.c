@@ -864,6 +864,8 @@ static void conn_tcp_connected(struct conn *c)
 	}
 	conn_set_state(c, CONN_ST_HANDSHAKE);
 	ssl = tls_client_ssl_new(c->tls_client, c->host, &error);
+	if (ssl != NULL)
+		tls_client_ssl_resume(c->tls_client, ssl, c->peer);
 	if (ssl == NULL || conn_tls_begin(c, ssl, BUFFEREVENT_SSL_CONNECTING, &error) < 0)
 		conn_terminate(c, CONN_EV_ERROR, "TLS handshake with %s failed: %s", c->peer,
 		               error);
@@ -1339,6 +1341,7 @@ int conn_starttls(struct conn *c, const char **error_r)
 	ssl = tls_client_ssl_new(c->tls_client, c->host, error_r);
 	if (ssl == NULL)
 		return -1;
+	tls_client_ssl_resume(c->tls_client, ssl, c->peer);
 	conn_set_state(c, CONN_ST_UPGRADING);
 	if (conn_tls_begin(c, ssl, BUFFEREVENT_SSL_CONNECTING, error_r) < 0) {
 		conn_set_state(c, CONN_ST_OPEN);
@@ -1474,6 +1477,11 @@ const char *conn_tls_version(const struct conn *c)
 const char *conn_tls_cipher(const struct conn *c)
 {
 	return c->tls_up ? SSL_get_cipher_name(c->ssl) : NULL;
+}
+
+int conn_tls_resumed(const struct conn *c)
+{
+	return c->tls_up && SSL_session_reused(c->ssl) == 1;
 }
 
 uint64_t conn_bytes_in(const struct conn *c)

@@ -9,12 +9,78 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+/* Sessions kept per client context for resumption: one per peer, the
+ * most recent; a context serves a handful of servers. */
+#define TLS_SESS_MAX 16
+
 struct tls_client_ctx {
 	unsigned refs;
 	SSL_CTX *ssl_ctx;
 	int verify_peer, verify_host;
 	char *server_name; /* NULL = the connection's host */
+	struct {
+		char *peer;
+		SSL_SESSION *sess;
+	} sess[TLS_SESS_MAX];
+	unsigned sess_next;
 };
+
+/* ex_data slots: the SSL_CTX's tls_client_ctx, an SSL's peer key. */
+static int tls_ex_ctx = -1, tls_ex_peer = -1;
+
+static void tls_ex_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl, void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	free(ptr);
+}
+
+/* A session (a TLS 1.3 ticket comes after the handshake) for the peer the
+ * SSL was marked with: it replaces that peer's previous one. */
+static int tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_client_ctx *ctx = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ex_ctx);
+	const char *peer = SSL_get_ex_data(ssl, tls_ex_peer);
+	unsigned k;
+
+	if (ctx == NULL || peer == NULL || !SSL_SESSION_is_resumable(sess))
+		return 0;
+	for (k = 0; k < TLS_SESS_MAX; k++) {
+		if (ctx->sess[k].peer != NULL && strcmp(ctx->sess[k].peer, peer) == 0)
+			break;
+	}
+	if (k == TLS_SESS_MAX) {
+		char *copy = strdup(peer);
+
+		if (copy == NULL)
+			return 0;
+		k = ctx->sess_next++ % TLS_SESS_MAX;
+		free(ctx->sess[k].peer);
+		ctx->sess[k].peer = copy;
+	}
+	SSL_SESSION_free(ctx->sess[k].sess);
+	ctx->sess[k].sess = sess; /* the callback's reference is ours */
+	return 1;
+}
+
+void tls_client_ssl_resume(struct tls_client_ctx *ctx, SSL *ssl, const char *peer)
+{
+	char *copy = strdup(peer);
+
+	if (copy == NULL || SSL_set_ex_data(ssl, tls_ex_peer, copy) != 1) {
+		free(copy);
+		return;
+	}
+	for (unsigned k = 0; k < TLS_SESS_MAX; k++) {
+		if (ctx->sess[k].peer != NULL && strcmp(ctx->sess[k].peer, peer) == 0) {
+			SSL_set_session(ssl, ctx->sess[k].sess);
+			return;
+		}
+	}
+}
 
 struct tls_server_ctx {
 	unsigned refs;
@@ -77,6 +143,20 @@ struct tls_client_ctx *tls_client_ctx_new(const struct tls_client_opts *opts, co
 		*error_r = tls_errorf("cannot create TLS client context", NULL, NULL);
 		goto fail;
 	}
+	if (tls_ex_ctx < 0)
+		tls_ex_ctx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (tls_ex_peer < 0)
+		tls_ex_peer = SSL_get_ex_new_index(0, NULL, NULL, NULL, tls_ex_free);
+	if (tls_ex_ctx < 0 || tls_ex_peer < 0 ||
+	    SSL_CTX_set_ex_data(ctx->ssl_ctx, tls_ex_ctx, ctx) != 1) {
+		*error_r = tls_errorf("cannot set up TLS session resumption", NULL, NULL);
+		goto fail;
+	}
+	/* resumption: the sessions are kept in ctx->sess, by peer, not in
+	 * OpenSSL's cache (which knows no peers) */
+	SSL_CTX_set_session_cache_mode(ctx->ssl_ctx,
+	                               SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(ctx->ssl_ctx, tls_new_session);
 	if (tls_ctx_common(ctx->ssl_ctx, opts->min_version) != 1) {
 		*error_r = tls_errorf("cannot set the minimum TLS version", NULL, NULL);
 		goto fail;
@@ -126,6 +206,10 @@ void tls_client_ctx_free(struct tls_client_ctx **ctxp)
 	if (--ctx->refs > 0)
 		return;
 	SSL_CTX_free(ctx->ssl_ctx);
+	for (unsigned k = 0; k < TLS_SESS_MAX; k++) {
+		free(ctx->sess[k].peer);
+		SSL_SESSION_free(ctx->sess[k].sess);
+	}
 	free(ctx->server_name);
 	free(ctx);
 }

@@ -637,10 +637,11 @@ int sy_side_open(struct sy_run *r, int i)
 	if (imap_client_is_tls(s->cl) &&
 	    ((a->ssl_version != NULL && a->ssl_version[0] != '\0') || r->o->debugssl >= 2))
 		/* --sslN_ssl_version says what it got; --debugssl 2 and more too */
-		sy_out(r, "Host%d: TLS protocol %s, cipher %s%s%s", n,
+		sy_out(r, "Host%d: TLS protocol %s, cipher %s, %s%s%s", n,
 		       imap_client_tls_version(s->cl) != NULL ? imap_client_tls_version(s->cl)
 		                                              : "?",
 		       imap_client_tls_cipher(s->cl) != NULL ? imap_client_tls_cipher(s->cl) : "?",
+		       imap_client_tls_resumed(s->cl) ? "session resumed" : "full handshake",
 		       a->ssl_version != NULL && a->ssl_version[0] != '\0' ? ", --ssl_version "
 		                                                           : "",
 		       a->ssl_version != NULL ? a->ssl_version : "");

@@ -308,6 +308,8 @@ int imap_client_is_tls(const struct imap_client *cl);
  * TLS or a connection. Static strings. */
 const char *imap_client_tls_version(const struct imap_client *cl);
 const char *imap_client_tls_cipher(const struct imap_client *cl);
+/* Nonzero when the TLS session was resumed (conn_tls_resumed()). */
+int imap_client_tls_resumed(const struct imap_client *cl);
 
 /*
  * Runs the event loop until *done becomes nonzero or the client fails.

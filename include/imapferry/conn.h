@@ -240,6 +240,9 @@ int conn_is_tls(const struct conn *conn);
  * established TLS session; NULL without one. Static strings. */
 const char *conn_tls_version(const struct conn *conn);
 const char *conn_tls_cipher(const struct conn *conn);
+/* Nonzero when the TLS session was resumed (client connections offer the
+ * last session their context got from the same host:port). */
+int conn_tls_resumed(const struct conn *conn);
 /* Payload bytes received into the input buffer / taken from the output
  * buffer (before TLS encryption, after decryption). */
 uint64_t conn_bytes_in(const struct conn *conn);

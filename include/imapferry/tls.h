@@ -75,6 +75,16 @@ int tls_client_ctx_verifies_peer(const struct tls_client_ctx *ctx);
 SSL *tls_client_ssl_new(struct tls_client_ctx *ctx, const char *hostname, const char **error_r);
 
 /*
+ * Session resumption for ssl (from tls_client_ssl_new(ctx, ...)) to peer
+ * ("host:port", borrowed): offers the last session the context got from
+ * that peer, and keeps the ones this connection gets (a TLS 1.3 ticket
+ * arrives after the handshake). A resumed handshake skips the certificate
+ * exchange; the session was verified under the same context and host name.
+ * Without this call a connection offers and keeps nothing.
+ */
+void tls_client_ssl_resume(struct tls_client_ctx *ctx, SSL *ssl, const char *peer);
+
+/*
  * Builds a server context from a PEM certificate chain (leaf first) and a
  * PEM private key; checks that they match. To reload, build a new context
  * and drop the old reference: connections hold their own. Returns a context

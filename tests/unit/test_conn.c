@@ -715,9 +715,48 @@ static void test_tls_trusted(void **state)
 		assert_non_null(conn_tls_cipher(cl.conn));
 		print_message("  %s: %s %s\n", hosts[i], conn_tls_version(cl.conn),
 		              conn_tls_cipher(cl.conn));
+		/* a new peer ("localhost" after "127.0.0.1"): nothing to resume */
+		assert_false(conn_tls_resumed(cl.conn));
 		echo_roundtrip(&h, &cl, 0);
 		assert_true(h.srv_tls);
 	}
+	client_free(&cl);
+	harness_free(&h);
+}
+
+/* The second connection to the same host:port resumes the first one's
+ * session (a full handshake's certificate checks are skipped: the session
+ * was verified for this host under this context); another context has
+ * nothing to offer. */
+static void test_tls_resumption(void **state)
+{
+	struct tls_client_ctx *ctx, *other;
+	struct harness h;
+	struct client cl;
+
+	(void)state;
+	harness_init(&h, SRV_ECHO);
+	h.greeting = "* OK ready\r\n";
+	h.implicit = server_ctx(0);
+	client_init(&cl, &h);
+	ctx = client_ctx(1, 0, NULL);
+	other = client_ctx(1, 0, NULL);
+	for (int i = 0; i < 3; i++) {
+		client_connect(&cl, NULL, "127.0.0.1", h.port, CONN_TLS, i < 2 ? ctx : other, NULL);
+		RUN_UNTIL(&h, cl.ev[CONN_EV_CONNECTED] + cl.ev[CONN_EV_ERROR] > 0);
+		if (cl.ev[CONN_EV_ERROR] > 0)
+			fail_msg("connection %d: %s", i, cl.err);
+		print_message("  connection %d: %s\n", i,
+		              conn_tls_resumed(cl.conn) ? "resumed" : "full handshake");
+		if (i == 1)
+			assert_true(conn_tls_resumed(cl.conn));
+		else
+			assert_false(conn_tls_resumed(cl.conn));
+		/* the echo also brings the TLS 1.3 session ticket */
+		echo_roundtrip(&h, &cl, 0);
+	}
+	tls_client_ctx_free(&ctx);
+	tls_client_ctx_free(&other);
 	client_free(&cl);
 	harness_free(&h);
 }
@@ -1318,6 +1357,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_plain_echo),
 	        cmocka_unit_test(test_tls_trusted),
+	        cmocka_unit_test(test_tls_resumption),
 	        cmocka_unit_test(test_tls_verify_failures),
 	        cmocka_unit_test(test_tls_no_verify),
 	        cmocka_unit_test(test_starttls),
