@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -312,6 +313,8 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 
 	if (argv == NULL)
 		abort();
+	/* started as /proc/self/exe, whose name "exe" top and ps would show */
+	prctl(PR_SET_NAME, "imapferry-sync", 0, 0, 0);
 	for (int i = 0; i < 2; i++) {
 		const char *v = getenv(i == 0 ? "IMAPSYNC_PASSWORD1" : "IMAPSYNC_PASSWORD2");
 
