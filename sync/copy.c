@@ -1336,8 +1336,9 @@ static void copy_group(struct sy_run *r, const struct sy_folder *f, struct sy_ms
 				continue;
 			e->match = -1; /* copied: what an APPEND would have done */
 			e->uid2 = dst[j];
-			h[k].copied = 1; /* its flags are set once B is selected again */
-			r->transferred++;
+			h[k].copied = 1;  /* its flags are set once B is selected again */
+			r->transferred++; /* on host2 now, as an APPEND would have put it */
+			r->bytes_transferred += e->size;
 			sy_msgline(r,
 			           "msg %s/%u {%u} copied to %s/%u inside host2, from %s/%u (moved "
 			           "or copied on host1 through the proxy)",

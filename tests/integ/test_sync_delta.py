@@ -485,6 +485,10 @@ class SyncDelta(unittest.TestCase):
         self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+ Sent")
         self.assertEqual(2, stat(out, "Messages transferred"))
         self.assertEqual(1, len(BODY_FETCH.findall(out)), "only the unvouched one is read")
+        # the copied one's bytes count too (as "Messages transferred" does)
+        sizes = [int(m) for m in re.findall(r"msg Sent/\d+ \{(\d+)\}", out)]
+        self.assertEqual(2, len(sizes), out[-3000:])
+        self.assertEqual(sum(sizes), stat(out, "Total bytes transferred"))
         imap = ENV.imap("dst", USER)
         try:
             imap.select("Sent", readonly=True)
