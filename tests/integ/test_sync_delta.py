@@ -478,6 +478,12 @@ class SyncDelta(unittest.TestCase):
         uv, src2, dst2 = move(1, "Sent")
         subprocess.run(cli + ["LPUSH", hint_key, f"move\tINBOX\tSent\t{uv}\t999999\t{dst2}"],
                        check=True, capture_output=True)
+        # malformed hints (whoever wrote them) are skipped, nothing else
+        for bad in ("move", "move\tINBOX", f"move\tINBOX\tSent\t{uv}\t*\t1:*",
+                    f"move\tINBOX\tSent\t{uv}\t1:4294967295\t1:4294967295",
+                    f"move\tINBOX\tSent\t{uv}\t1,2\t3", f"copy\tINBOX\tSent\tx\t{src}\t{dst}",
+                    "rename\tINBOX\tSent", "\t\t\t\t\t", "x" * 5000):
+            subprocess.run(cli + ["RPUSH", hint_key, bad], check=True, capture_output=True)
         rc, out = run_sync("--redis", redis, "--folder", "Sent", "--debugimap")
         self.assertEqual(0, rc, "\n".join(l for l in out.splitlines()
                                           if "Err" in l or "rror" in l or "STORE" in l)[-3000:])
