@@ -1192,23 +1192,27 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 {
 	char key[1024];
 	const char *err;
-	redisContext *c;
+	redisContext *c, *own = NULL;
 	redisReply *rep;
 	struct hinted *h = NULL;
 	size_t nh = 0;
-	uint32_t *src = malloc(HINT_UIDS_MAX * sizeof(*src));
-	uint32_t *dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
+	uint32_t *src = NULL, *dst = NULL;
+	struct sy_mapped *map = NULL;
 
-	if (src == NULL || dst == NULL)
-		abort();
 	*h_r = NULL;
+	/* the state's own connection (loaded on it, saved on it later) */
 	if (rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
-	    (c = rq_redis_connect(r->o->redis, 2000, &err)) == NULL) {
-		free(src);
-		free(dst);
+	    ((c = sy_state_redis(r->st)) == NULL &&
+	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
 		return 0;
-	}
 	rep = redisCommand(c, "LRANGE %s 0 -1", key);
+	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0) {
+		src = malloc(HINT_UIDS_MAX * sizeof(*src));
+		dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
+		map = malloc(HINT_UIDS_MAX * sizeof(*map));
+		if (src == NULL || dst == NULL || map == NULL)
+			abort();
+	}
 	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
 	     k++) {
 		char *line, *fld[6], *save = NULL;
@@ -1228,15 +1232,14 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 			free(line);
 			continue;
 		}
+		sy_state_map_find_uids(r, r->st, fld[1], src, (size_t)ns, map);
 		for (long j = 0; j < ns; j++) {
 			struct sy_msg *e = sy_msgs_find(m1, dst[j]);
-			const char *name2;
-			uint32_t uv2, uid2;
+			const char *name2 = map[j].name2;
+			uint32_t uv2 = map[j].uv2, uid2 = map[j].uid2;
 			int seen = 0;
 
-			if (e == NULL || !e->haskey || e->dup || e->match || e->skip ||
-			    sy_state_map_find_uid(r, r->st, fld[1], src[j], &name2, &uv2, &uid2) <
-			            0 ||
+			if (e == NULL || !e->haskey || e->dup || e->match || e->skip || uid2 == 0 ||
 			    strcmp(name2, f->name2) == 0)
 				continue;
 			/* one B message per hint, and one per host2 copy: a message
@@ -1260,9 +1263,11 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		free(line);
 	}
 	freeReplyObject(rep);
-	redisFree(c);
+	if (own != NULL)
+		redisFree(own);
 	free(src);
 	free(dst);
+	free(map);
 	*h_r = h;
 	return nh;
 }

@@ -226,34 +226,43 @@ int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1
 	return 0;
 }
 
-int sy_state_map_find_uid(const struct sy_run *r, struct sy_state *s, const char *canon1,
-                          uint32_t uid1, const char **name2_r, uint32_t *uv2_r, uint32_t *uid2_r)
+void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const char *canon1,
+                            const uint32_t *uid1, size_t n, struct sy_mapped *out)
 {
 	char cn[1024];
 
+	memset(out, 0, n * sizeof(*out));
 	for (size_t k = 0; k < s->nmaps; k++) {
 		const struct sy_umap *m = &s->maps[k];
-		size_t lo = 0, hi = m->n;
 
-		canon(r, m->name1, cn, sizeof(cn));
+		canon(r, m->name1, cn, sizeof(cn)); /* once per map, not per UID */
 		if (strcmp(cn, canon1) != 0 || m->uv2 == 0)
 			continue;
-		while (lo < hi) { /* pairs are sorted by uid1 */
-			size_t mid = lo + (hi - lo) / 2;
+		for (size_t j = 0; j < n; j++) {
+			size_t lo = 0, hi = m->n;
 
-			if (m->pairs[mid].uid1 < uid1)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo < m->n && m->pairs[lo].uid1 == uid1) {
-			*name2_r = m->name2;
-			*uv2_r = m->uv2;
-			*uid2_r = m->pairs[lo].uid2;
-			return 0;
+			if (out[j].uid2 != 0)
+				continue; /* an earlier map had it */
+			while (lo < hi) { /* pairs are sorted by uid1 */
+				size_t mid = lo + (hi - lo) / 2;
+
+				if (m->pairs[mid].uid1 < uid1[j])
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < m->n && m->pairs[lo].uid1 == uid1[j]) {
+				out[j].name2 = m->name2;
+				out[j].uv2 = m->uv2;
+				out[j].uid2 = m->pairs[lo].uid2;
+			}
 		}
 	}
-	return -1;
+}
+
+struct redisContext *sy_state_redis(struct sy_state *s)
+{
+	return s != NULL ? s->rc : NULL;
 }
 
 static int pair_cmp(const void *a, const void *b)

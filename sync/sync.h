@@ -228,11 +228,19 @@ struct sy_uidpair {
 	uint32_t uid1, uid2;
 };
 
-/* The proxy's move hints (copy.c): in the UID map of the folder whose
- * host1 name is canon1 (rk_folder_canon()'s form), the host2 name, host2
- * UIDVALIDITY and host2 UID of host1 UID uid1. 0, or -1 when not mapped. */
-int sy_state_map_find_uid(const struct sy_run *r, struct sy_state *s, const char *canon1,
-                          uint32_t uid1, const char **name2_r, uint32_t *uv2_r, uint32_t *uid2_r);
+/* A host1 message's copy on host2, from a UID map; uid2 0: not mapped. */
+struct sy_mapped {
+	const char *name2; /* the state's string */
+	uint32_t uv2, uid2;
+};
+/* The proxy's move hints (copy.c): in the UID maps of the folder whose host1
+ * name is canon1 (rk_folder_canon()'s form), out[j] gets where host1 UID
+ * uid1[j] is on host2, for j < n. */
+void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const char *canon1,
+                            const uint32_t *uid1, size_t n, struct sy_mapped *out);
+/* The Redis connection the state was loaded on (kept for its save), or
+ * NULL: others may send a command or two on it meanwhile. */
+struct redisContext *sy_state_redis(struct sy_state *s);
 /* The folder pair's UID map when it was made for these UIDVALIDITYs: 0 and
  * a malloc'd copy sorted by uid1 (caller frees), else -1. */
 int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
