@@ -440,6 +440,17 @@ class Env:
             raise ValueError(f"unknown mode {mode!r}")
         return imap
 
+    def master_sync_args(self):
+        """imapferry-sync's options to reach both Dovecots with master-user
+        logins (the daemon's way: any user, no user password), STARTTLS
+        verified against the harness CA."""
+        return ["--host1", HOST, "--port1", str(self.port("src", "imap")),
+                "--authuser1", MASTER_USER, "--password1", MASTER_PASS,
+                "--sslargs1", f"SSL_ca_file={self.ca_file}",
+                "--host2", HOST, "--port2", str(self.port("dst", "imap")),
+                "--authuser2", MASTER_USER, "--password2", MASTER_PASS,
+                "--sslargs2", f"SSL_ca_file={self.ca_file}"]
+
     def imap(self, side, user, mode="plain", master=False, password=None):
         """A logged-in client (LOGIN command). master=True logs in as
         "user*admin" with the master password."""

@@ -217,30 +217,37 @@ poll = 600
         with open(os.path.join(WORKDIR, "daemon.log"), errors="replace") as f:
             return f.read().count(f"sync {USER} [{folder}] done")
 
-    def test_2b_move_through_the_proxy(self):
-        """UID MOVE through the proxy: the proxy's move hint lets the daemon
-        copy the message inside the destination (the copy in Sent has the
-        X-GUID of the one in INBOX: a COPY, not a second upload)."""
-        msgid = "<moved-1@example.org>"
+    def append_then(self, command, tag):
+        """APPENDs a message to INBOX through the proxy, waits until it is on
+        host2 and INBOX's sync has ended (its UID map saved), then runs
+        `UID command uid Sent` on it through the proxy and waits for it in
+        host2's Sent. Returns (Message-Id, X-GUID of host2's INBOX copy)."""
+        msgid = f"<{tag}-1@example.org>"
         before = self.done_count("INBOX")
         imap = self.proxy_imap()
         try:
-            fh.imap_check(imap.append("INBOX", None, None, message(1, "moved")), "APPEND")
+            fh.imap_check(imap.append("INBOX", None, None, message(1, tag)), "APPEND")
         finally:
             imap.logout()
         self.wait_for("the APPEND on host2", lambda: self.dst_has("INBOX", msgid), 10)
-        # the INBOX sync has ended (its UID map is saved)
         self.wait_for("the INBOX sync's end", lambda: self.done_count("INBOX") > before, 10)
         guid_inbox = self.guid("dst", "INBOX", msgid)
         imap = self.proxy_imap()
         try:
             imap.select("INBOX")
             typ, data = imap.uid("SEARCH", None, "HEADER", "Message-Id", msgid)
-            typ, data = imap.uid("MOVE", data[0].split()[0].decode(), "Sent")
+            typ, data = imap.uid(command, data[0].split()[0].decode(), "Sent")
             self.assertEqual("OK", typ, data)
         finally:
             imap.logout()
-        self.wait_for("the moved message on host2", lambda: self.dst_has("Sent", msgid), 10)
+        self.wait_for(f"the {command} on host2", lambda: self.dst_has("Sent", msgid), 10)
+        return msgid, guid_inbox
+
+    def test_2b_move_through_the_proxy(self):
+        """UID MOVE through the proxy: the proxy's move hint lets the daemon
+        copy the message inside the destination (the copy in Sent has the
+        X-GUID of the one in INBOX: a COPY, not a second upload)."""
+        msgid, guid_inbox = self.append_then("MOVE", "moved")
         self.assertEqual(guid_inbox, self.guid("dst", "Sent", msgid), self.log())
         # without --delete2 the destination's INBOX keeps its copy (imapsync's
         # way); taken away here so that the accounts compare equal again
@@ -257,26 +264,8 @@ poll = 600
     def test_2c_copy_through_the_proxy(self):
         """UID COPY through the proxy: the copy hint makes the daemon copy the
         message inside the destination too (same X-GUID in both folders)."""
-        msgid = "<copied-1@example.org>"
-        before = self.done_count("INBOX")
-        imap = self.proxy_imap()
-        try:
-            fh.imap_check(imap.append("INBOX", None, None, message(1, "copied")), "APPEND")
-        finally:
-            imap.logout()
-        self.wait_for("the APPEND on host2", lambda: self.dst_has("INBOX", msgid), 10)
-        self.wait_for("the INBOX sync's end", lambda: self.done_count("INBOX") > before, 10)
-        imap = self.proxy_imap()
-        try:
-            imap.select("INBOX")
-            typ, data = imap.uid("SEARCH", None, "HEADER", "Message-Id", msgid)
-            typ, data = imap.uid("COPY", data[0].split()[0].decode(), "Sent")
-            self.assertEqual("OK", typ, data)
-        finally:
-            imap.logout()
-        self.wait_for("the copied message on host2", lambda: self.dst_has("Sent", msgid), 10)
-        self.assertEqual(self.guid("dst", "INBOX", msgid), self.guid("dst", "Sent", msgid),
-                         self.log())
+        msgid, guid_inbox = self.append_then("COPY", "copied")
+        self.assertEqual(guid_inbox, self.guid("dst", "Sent", msgid), self.log())
         self.wait_identical(20)
 
     def test_3_delivery_that_bypasses_the_proxy(self):

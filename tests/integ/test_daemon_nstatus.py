@@ -80,12 +80,7 @@ class NotifyStatus(unittest.TestCase):
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{cls.redis.port}",
                "--users", cls.users, "--poll", "600", "--poll-active", "600", "--lease", "6",
                "--tmpdir", WORKDIR,
-               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
-               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
-               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
-               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
-               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
-               "--sslargs2", f"SSL_ca_file={ENV.ca_file}"]
+               *ENV.master_sync_args()]
         if notifystatus:
             cmd += ["--notifystatus", PREFIX]
         # a fresh log per daemon: the waits below read only this one's lines

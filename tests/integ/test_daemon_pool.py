@@ -81,12 +81,7 @@ class Pool(unittest.TestCase):
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--users", self.users,
                "--workers", "1", "--maxconnections", str(maxconns), "--poll", "600",
                "--tmpdir", WORKDIR,
-               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
-               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
-               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
-               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
-               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
-               "--sslargs2", f"SSL_ca_file={ENV.ca_file}"]
+               *ENV.master_sync_args()]
         with open(log_path, "ab") as log:
             daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True)
@@ -144,12 +139,7 @@ class Pool(unittest.TestCase):
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--users", users,
                "--workers", "1", "--poll", "600", "--tmpdir", WORKDIR,
                "--http", f"{fh.HOST}:{http}",
-               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
-               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
-               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
-               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
-               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
-               "--sslargs2", f"SSL_ca_file={ENV.ca_file}"]
+               *ENV.master_sync_args()]
         daemon = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                   start_new_session=True)
         try:

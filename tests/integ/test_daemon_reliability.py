@@ -73,12 +73,7 @@ class Daemons:
 
     def start(self, name, poll=600, workers=3, extra=()):
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{self.redis_port}",
-               "--host1", fh.HOST, "--port1", str(ENV.port("src", "imap")),
-               "--authuser1", fh.MASTER_USER, "--password1", fh.MASTER_PASS,
-               "--sslargs1", f"SSL_ca_file={ENV.ca_file}",
-               "--host2", fh.HOST, "--port2", str(ENV.port("dst", "imap")),
-               "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
-               "--sslargs2", f"SSL_ca_file={ENV.ca_file}",
+               *ENV.master_sync_args(),
                "--workers", str(workers), "--poll", str(poll), "--lease", "6",
                "--delete2", "--tmpdir", WORKDIR, "--users", USERS_FILE, *extra]
         path = os.path.join(WORKDIR, f"daemon-{name}.log")

@@ -62,6 +62,17 @@ def src_imap():
     return ENV.imap("src", USER)
 
 
+def forget_redis_state(cli, *keys):
+    """USER's state and UID maps in the harness Redis deleted (and keys)."""
+    for key in keys:
+        subprocess.run(cli + ["DEL", key], capture_output=True)
+    for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+        found = subprocess.run(cli + ["--scan", "--pattern", pattern],
+                               capture_output=True, text=True).stdout.split()
+        for key in found:
+            subprocess.run(cli + ["DEL", key], capture_output=True)
+
+
 def message(n, tag):
     return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
             f"Message-Id: <{tag}-{n}@example.org>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
@@ -406,16 +417,8 @@ class SyncDelta(unittest.TestCase):
         the state is written on a new one: nothing lost, no error."""
         port = str(ENV.values["FERRY_REDIS_PORT"])
         cli = ["redis-cli", "-p", port]
-
-        def forget():
-            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
-                keys = subprocess.run(cli + ["--scan", "--pattern", pattern],
-                                      capture_output=True, text=True).stdout.split()
-                for key in keys:
-                    subprocess.run(cli + ["DEL", key], capture_output=True)
-
-        forget()
-        self.addCleanup(forget)
+        forget_redis_state(cli)
+        self.addCleanup(forget_redis_state, cli)
         self.addCleanup(subprocess.run, cli + ["CONFIG", "SET", "timeout", "0"],
                         capture_output=True)
         subprocess.run(cli + ["CONFIG", "SET", "timeout", "1"], check=True, capture_output=True)
@@ -441,17 +444,8 @@ class SyncDelta(unittest.TestCase):
         redis = f"127.0.0.1:{port}"
         cli = ["redis-cli", "-p", port]
         hint_key = f"rep:{{{fh.shard(USER)}}}:hint:{USER}"
-
-        def forget():
-            subprocess.run(cli + ["DEL", hint_key], capture_output=True)
-            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
-                keys = subprocess.run(cli + ["--scan", "--pattern", pattern],
-                                      capture_output=True, text=True).stdout.split()
-                for key in keys:
-                    subprocess.run(cli + ["DEL", key], capture_output=True)
-
-        forget()
-        self.addCleanup(forget)
+        forget_redis_state(cli, hint_key)
+        self.addCleanup(forget_redis_state, cli, hint_key)
         rc, out = run_sync("--redis", redis)
         self.assertEqual(0, rc, out[-3000:])
 
