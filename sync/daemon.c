@@ -121,32 +121,24 @@ static const char *const dm_err_names[DM_ERR_COUNT] = {
         "fetch",         "create",        "select", "flags",      "crash",      "other",
 };
 
+/* Each of imapsync's error classes (sync.h) as counted here. */
+static const enum dm_err dm_err_of[SY_ERR_COUNT] = {
+        [SY_ERR_UNCLASSIFIED] = DM_ERR_OTHER, [SY_ERR_CONNECT1] = DM_ERR_CONNECT1,
+        [SY_ERR_CONNECT2] = DM_ERR_CONNECT2,  [SY_ERR_TLS] = DM_ERR_TLS,
+        [SY_ERR_AUTH1] = DM_ERR_AUTH1,        [SY_ERR_AUTH2] = DM_ERR_AUTH2,
+        [SY_ERR_APPEND] = DM_ERR_APPEND,      [SY_ERR_FETCH] = DM_ERR_FETCH,
+        [SY_ERR_CREATE] = DM_ERR_CREATE,      [SY_ERR_SELECT] = DM_ERR_SELECT,
+        [SY_ERR_FLAGS] = DM_ERR_FLAGS,        [SY_ERR_EXCEEDED] = DM_ERR_OTHER,
+};
+
+/* A sync's exit code back to its class (the codes: sy_err_exit_code()). */
 static enum dm_err err_class(int code)
 {
-	switch (code) {
-	case 101:
-		return DM_ERR_CONNECT1;
-	case 102:
-		return DM_ERR_CONNECT2;
-	case 12:
-		return DM_ERR_TLS;
-	case 161:
-		return DM_ERR_AUTH1;
-	case 162:
-		return DM_ERR_AUTH2;
-	case 114:
-		return DM_ERR_APPEND;
-	case 115:
-		return DM_ERR_FETCH;
-	case 116:
-		return DM_ERR_CREATE;
-	case 117:
-		return DM_ERR_SELECT;
-	case 120:
-		return DM_ERR_FLAGS;
-	default:
-		return code > 128 && code < 128 + 65 ? DM_ERR_CRASH : DM_ERR_OTHER;
+	for (int c = 0; c < SY_ERR_COUNT; c++) {
+		if (sy_err_exit_code((enum sy_err)c) == code)
+			return dm_err_of[c];
 	}
+	return code > 128 && code < 128 + 65 ? DM_ERR_CRASH : DM_ERR_OTHER;
 }
 
 /* Replication lag buckets (seconds): the issue's targets are 0.3 s (median)
