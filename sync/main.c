@@ -719,6 +719,7 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 	r->errors = NULL;
 	memset(r->err_count, 0, sizeof(r->err_count));
 	r->base = event_base_new();
+	sy_state_forked(st);
 	sy_abortfile_watch_worker(r); /* the run's abort file stops the workers too */
 	for (int i = 0; i < 2 && ok; i++) {
 		r->side[i].cl = NULL;

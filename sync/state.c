@@ -66,6 +66,12 @@ struct sy_state {
 	size_t n, cap;
 	struct sy_umap *maps;
 	size_t nmaps;
+	/* Redis: the UID maps are read when first needed (maps_need()), not
+	 * with the state: a quick check that finds nothing changed never needs
+	 * them, and a big mailbox's maps are most of its state's bytes */
+	int maps_todo;
+	size_t maps_nf; /* the folders the maps belong to: s->f[0..maps_nf) */
+	struct sy_run *run;
 };
 
 /* Names are written with %XX for bytes outside 0x21..0x7e and for '%'. */
@@ -209,10 +215,15 @@ static int load_map(struct sy_state *s, char *line)
 	return 0;
 }
 
+static void maps_need(struct sy_state *s);
+
 int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
                      struct sy_uidpair **pairs_r, size_t *n_r)
 {
-	struct sy_umap *m = map_find(s, f->name1, f->name2);
+	struct sy_umap *m;
+
+	maps_need(s);
+	m = map_find(s, f->name1, f->name2);
 
 	*pairs_r = NULL;
 	*n_r = 0;
@@ -231,6 +242,7 @@ void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const ch
 {
 	char cn[1024];
 
+	maps_need(s);
 	memset(out, 0, n * sizeof(*out));
 	for (size_t k = 0; k < s->nmaps; k++) {
 		const struct sy_umap *m = &s->maps[k];
@@ -265,6 +277,16 @@ struct redisContext *sy_state_redis(struct sy_state *s)
 	return s != NULL ? s->rc : NULL;
 }
 
+void sy_state_forked(struct sy_state *s)
+{
+	/* the parent's connection: a reply meant for one process could be
+	 * read by another. Closed here only (no command is sent). */
+	if (s != NULL && s->rc != NULL) {
+		redisFree(s->rc);
+		s->rc = NULL;
+	}
+}
+
 static int pair_cmp(const void *a, const void *b)
 {
 	const struct sy_uidpair *x = a, *y = b;
@@ -275,7 +297,10 @@ static int pair_cmp(const void *a, const void *b)
 void sy_state_map_put(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,
                       const struct sy_uidpair *pairs, size_t n)
 {
-	struct sy_umap *m = map_find(s, f->name1, f->name2);
+	struct sy_umap *m;
+
+	maps_need(s); /* replaces the stored map, never sits beside it */
+	m = map_find(s, f->name1, f->name2);
 
 	if (m == NULL) {
 		m = map_add(s);
@@ -525,6 +550,7 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
 
 	if (o1 == NULL || o2 == NULL)
 		abort();
+	maps_need(s); /* the maps move with their folders */
 	for (size_t k = 0; k < s->n; k++) {
 		char *n1 = renamed(s->f[k].name1, o1, new1, sep1);
 		char *n2 = renamed(s->f[k].name2, o2, new2, sep2);
@@ -696,7 +722,6 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	char key[1024], *pair = pair_value(r);
 	redisContext *c;
 	redisReply *rep;
-	size_t nf;
 
 	if (rk_key_state(key, sizeof(key), user) < 0 ||
 	    asprintf(&s->path, "redis %s key %s", r->o->redis, key) < 0)
@@ -739,9 +764,34 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 			goto out;
 		}
 	}
-	/* the UID maps, one pipelined GET each */
-	nf = s->n;
-	for (size_t k = 0; k < nf; k++) {
+	s->maps_todo = 1;
+	s->maps_nf = s->n;
+	s->run = r;
+out:
+	freeReplyObject(rep);
+	if (c->err == 0)
+		s->rc = c; /* for the save: one connection per run, not two */
+	else
+		redisFree(c);
+	free(pair);
+}
+
+/* The UID maps of every folder in the state, one pipelined GET each, on
+ * the load's connection (or a new one, then kept for the save). */
+static void maps_need(struct sy_state *s)
+{
+	struct sy_run *r = s->run;
+	const char *user;
+	redisContext *c;
+
+	if (!s->maps_todo)
+		return;
+	s->maps_todo = 0;
+	user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
+	if (s->rc == NULL && (s->rc = redis_open(r)) == NULL)
+		return;
+	c = s->rc;
+	for (size_t k = 0; k < s->maps_nf; k++) {
 		char mkey[2048], cn[1024];
 
 		canon(r, s->f[k].name1, cn, sizeof(cn));
@@ -749,7 +799,7 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 			mkey[0] = '\0';
 		redisAppendCommand(c, "GET %s", mkey);
 	}
-	for (size_t k = 0; k < nf; k++) {
+	for (size_t k = 0; k < s->maps_nf; k++) {
 		redisReply *m = NULL;
 
 		if (redisGetReply(c, (void **)&m) != REDIS_OK) {
@@ -761,13 +811,10 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 			       s->f[k].name1);
 		freeReplyObject(m);
 	}
-out:
-	freeReplyObject(rep);
-	if (c->err == 0)
-		s->rc = c; /* for the save: one connection per run, not two */
-	else
+	if (c->err != 0) {
 		redisFree(c);
-	free(pair);
+		s->rc = NULL;
+	}
 }
 
 static char *line_of(void (*wr)(FILE *, const void *), const void *what)
@@ -915,8 +962,10 @@ int sy_state_save(struct sy_run *r, struct sy_state *s)
 void sy_state_dump(struct sy_state *s, const struct sy_folder *f, FILE *fp)
 {
 	struct sy_fstate *e = find(s, f->name1, f->name2);
-	struct sy_umap *m = map_find(s, f->name1, f->name2);
+	struct sy_umap *m;
 
+	maps_need(s);
+	m = map_find(s, f->name1, f->name2);
 	if (e != NULL) {
 		if (!e->st[0].valid || !e->st[1].valid)
 			fputs("X forgotten\n", fp); /* the pass failed: forget it */
@@ -932,6 +981,7 @@ int sy_state_merge_line(struct sy_state *s, char *line)
 	int forget = 0, rc;
 
 	memset(&tmp, 0, sizeof(tmp));
+	maps_need(s); /* a worker's map replaces the stored one */
 	if (strncmp(line, "X ", 2) == 0) {
 		s->merge_forget = 1; /* the next F line is a folder whose pass failed */
 		return 0;

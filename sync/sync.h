@@ -241,6 +241,9 @@ void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const ch
 /* The Redis connection the state was loaded on (kept for its save), or
  * NULL: others may send a command or two on it meanwhile. */
 struct redisContext *sy_state_redis(struct sy_state *s);
+/* In a process forked with the state (--parallel's workers): leaves the
+ * parent's Redis connection to the parent; a new one is made if needed. */
+void sy_state_forked(struct sy_state *s);
 /* The folder pair's UID map when it was made for these UIDVALIDITYs: 0 and
  * a malloc'd copy sorted by uid1 (caller frees), else -1. */
 int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1, uint32_t uv2,

@@ -112,9 +112,9 @@ class SyncDelta(unittest.TestCase):
             imap.logout()
         fh.deliver(ENV, USER, message(2, "delivered"))
 
-    def check_incremental(self, env=None):
+    def check_incremental(self, *extra, env=None):
         self.change_source()
-        rc, out = run_sync("--debugimap", env=env)
+        rc, out = run_sync("--debugimap", *extra, env=env)
         self.assertEqual(0, rc, out[-4000:])
         self.assertEqual(3, out.count("changed since the last run: incremental pass"), out[-4000:])
         self.assertEqual(self.nfolders - 3, out.count("unchanged since the last run, skipped"))
@@ -125,12 +125,58 @@ class SyncDelta(unittest.TestCase):
         self.assertIn("The sync looks good", out, out[-3000:])
         self.assert_identical()
         # and then nothing is left to do
-        rc, out = run_sync("--debugimap", env=env)
+        rc, out = run_sync("--debugimap", *extra, env=env)
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
         self.assertEqual(0, stat(out, "Messages transferred"))
         self.assertIn("The sync looks good", out, out[-3000:])
         return out
+
+    def test_redis_maps_read_only_when_a_folder_changed(self):
+        """With the state in Redis, the UID maps (most of a big mailbox's
+        state) are not read by a run that finds every folder unchanged (a
+        --quickcheck, the sweep's check); a run with changed folders reads
+        them and syncs incrementally (no whole-folder read), also from
+        --parallel workers (each on its own Redis connection)."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        redis = f"127.0.0.1:{port}"
+        cli = ["redis-cli", "-p", port]
+        forget_redis_state(cli)
+        self.addCleanup(forget_redis_state, cli)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+
+        def map_reads(*extra):
+            mon = subprocess.Popen(cli + ["MONITOR"], stdout=subprocess.PIPE, text=True)
+            try:
+                self.assertEqual("OK", mon.stdout.readline().strip())
+                rc, out = run_sync("--redis", redis, *extra)
+                self.assertEqual(0, rc, out[-3000:])
+                subprocess.run(cli + ["ECHO", "monitor-end"], capture_output=True)
+                lines = []
+                for line in mon.stdout:
+                    if '"monitor-end"' in line:
+                        break
+                    lines.append(line)
+            finally:
+                mon.kill()
+                mon.wait()
+            return [ln for ln in lines if re.search(r'"GET" "rep:\S*:map:', ln)], out
+
+        gets, out = map_reads("--quickcheck")
+        self.assertRegex(out, rf"Quick check: 0 of {self.nfolders} folders changed")
+        self.assertEqual([], gets)
+        gets, out = map_reads()
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
+        self.assertEqual([], gets)
+        out = self.check_incremental("--redis", redis)
+        self.change_source()  # (the flags are set already: INBOX and Sent change)
+        gets, out = map_reads("--parallel", "2", "--debugimap")
+        self.assertEqual(2, out.count("changed since the last run: incremental pass"), out[-3000:])
+        self.assert_no_full_read(out)
+        self.assertEqual(2, stat(out, "Messages transferred"))
+        self.assertGreaterEqual(len(gets), self.nfolders, "the maps were read")
+        self.assert_identical()
 
     def test_incremental_qresync(self):
         out = self.check_incremental()
