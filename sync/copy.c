@@ -1187,6 +1187,88 @@ static void on_copyuid(struct imap_client *cl, const struct imap_result *res, vo
 
 /* The hints naming B (canon_to) as a move's target: h[] gets the B messages
  * to copy whose A copy the state maps. */
+/* What hints_read() took already: host1 messages (e) and host2 copies
+ * (name2, uid2), in one open-addressing set (a 10,000-message move is
+ * 10,000 lookups, not 10^8 comparisons). */
+struct hseen_item {
+	const struct sy_msg *e;
+	const char *name2;
+	uint32_t uid2;
+};
+struct hseen {
+	struct hseen_item *v;
+	size_t cap, n; /* cap: a power of 2, at most half full */
+};
+
+static size_t hseen_hash(const struct sy_msg *e, const char *name2, uint32_t uid2)
+{
+	uint64_t x = (uint64_t)(uintptr_t)e ^ ((uint64_t)uid2 << 32);
+
+	for (const char *p = name2; p != NULL && *p != '\0'; p++)
+		x = (x ^ (unsigned char)*p) * 0x100000001b3ull;
+	x ^= x >> 29;
+	x *= 0xbf58476d1ce4e5b9ull;
+	return (size_t)(x ^ (x >> 32));
+}
+
+static int hseen_same(const struct hseen_item *a, const struct sy_msg *e, const char *name2,
+                      uint32_t uid2)
+{
+	if (e != NULL)
+		return a->e == e;
+	return a->e == NULL && a->uid2 == uid2 && strcmp(a->name2, name2) == 0;
+}
+
+/* Where (e) or (name2, uid2) is in the set, or the empty slot it would take. */
+static size_t hseen_slot(const struct hseen *s, const struct sy_msg *e, const char *name2,
+                         uint32_t uid2)
+{
+	size_t i = hseen_hash(e, name2, uid2) & (s->cap - 1);
+
+	while ((s->v[i].e != NULL || s->v[i].name2 != NULL) &&
+	       !hseen_same(&s->v[i], e, name2, uid2))
+		i = (i + 1) & (s->cap - 1);
+	return i;
+}
+
+static int hseen_has(const struct hseen *s, const struct sy_msg *e, const char *name2,
+                     uint32_t uid2)
+{
+	size_t i;
+
+	if (s->n == 0)
+		return 0;
+	i = hseen_slot(s, e, name2, uid2);
+	return s->v[i].e != NULL || s->v[i].name2 != NULL;
+}
+
+static void hseen_add(struct hseen *s, const struct sy_msg *e, const char *name2, uint32_t uid2)
+{
+	size_t i;
+
+	if (2 * (s->n + 1) > s->cap) {
+		struct hseen old = *s;
+
+		s->cap = old.cap != 0 ? 2 * old.cap : 256;
+		s->v = calloc(s->cap, sizeof(*s->v));
+		if (s->v == NULL)
+			abort();
+		s->n = 0;
+		for (size_t k = 0; k < old.cap; k++) {
+			if (old.v[k].e != NULL || old.v[k].name2 != NULL)
+				hseen_add(s, old.v[k].e, old.v[k].name2, old.v[k].uid2);
+		}
+		free(old.v);
+	}
+	i = hseen_slot(s, e, name2, uid2);
+	if (s->v[i].e != NULL || s->v[i].name2 != NULL)
+		return; /* there already */
+	s->v[i].e = e;
+	s->v[i].name2 = e != NULL ? NULL : name2;
+	s->v[i].uid2 = uid2;
+	s->n++;
+}
+
 static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                          const char *canon_to, struct hinted **h_r)
 {
@@ -1195,9 +1277,10 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	redisContext *c, *own = NULL;
 	redisReply *rep;
 	struct hinted *h = NULL;
-	size_t nh = 0;
+	size_t nh = 0, cap = 0;
 	uint32_t *src = NULL, *dst = NULL;
 	struct sy_mapped *map = NULL;
+	struct hseen seen = {NULL, 0, 0};
 
 	*h_r = NULL;
 	/* the state's own connection (loaded on it, saved on it later) */
@@ -1237,7 +1320,6 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 			struct sy_msg *e = sy_msgs_find(m1, dst[j]);
 			const char *name2 = map[j].name2;
 			uint32_t uv2 = map[j].uv2, uid2 = map[j].uid2;
-			int seen = 0;
 
 			if (e == NULL || !e->haskey || e->dup || e->match || e->skip || uid2 == 0 ||
 			    strcmp(name2, f->name2) == 0)
@@ -1245,14 +1327,16 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 			/* one B message per hint, and one per host2 copy: a message
 			 * copied twice to B (two hints naming it) is copied inside
 			 * host2 once, the other one uploaded */
-			for (size_t i = 0; i < nh && !seen; i++)
-				seen = h[i].e == e ||
-				       (h[i].uid2 == uid2 && strcmp(h[i].name2, name2) == 0);
-			if (seen)
+			if (hseen_has(&seen, e, NULL, 0) || hseen_has(&seen, NULL, name2, uid2))
 				continue;
-			h = realloc(h, (nh + 1) * sizeof(*h));
-			if (h == NULL)
-				abort();
+			hseen_add(&seen, e, NULL, 0);
+			hseen_add(&seen, NULL, name2, uid2);
+			if (nh == cap) {
+				cap = cap != 0 ? 2 * cap : 64;
+				h = realloc(h, cap * sizeof(*h));
+				if (h == NULL)
+					abort();
+			}
 			h[nh].e = e;
 			h[nh].name2 = name2;
 			h[nh].uv2 = uv2;
@@ -1268,6 +1352,7 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	free(src);
 	free(dst);
 	free(map);
+	free(seen.v);
 	*h_r = h;
 	return nh;
 }
