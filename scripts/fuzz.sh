@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and fuzzes the IMAP
 # parser for N seconds (default 600), starting from the seed corpus.
-#   scripts/fuzz.sh [SECONDS] [parser|observe]
-# observe = the proxy's observer behind both parsers (tests/fuzz/fuzz_observe.c).
+#   scripts/fuzz.sh [SECONDS] [parser|observe|state]
+# observe = the proxy's observer behind both parsers (tests/fuzz/fuzz_observe.c);
+# state = the sync state's folder and UID map lines (tests/fuzz/fuzz_state.c).
 # Findings land in build-fuzz/findings/; the grown corpus in build-fuzz/corpus/
-# (build-fuzz/corpus-observe/ for the observer).
+# (build-fuzz/corpus-observe/, build-fuzz/corpus-state/ for the others).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}

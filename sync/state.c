@@ -15,6 +15,7 @@
  * the old state or the new one, never half of one. A missing, unreadable,
  * corrupt or foreign file only makes the run slower (a full pass).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -87,6 +88,11 @@ static void put_name(FILE *fp, const char *s)
 	}
 }
 
+static unsigned hexval(char c)
+{
+	return c <= '9' ? (unsigned)(c - '0') : (unsigned)((c | 0x20) - 'a' + 10);
+}
+
 static char *get_name(const char *s)
 {
 	char *out = malloc(strlen(s) + 1), *o = out;
@@ -94,10 +100,11 @@ static char *get_name(const char *s)
 	if (out == NULL)
 		abort();
 	for (; *s != '\0'; s++) {
-		unsigned v;
-
-		if (*s == '%' && sscanf(s + 1, "%2X", &v) == 1 && v > 0) {
-			*o++ = (char)v;
+		/* exactly two hex digits (sscanf's %2X would take one, or a sign,
+		 * and the skip past them would then leave the string) */
+		if (*s == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2]) &&
+		    hexval(s[1]) * 16 + hexval(s[2]) > 0) {
+			*o++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
 			s += 2;
 		} else {
 			*o++ = *s;
@@ -173,7 +180,7 @@ static int load_map(struct sy_state *s, char *line)
 	char *save = NULL, *tok[6];
 	struct sy_umap m;
 	unsigned long count;
-	size_t have = 0;
+	size_t have = 0, cap = 0;
 
 	memset(&m, 0, sizeof(m));
 	for (int i = 0; i < 6; i++) {
@@ -184,15 +191,22 @@ static int load_map(struct sy_state *s, char *line)
 	if (sscanf(tok[3], "%u", &m.uv1) != 1 || sscanf(tok[4], "%u", &m.uv2) != 1 ||
 	    sscanf(tok[5], "%lu", &count) != 1 || count > 100000000ul)
 		return -1;
-	m.pairs = malloc((count + 1) * sizeof(*m.pairs));
-	if (m.pairs == NULL)
-		abort();
+	/* grown as the runs are read: a count no run backs costs nothing */
 	for (char *t = strtok_r(NULL, " \n", &save); t != NULL; t = strtok_r(NULL, " \n", &save)) {
 		unsigned u1, u2, len;
 
-		if (sscanf(t, "%u:%u:%u", &u1, &u2, &len) != 3 || len == 0 || len > count - have) {
+		/* uid1 never descends (lookups bisect), no UID is 0 or wraps */
+		if (sscanf(t, "%u:%u:%u", &u1, &u2, &len) != 3 || len == 0 || len > count - have ||
+		    u1 == 0 || u2 == 0 || len - 1 > UINT32_MAX - u1 || len - 1 > UINT32_MAX - u2 ||
+		    (have > 0 && u1 < m.pairs[have - 1].uid1)) {
 			free(m.pairs);
 			return -1;
+		}
+		if (have + len > cap) {
+			cap = have + len > 2 * cap ? have + len : 2 * cap;
+			m.pairs = realloc(m.pairs, (cap + 1) * sizeof(*m.pairs));
+			if (m.pairs == NULL)
+				abort();
 		}
 		for (unsigned i = 0; i < len; i++) {
 			m.pairs[have].uid1 = u1 + i;
@@ -204,6 +218,8 @@ static int load_map(struct sy_state *s, char *line)
 		free(m.pairs);
 		return -1;
 	}
+	if (m.pairs == NULL && (m.pairs = malloc(sizeof(*m.pairs))) == NULL)
+		abort();
 	m.n = have;
 	m.name1 = get_name(tok[1]);
 	m.name2 = get_name(tok[2]);
