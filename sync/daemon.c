@@ -281,15 +281,20 @@ static int load_users(struct daemon *d)
 		if (line[0] == '#')
 			continue;
 		if (strchr(line, ';') != NULL) {
-			/* imapsync's batch form: user1;password1;user2;password2 */
-			char *f[4], *save = NULL;
+			/* imapsync's batch form: user1;password1;user2;password2,
+			 * often with a ';' after the last field. Fields split one
+			 * by one (strtok would skip an empty one and shift the
+			 * others: a password taken for a user name). */
+			char *f[5] = {"", "", "", "", ""}, *rest = line;
 			int nf = 0;
 
 			line[strcspn(line, "\r\n")] = '\0';
-			for (char *t = strtok_r(line, ";", &save); t != NULL && nf < 4;
-			     t = strtok_r(NULL, ";", &save))
-				f[nf++] = t;
-			if (nf != 4) {
+			while (rest != NULL && nf < 5)
+				f[nf++] = strsep(&rest, ";");
+			if (nf == 5 && f[4][0] == '\0' && rest == NULL)
+				nf = 4; /* the trailing ';' */
+			if (nf != 4 || rest != NULL || f[0][0] == '\0' || f[1][0] == '\0' ||
+			    f[2][0] == '\0' || f[3][0] == '\0') {
 				log_msg(LOG_LVL_WARN, "daemon",
 				        "%s:%u: want user1;password1;user2;password2, line ignored",
 				        d->o->users, lineno);

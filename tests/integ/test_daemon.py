@@ -330,12 +330,17 @@ poll = 600
         self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
 
     def test_6_users_file_with_passwords(self):
-        """imapsync's batch form (user1;password1;user2;password2) for servers
-        without an admin login: the syncs log in as the user, the file's
-        passwords go to them in the environment."""
+        """imapsync's batch form (user1;password1;user2;password2, here with
+        the trailing ';' of imapsync's examples) for servers without an
+        admin login: the syncs log in as the user, the file's passwords go
+        to them in the environment. A line with an empty field or a fifth
+        one is ignored with a warning (never read shifted: a password taken
+        for a user name)."""
         with open(self.users, "w") as f:
             pw = ENV.password(USER)
-            f.write(f"{USER};{pw};{USER};{pw}\n")
+            f.write(f"{USER};{pw};{USER};{pw};\n")
+            f.write("ivan;;ivan;ivan-pw;x\n")
+            f.write("judy;judy-pw;judy;judy-pw;extra\n")
         os.chmod(self.users, 0o600)
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{self.redis.port}",
                "--users", self.users, "--poll", "1", "--lease", "6", "--tmpdir", WORKDIR,
@@ -354,6 +359,14 @@ poll = 600
                       lambda: self.dst_has("INBOX", "<batchform-3@example.org>"), 20)
         self.assertEqual(0, self.stop_daemon(signal.SIGTERM), self.log())
         self.assertNotIn(ENV.password(USER), self.log())
+        with open(os.path.join(WORKDIR, "daemon.log"), errors="replace") as f:
+            whole = f.read()
+        for lineno, user in ((2, "ivan"), (3, "judy")):
+            self.assertIn(f"{self.users}:{lineno}: want user1;password1;user2;password2, "
+                          "line ignored", whole)
+            self.assertNotIn(f"sync {user} ", whole)
+            self.assertEqual("", self.redis.cli("ZSCORE", f"rep:{{{fh.shard(user)}}}:poll",
+                                                user))
         self.wait_identical(5)  # the full check's passes duplicated nothing
         # what imapferryctl status shows: the last sync and the last full check
         last = f"rep:{{{fh.shard(USER)}}}:last:{USER}"
