@@ -1185,14 +1185,11 @@ static void on_copyuid(struct imap_client *cl, const struct imap_result *res, vo
 	w->dst = xstrdup(dst->str);
 }
 
-/* The hints naming B (canon_to) as a move's target: h[] gets the B messages
- * to copy whose A copy the state maps. */
-/* What hints_read() took already: host1 messages (e) and host2 copies
- * (name2, uid2), in one open-addressing set (a 10,000-message move is
- * 10,000 lookups, not 10^8 comparisons). */
+/* The host2 copies hints_read() took already (name2, uid2), in an
+ * open-addressing set: a 10,000-message move is 10,000 lookups, not 10^8
+ * comparisons. */
 struct hseen_item {
-	const struct sy_msg *e;
-	const char *name2;
+	const char *name2; /* NULL: a free slot */
 	uint32_t uid2;
 };
 struct hseen {
@@ -1200,52 +1197,35 @@ struct hseen {
 	size_t cap, n; /* cap: a power of 2, at most half full */
 };
 
-static size_t hseen_hash(const struct sy_msg *e, const char *name2, uint32_t uid2)
+static size_t hseen_hash(const char *name2, uint32_t uid2)
 {
-	uint64_t x = (uint64_t)(uintptr_t)e ^ ((uint64_t)uid2 << 32);
+	uint64_t x = (uint64_t)uid2 << 32;
 
-	for (const char *p = name2; p != NULL && *p != '\0'; p++)
+	for (const char *p = name2; *p != '\0'; p++)
 		x = (x ^ (unsigned char)*p) * 0x100000001b3ull;
 	x ^= x >> 29;
 	x *= 0xbf58476d1ce4e5b9ull;
 	return (size_t)(x ^ (x >> 32));
 }
 
-static int hseen_same(const struct hseen_item *a, const struct sy_msg *e, const char *name2,
-                      uint32_t uid2)
+/* Where (name2, uid2) is in the set, or the free slot it would take. */
+static size_t hseen_slot(const struct hseen *s, const char *name2, uint32_t uid2)
 {
-	if (e != NULL)
-		return a->e == e;
-	return a->e == NULL && a->uid2 == uid2 && strcmp(a->name2, name2) == 0;
-}
+	size_t i = hseen_hash(name2, uid2) & (s->cap - 1);
 
-/* Where (e) or (name2, uid2) is in the set, or the empty slot it would take. */
-static size_t hseen_slot(const struct hseen *s, const struct sy_msg *e, const char *name2,
-                         uint32_t uid2)
-{
-	size_t i = hseen_hash(e, name2, uid2) & (s->cap - 1);
-
-	while ((s->v[i].e != NULL || s->v[i].name2 != NULL) &&
-	       !hseen_same(&s->v[i], e, name2, uid2))
+	while (s->v[i].name2 != NULL && (s->v[i].uid2 != uid2 || strcmp(s->v[i].name2, name2) != 0))
 		i = (i + 1) & (s->cap - 1);
 	return i;
 }
 
-static int hseen_has(const struct hseen *s, const struct sy_msg *e, const char *name2,
-                     uint32_t uid2)
+static int hseen_has(const struct hseen *s, const char *name2, uint32_t uid2)
 {
-	size_t i;
-
-	if (s->n == 0)
-		return 0;
-	i = hseen_slot(s, e, name2, uid2);
-	return s->v[i].e != NULL || s->v[i].name2 != NULL;
+	return s->n > 0 && s->v[hseen_slot(s, name2, uid2)].name2 != NULL;
 }
 
-static void hseen_add(struct hseen *s, const struct sy_msg *e, const char *name2, uint32_t uid2)
+/* Adds (name2, uid2), which is not in the set. */
+static void hseen_add(struct hseen *s, const char *name2, uint32_t uid2)
 {
-	size_t i;
-
 	if (2 * (s->n + 1) > s->cap) {
 		struct hseen old = *s;
 
@@ -1255,20 +1235,17 @@ static void hseen_add(struct hseen *s, const struct sy_msg *e, const char *name2
 			abort();
 		s->n = 0;
 		for (size_t k = 0; k < old.cap; k++) {
-			if (old.v[k].e != NULL || old.v[k].name2 != NULL)
-				hseen_add(s, old.v[k].e, old.v[k].name2, old.v[k].uid2);
+			if (old.v[k].name2 != NULL)
+				hseen_add(s, old.v[k].name2, old.v[k].uid2);
 		}
 		free(old.v);
 	}
-	i = hseen_slot(s, e, name2, uid2);
-	if (s->v[i].e != NULL || s->v[i].name2 != NULL)
-		return; /* there already */
-	s->v[i].e = e;
-	s->v[i].name2 = e != NULL ? NULL : name2;
-	s->v[i].uid2 = uid2;
+	s->v[hseen_slot(s, name2, uid2)] = (struct hseen_item){name2, uid2};
 	s->n++;
 }
 
+/* The hints naming B (canon_to) as a move's target: h[] gets the B messages
+ * to copy whose A copy the state maps. */
 static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                          const char *canon_to, struct hinted **h_r)
 {
@@ -1281,6 +1258,7 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	uint32_t *src = NULL, *dst = NULL;
 	struct sy_mapped *map = NULL;
 	struct hseen seen = {NULL, 0, 0};
+	uint8_t *took = NULL; /* m1's messages already in h[], by position */
 
 	*h_r = NULL;
 	/* the state's own connection (loaded on it, saved on it later) */
@@ -1293,7 +1271,8 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		src = malloc(HINT_UIDS_MAX * sizeof(*src));
 		dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
 		map = malloc(HINT_UIDS_MAX * sizeof(*map));
-		if (src == NULL || dst == NULL || map == NULL)
+		took = calloc(m1->n + 1, 1);
+		if (src == NULL || dst == NULL || map == NULL || took == NULL)
 			abort();
 	}
 	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
@@ -1327,10 +1306,10 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 			/* one B message per hint, and one per host2 copy: a message
 			 * copied twice to B (two hints naming it) is copied inside
 			 * host2 once, the other one uploaded */
-			if (hseen_has(&seen, e, NULL, 0) || hseen_has(&seen, NULL, name2, uid2))
+			if (took[e - m1->v] || hseen_has(&seen, name2, uid2))
 				continue;
-			hseen_add(&seen, e, NULL, 0);
-			hseen_add(&seen, NULL, name2, uid2);
+			took[e - m1->v] = 1;
+			hseen_add(&seen, name2, uid2);
 			if (nh == cap) {
 				cap = cap != 0 ? 2 * cap : 64;
 				h = realloc(h, cap * sizeof(*h));
@@ -1353,6 +1332,7 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	free(dst);
 	free(map);
 	free(seen.v);
+	free(took);
 	*h_r = h;
 	return nh;
 }

@@ -688,6 +688,14 @@ static void test_plain_echo(void **state)
 	harness_free(&h);
 }
 
+/* Runs until cl's connection is up; an error fails the test, naming label. */
+static void tls_wait_up(struct harness *h, struct client *cl, const char *label)
+{
+	RUN_UNTIL(h, cl->ev[CONN_EV_CONNECTED] + cl->ev[CONN_EV_ERROR] > 0);
+	if (cl->ev[CONN_EV_ERROR] > 0)
+		fail_msg("%s: %s", label, cl->err);
+}
+
 static void test_tls_trusted(void **state)
 {
 	static const char *const hosts[] = {"127.0.0.1", "localhost"};
@@ -707,9 +715,7 @@ static void test_tls_trusted(void **state)
 		/* The connection holds its own reference. */
 		if (i == 1)
 			tls_client_ctx_free(&ctx);
-		RUN_UNTIL(&h, cl.ev[CONN_EV_CONNECTED] + cl.ev[CONN_EV_ERROR] > 0);
-		if (cl.ev[CONN_EV_ERROR] > 0)
-			fail_msg("%s: %s", hosts[i], cl.err);
+		tls_wait_up(&h, &cl, hosts[i]);
 		assert_true(conn_is_tls(cl.conn));
 		assert_non_null(conn_tls_version(cl.conn));
 		assert_non_null(conn_tls_cipher(cl.conn));
@@ -742,10 +748,11 @@ static void test_tls_resumption(void **state)
 	ctx = client_ctx(1, 0, NULL);
 	other = client_ctx(1, 0, NULL);
 	for (int i = 0; i < 3; i++) {
+		char label[32];
+
+		snprintf(label, sizeof(label), "connection %d", i);
 		client_connect(&cl, NULL, "127.0.0.1", h.port, CONN_TLS, i < 2 ? ctx : other, NULL);
-		RUN_UNTIL(&h, cl.ev[CONN_EV_CONNECTED] + cl.ev[CONN_EV_ERROR] > 0);
-		if (cl.ev[CONN_EV_ERROR] > 0)
-			fail_msg("connection %d: %s", i, cl.err);
+		tls_wait_up(&h, &cl, label);
 		print_message("  connection %d: %s\n", i,
 		              conn_tls_resumed(cl.conn) ? "resumed" : "full handshake");
 		if (i == 1)
