@@ -92,6 +92,11 @@ int rk_key_map(char *buf, size_t size, const char *user, const char *folder)
 	return fmt(buf, size, RK_PREFIX "{%u}:map:%s:%s", rk_shard(user), user, folder);
 }
 
+int rk_key_gone(char *buf, size_t size, const char *user, const char *folder)
+{
+	return fmt(buf, size, RK_PREFIX "{%u}:gone:%s:%s", rk_shard(user), user, folder);
+}
+
 int rk_key_hint(char *buf, size_t size, const char *user)
 {
 	return fmt(buf, size, RK_PREFIX "{%u}:hint:%s", rk_shard(user), user);

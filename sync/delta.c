@@ -336,6 +336,14 @@ static void update_map(struct delta *d, const struct sy_folder *f, const struct 
 
 	if (out == NULL)
 		abort();
+	/* the vanished ones first, kept aside for the move hints (their host2
+	 * copies stay, unless --delete2 took them) */
+	for (size_t i = 0; i < nmap && !d->r->o->delete2; i++) {
+		if (gone[i])
+			out[n++] = map[i];
+	}
+	sy_state_gone_put(d->r, d->r->st, f, d->m1.uidvalidity, m2->uidvalidity, out, n);
+	n = 0;
 	for (size_t i = 0; i < nmap; i++) {
 		if (!gone[i])
 			out[n++] = map[i];

@@ -30,6 +30,7 @@
 #include "imapferry/resp.h"
 #include "imapferry/rkeys.h"
 #include "imapferry/rqueue.h"
+#include "imapferry/xalloc.h"
 #include "sync.h"
 
 #define STATE_MAGIC "imapferry-state 1"
@@ -73,6 +74,10 @@ struct sy_state {
 	int maps_todo;
 	size_t maps_nf; /* the folders the maps belong to: s->f[0..maps_nf) */
 	struct sy_run *run;
+	/* Redis: pairs of lately vanished messages read by
+	 * sy_state_map_find_uids() (kept for their name2 strings) */
+	struct sy_umap *gone;
+	size_t ngone;
 };
 
 /* Names are written with %XX for bytes outside 0x21..0x7e and for '%'. */
@@ -253,39 +258,65 @@ int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1
 	return 0;
 }
 
+/* The host2 UID of uid1 in m (pairs sorted by uid1), or 0. */
+static uint32_t map_lookup(const struct sy_umap *m, uint32_t uid1)
+{
+	size_t lo = 0, hi = m->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (m->pairs[mid].uid1 < uid1)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < m->n && m->pairs[lo].uid1 == uid1 ? m->pairs[lo].uid2 : 0;
+}
+
+/* Fills what is still unmapped in out[] from m. Returns how many are left. */
+static size_t map_fill(const struct sy_umap *m, const uint32_t *uid1, size_t n,
+                       struct sy_mapped *out)
+{
+	size_t left = 0;
+
+	for (size_t j = 0; j < n; j++) {
+		uint32_t uid2;
+
+		if (out[j].uid2 != 0)
+			continue; /* an earlier map had it */
+		if ((uid2 = map_lookup(m, uid1[j])) != 0) {
+			out[j].name2 = m->name2;
+			out[j].uv2 = m->uv2;
+			out[j].uid2 = uid2;
+		} else {
+			left++;
+		}
+	}
+	return left;
+}
+
+static struct sy_umap *gone_get(struct sy_state *s, const char *canon1);
+
 void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const char *canon1,
                             const uint32_t *uid1, size_t n, struct sy_mapped *out)
 {
 	char cn[1024];
+	size_t left = n;
+	const struct sy_umap *g;
 
 	maps_need(s);
 	memset(out, 0, n * sizeof(*out));
-	for (size_t k = 0; k < s->nmaps; k++) {
+	for (size_t k = 0; k < s->nmaps && left > 0; k++) {
 		const struct sy_umap *m = &s->maps[k];
 
 		canon(r, m->name1, cn, sizeof(cn)); /* once per map, not per UID */
-		if (strcmp(cn, canon1) != 0 || m->uv2 == 0)
-			continue;
-		for (size_t j = 0; j < n; j++) {
-			size_t lo = 0, hi = m->n;
-
-			if (out[j].uid2 != 0)
-				continue; /* an earlier map had it */
-			while (lo < hi) { /* pairs are sorted by uid1 */
-				size_t mid = lo + (hi - lo) / 2;
-
-				if (m->pairs[mid].uid1 < uid1[j])
-					lo = mid + 1;
-				else
-					hi = mid;
-			}
-			if (lo < m->n && m->pairs[lo].uid1 == uid1[j]) {
-				out[j].name2 = m->name2;
-				out[j].uv2 = m->uv2;
-				out[j].uid2 = m->pairs[lo].uid2;
-			}
-		}
+		if (strcmp(cn, canon1) == 0 && m->uv2 != 0)
+			left = map_fill(m, uid1, n, out);
 	}
+	/* the source folder's sync may have run first and dropped them */
+	if (left > 0 && (g = gone_get(s, canon1)) != NULL)
+		map_fill(g, uid1, n, out);
 }
 
 struct redisContext *sy_state_redis(struct sy_state *s)
@@ -435,6 +466,7 @@ struct sy_state *sy_state_load(struct sy_run *r)
 
 	if (s == NULL)
 		abort();
+	s->run = r;
 	if (r->o->redis != NULL)
 		load_redis(r, s);
 	else
@@ -856,6 +888,118 @@ static void wr_map(FILE *fp, const void *m)
 	write_map(fp, m);
 }
 
+/* --- lately vanished pairs (Redis) ---
+ *
+ * A message moved from A to B through the proxy vanishes from A: A's pass
+ * drops its pair from A's map, and when it runs before B's, B's move hint
+ * would find no copy on host2 to copy from. So A's pass keeps the pairs it
+ * drops (while the copies stay on host2: not with --delete2) in
+ * rep:{s}:gone:<user>:<A> for as long as hints live, the latest GONE_MAX,
+ * and a lookup the map cannot answer tries them. Only the folder's own
+ * pass (under its lease) writes the key; a lost write costs an upload. */
+
+#define GONE_MAX 10000
+
+static int gone_key(const struct sy_run *r, const char *canon1, char *key, size_t size)
+{
+	return rk_key_gone(key, size, r->o->acc[0].user != NULL ? r->o->acc[0].user : "", canon1);
+}
+
+/* The stored pairs for canon1 (one GET), kept in s->gone; NULL if none. */
+static struct sy_umap *gone_get(struct sy_state *s, const char *canon1)
+{
+	struct sy_run *r = s->run;
+	struct sy_state tmp;
+	char key[2048], *line;
+	redisReply *rep;
+	struct sy_umap *nm;
+
+	if (r == NULL || r->o->redis == NULL || gone_key(r, canon1, key, sizeof(key)) < 0 ||
+	    (s->rc == NULL && (s->rc = redis_open(r)) == NULL))
+		return NULL;
+	rep = redisCommand(s->rc, "GET %s", key);
+	if (rep == NULL) {
+		redisFree(s->rc);
+		s->rc = NULL;
+		return NULL;
+	}
+	memset(&tmp, 0, sizeof(tmp));
+	line = rep->type == REDIS_REPLY_STRING ? xstrdup(rep->str) : NULL;
+	freeReplyObject(rep);
+	if (line == NULL || load_map(&tmp, line) != 0 || tmp.maps[0].uv2 == 0) {
+		if (tmp.nmaps > 0)
+			map_free(&tmp.maps[0]);
+		free(tmp.maps);
+		free(line);
+		return NULL;
+	}
+	free(line);
+	nm = realloc(s->gone, (s->ngone + 1) * sizeof(*nm));
+	if (nm == NULL)
+		abort();
+	s->gone = nm;
+	s->gone[s->ngone] = tmp.maps[0];
+	free(tmp.maps);
+	return &s->gone[s->ngone++];
+}
+
+void sy_state_gone_put(struct sy_run *r, struct sy_state *s, const struct sy_folder *f,
+                       uint32_t uv1, uint32_t uv2, const struct sy_uidpair *pairs, size_t n)
+{
+	char key[2048], cn[1024], *line;
+	const struct sy_umap *old;
+	struct sy_umap m;
+	size_t nold, k, out;
+	redisReply *rep;
+
+	if (r->o->redis == NULL || s == NULL || n == 0 || uv1 == 0 || uv2 == 0)
+		return;
+	canon(r, f->name1, cn, sizeof(cn));
+	if (gone_key(r, cn, key, sizeof(key)) < 0)
+		return;
+	old = gone_get(s, cn);
+	if (old != NULL &&
+	    (old->uv1 != uv1 || old->uv2 != uv2 || strcmp(old->name2, f->name2) != 0))
+		old = NULL; /* another folder's or UIDVALIDITY's: replaced */
+	nold = old != NULL ? old->n : 0;
+	memset(&m, 0, sizeof(m));
+	m.pairs = malloc((nold + n + 1) * sizeof(*m.pairs));
+	m.name1 = xstrdup(f->name1);
+	m.name2 = xstrdup(f->name2);
+	if (m.pairs == NULL)
+		abort();
+	if (nold > 0)
+		memcpy(m.pairs, old->pairs, nold * sizeof(*m.pairs));
+	memcpy(m.pairs + nold, pairs, n * sizeof(*m.pairs));
+	qsort(m.pairs, nold + n, sizeof(*m.pairs), pair_cmp);
+	/* one pair per host1 UID (a UID does not vanish twice), the latest
+	 * GONE_MAX: the highest UIDs */
+	for (k = 0, out = 0; k < nold + n; k++) {
+		if (out > 0 && m.pairs[out - 1].uid1 == m.pairs[k].uid1)
+			m.pairs[out - 1] = m.pairs[k];
+		else
+			m.pairs[out++] = m.pairs[k];
+	}
+	if (out > GONE_MAX) {
+		memmove(m.pairs, m.pairs + (out - GONE_MAX), GONE_MAX * sizeof(*m.pairs));
+		out = GONE_MAX;
+	}
+	m.n = out;
+	m.uv1 = uv1;
+	m.uv2 = uv2;
+	line = line_of(wr_map, &m);
+	if (s->rc != NULL) {
+		rep = redisCommand(s->rc, "SET %s %s EX %d", key, line, (int)RK_HINT_TTL_S);
+		if (rep == NULL) {
+			redisFree(s->rc);
+			s->rc = NULL;
+		}
+		freeReplyObject(rep);
+	}
+	free(line);
+	map_free(&m);
+}
+
 /* Anything for save_redis() to write? */
 static int redis_dirty(const struct sy_state *s)
 {
@@ -1066,6 +1210,9 @@ void sy_state_free(struct sy_state **sp)
 	}
 	for (size_t k = 0; k < s->nmaps; k++)
 		map_free(&s->maps[k]);
+	for (size_t k = 0; k < s->ngone; k++)
+		map_free(&s->gone[k]);
+	free(s->gone);
 	if (s->rc != NULL)
 		redisFree(s->rc);
 	free(s->maps);

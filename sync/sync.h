@@ -238,6 +238,11 @@ struct sy_mapped {
  * uid1[j] is on host2, for j < n. */
 void sy_state_map_find_uids(const struct sy_run *r, struct sy_state *s, const char *canon1,
                             const uint32_t *uid1, size_t n, struct sy_mapped *out);
+/* With the state in Redis: pairs[0..n) of f's map, whose host1 messages
+ * vanished while their host2 copies stay, kept for the move hints read
+ * later (sy_state_map_find_uids() finds them too). */
+void sy_state_gone_put(struct sy_run *r, struct sy_state *s, const struct sy_folder *f,
+                       uint32_t uv1, uint32_t uv2, const struct sy_uidpair *pairs, size_t n);
 /* The Redis connection the state was loaded on (kept for its save), or
  * NULL: others may send a command or two on it meanwhile. */
 struct redisContext *sy_state_redis(struct sy_state *s);

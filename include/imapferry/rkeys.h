@@ -14,6 +14,9 @@
  *   rep:{s}:fence         STRING INCR counter for fencing tokens
  *   rep:{s}:st:<user>     HASH  folder -> sync state line (sync/state.c format)
  *   rep:{s}:map:<user>:<folder>  STRING  run-length encoded UID map
+ *   rep:{s}:gone:<user>:<folder> STRING  the UID map's pairs whose source
+ *                               message vanished lately (RK_HINT_TTL_S): a move
+ *                               hint read after the source folder's sync
  *   rep:{s}:hint:<user>   LIST  move/rename hints (LPUSH + LTRIM + EXPIRE)
  *   rep:{s}:poll          ZSET  user -> next poll time (ms)
  *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream;
@@ -75,6 +78,7 @@ int rk_key_poll(char *buf, size_t size, unsigned shard);
 /* Per-user keys (the shard is derived from user). */
 int rk_key_state(char *buf, size_t size, const char *user);
 int rk_key_map(char *buf, size_t size, const char *user, const char *folder);
+int rk_key_gone(char *buf, size_t size, const char *user, const char *folder);
 int rk_key_hint(char *buf, size_t size, const char *user);
 int rk_key_route(char *buf, size_t size, const char *user);
 int rk_key_last(char *buf, size_t size, const char *user);

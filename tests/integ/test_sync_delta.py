@@ -66,7 +66,7 @@ def forget_redis_state(cli, *keys):
     """USER's state and UID maps in the harness Redis deleted (and keys)."""
     for key in keys:
         subprocess.run(cli + ["DEL", key], capture_output=True)
-    for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+    for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*", f"rep:*:gone:{USER}:*"):
         found = subprocess.run(cli + ["--scan", "--pattern", pattern],
                                capture_output=True, text=True).stdout.split()
         for key in found:
@@ -419,7 +419,7 @@ class SyncDelta(unittest.TestCase):
                 for m in cli("ZRANGE", key, "0", "-1") if key else []:
                     if m.startswith(USER + "\t"):
                         cli("ZREM", key, m)
-            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*"):
+            for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*", f"rep:*:gone:{USER}:*"):
                 for key in cli("--scan", "--pattern", pattern):
                     if key:
                         cli("DEL", key)
@@ -577,6 +577,70 @@ class SyncDelta(unittest.TestCase):
             self.assertEqual(2, len(data[0].split()), f"copies of {msgid} in host2's Sent")
         finally:
             imap.logout()
+        self.assert_identical()
+
+    def test_move_hint_after_the_source_folder_synced(self):
+        """The proxy marks both folders of a MOVE; when the source folder's
+        sync runs first, it drops the moved message from INBOX's UID map.
+        The pair is kept aside (rep:{s}:gone:<user>:INBOX, for as long as
+        hints live), so Sent's sync still copies the message inside host2
+        instead of uploading it again."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        redis = f"127.0.0.1:{port}"
+        cli = ["redis-cli", "-p", port]
+        hint_key = f"rep:{{{fh.shard(USER)}}}:hint:{USER}"
+        gone_key = f"rep:{{{fh.shard(USER)}}}:gone:{USER}:INBOX"
+        forget_redis_state(cli, hint_key)
+        self.addCleanup(forget_redis_state, cli, hint_key)
+        rc, out = run_sync("--redis", redis)
+        self.assertEqual(0, rc, out[-3000:])
+        hints = []
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.uid("SEARCH", None, "ALL")
+            for uid in data[0].split()[:2]:
+                typ, data = imap.uid("MOVE", uid.decode(), "Sent")
+                self.assertEqual("OK", typ, data)
+                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
+                self.assertEqual(3, len(code), code)
+                hints.append(f"move\tINBOX\tSent\t{code[0]}\t{code[1]}\t{code[2]}")
+        finally:
+            imap.logout()
+        for hint in hints:
+            subprocess.run(cli + ["LPUSH", hint_key, hint], check=True, capture_output=True)
+        # the source folder first: its incremental pass sees two vanished
+        rc, out = run_sync("--redis", redis, "--folder", "INBOX")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("2 vanished on host1", out, out[-3000:])
+        ttl = int(subprocess.run(cli + ["TTL", gone_key], capture_output=True,
+                                 text=True).stdout)
+        self.assertTrue(86000 < ttl <= 86400, ttl)
+        rc, out = run_sync("--redis", redis, "--folder", "Sent", "--debugimap")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(2, out.count("inside host2"), out[-4000:])
+        self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+(:\d+|,\d+) Sent")
+        self.assertEqual(0, len(BODY_FETCH.findall(out)), "no body read on host1")
+        # --delete2 takes the host2 copies away: nothing is kept for hints
+        rc, out = run_sync("--redis", redis, "--delete2")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assert_identical()
+        subprocess.run(cli + ["DEL", gone_key], check=True, capture_output=True)
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.uid("SEARCH", None, "ALL")
+            typ, data = imap.uid("MOVE", data[0].split()[0].decode(), "Sent")
+            self.assertEqual("OK", typ, data)
+        finally:
+            imap.logout()
+        rc, out = run_sync("--redis", redis, "--delete2", "--folder", "INBOX")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("1 vanished on host1 (1 deleted on host2)", out, out[-3000:])
+        self.assertEqual("0", subprocess.run(cli + ["EXISTS", gone_key], capture_output=True,
+                                             text=True).stdout.strip())
+        rc, out = run_sync("--redis", redis, "--delete2")
+        self.assertEqual(0, rc, out[-3000:])
         self.assert_identical()
 
     def test_parallel_workers(self):

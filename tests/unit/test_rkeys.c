@@ -72,6 +72,7 @@ enum kind {
 	K_STATE,
 	K_MAP,
 	K_HINT,
+	K_GONE,
 	K_ROUTE,
 	K_MEMBER
 };
@@ -96,6 +97,8 @@ static int build(enum kind k, char *buf, size_t size, unsigned shard, const char
 		return rk_key_map(buf, size, user, folder);
 	case K_HINT:
 		return rk_key_hint(buf, size, user);
+	case K_GONE:
+		return rk_key_gone(buf, size, user, folder);
 	case K_ROUTE:
 		return rk_key_route(buf, size, user);
 	case K_MEMBER:
@@ -125,6 +128,7 @@ static const struct {
          "rfe",
          "rep:{11}:map:bob:Entw\xc3\xbcrfe"},
         {"hint", K_HINT, 0, "bob", NULL, "rep:{11}:hint:bob"},
+        {"gone", K_GONE, 0, "alice", "INBOX", "rep:{13}:gone:alice:INBOX"},
         {"route", K_ROUTE, 0, "bob", NULL, "rep:route:bob"},
         {"member", K_MEMBER, 0, "alice", "INBOX", "alice\tINBOX"},
         {"member all", K_MEMBER, 0, "alice", RK_FOLDER_ALL, "alice\t*"},
