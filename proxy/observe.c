@@ -342,8 +342,12 @@ static void cmd_marks(struct px_observe *o, const struct obs_cmd *c)
 		mark_name(o, c->name1, c->len1, RK_PRIO_HIGH);
 		break;
 	case OBS_K_MOVE:
-		mark_sel(o, c, RK_PRIO_HIGH);
+		/* the target first and sooner: its sync copies the messages
+		 * inside the destination from the source folder's copies (the
+		 * hint), which the source folder's sync, an expunge, may delete
+		 * there (--delete2) */
 		mark_name(o, c->name1, c->len1, RK_PRIO_HIGH);
+		mark_sel(o, c, RK_PRIO_LOW);
 		break;
 	case OBS_K_REPLACE:
 		mark_name(o, c->name1, c->len1, RK_PRIO_HIGH);

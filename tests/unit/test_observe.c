@@ -357,20 +357,20 @@ static const struct ocase cases[] = {
          {SEL_INBOX, "C:b UID MOVE 1:2 Trash\r\n",
           "S:* OK [COPYUID 9 1:2 10:11] Moved UIDs.\r\n* 1 EXPUNGE\r\n* 1 EXPUNGE\r\n"
           "b OK Move completed.\r\n"},
-         "hint move\tINBOX\tTrash\t9\t1:2\t10:11\nINBOX high\nTrash high\n"},
+         "hint move\tINBOX\tTrash\t9\t1:2\t10:11\nTrash high\nINBOX low\n"},
         {"MOVE with COPYUID in the tagged OK",
          {SEL_INBOX, "C:b MOVE 3 Trash\r\n",
           "S:* VANISHED 3\r\nb OK [COPYUID 9 3 12] Move completed.\r\n"},
-         "hint move\tINBOX\tTrash\t9\t3\t12\nINBOX high\nTrash high\n"},
+         "hint move\tINBOX\tTrash\t9\t3\t12\nTrash high\nINBOX low\n"},
         {"two MOVEs pipelined: each COPYUID to its MOVE",
          {SEL_INBOX, "C:b MOVE 1 A\r\nc MOVE 1 B\r\n",
           "S:* OK [COPYUID 1 5 1] x\r\n* 1 EXPUNGE\r\nb OK ok\r\n"
           "* OK [COPYUID 2 6 1] x\r\n* 1 EXPUNGE\r\nc OK ok\r\n"},
-         "hint move\tINBOX\tA\t1\t5\t1\nINBOX high\nA high\n"
-         "hint move\tINBOX\tB\t2\t6\t1\nINBOX high\nB high\n"},
+         "hint move\tINBOX\tA\t1\t5\t1\nA high\nINBOX low\n"
+         "hint move\tINBOX\tB\t2\t6\t1\nB high\nINBOX low\n"},
         {"MOVE refused with NO: marks, no hint",
          {SEL_INBOX, "C:b MOVE 1 Trash\r\n", "S:b NO [OVERQUOTA] x\r\n"},
-         "INBOX high\nTrash high\n"},
+         "Trash high\nINBOX low\n"},
         {"REPLACE (RFC 8508)",
          {SEL_INBOX, "C:b UID REPLACE 3 INBOX {3+}\r\nabc\r\n",
           "S:* 4 EXISTS\r\n* 3 EXPUNGE\r\nb OK [APPENDUID 1 9] ok\r\n",
@@ -581,7 +581,7 @@ static const struct ocase cases[] = {
          "* low\n* low\n"},
         {"disconnect after an untagged COPYUID",
          {SEL_INBOX, "C:b MOVE 1 Trash\r\n", "S:* OK [COPYUID 9 4 5] x\r\n", "D"},
-         "hint move\tINBOX\tTrash\t9\t4\t5\nINBOX high\nTrash high\n"},
+         "hint move\tINBOX\tTrash\t9\t4\t5\nTrash high\nINBOX low\n"},
 };
 
 static void test_cases(void **state)
