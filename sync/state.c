@@ -74,10 +74,16 @@ struct sy_state {
 	int maps_todo;
 	size_t maps_nf; /* the folders the maps belong to: s->f[0..maps_nf) */
 	struct sy_run *run;
-	/* Redis: pairs of lately vanished messages read by
-	 * sy_state_map_find_uids() (kept for their name2 strings) */
-	struct sy_umap *gone;
+	/* Redis: the lately vanished pairs read or written in this run, per
+	 * folder (gone_get()) */
+	struct sy_gone *gone;
 	size_t ngone;
+};
+
+struct sy_gone {
+	char *canon1; /* the host1 folder, rk_folder_canon()'s form */
+	int have;     /* m holds its pairs; 0: none are stored */
+	struct sy_umap m;
 };
 
 /* Names are written with %XX for bytes outside 0x21..0x7e and for '%'. */
@@ -905,42 +911,49 @@ static int gone_key(const struct sy_run *r, const char *canon1, char *key, size_
 	return rk_key_gone(key, size, r->o->acc[0].user != NULL ? r->o->acc[0].user : "", canon1);
 }
 
-/* The stored pairs for canon1 (one GET), kept in s->gone; NULL if none. */
+/* The stored pairs for canon1: one GET per folder and run (kept in
+ * s->gone, and kept up to date by sy_state_gone_put()); NULL if none. */
 static struct sy_umap *gone_get(struct sy_state *s, const char *canon1)
 {
 	struct sy_run *r = s->run;
 	struct sy_state tmp;
-	char key[2048], *line;
+	char key[2048], *line = NULL;
 	redisReply *rep;
-	struct sy_umap *nm;
+	struct sy_gone *g;
 
+	for (size_t k = 0; k < s->ngone; k++) {
+		if (strcmp(s->gone[k].canon1, canon1) == 0)
+			return s->gone[k].have ? &s->gone[k].m : NULL;
+	}
 	if (r == NULL || r->o->redis == NULL || gone_key(r, canon1, key, sizeof(key)) < 0 ||
 	    (s->rc == NULL && (s->rc = redis_open(r)) == NULL))
 		return NULL;
 	rep = redisCommand(s->rc, "GET %s", key);
-	if (rep == NULL) {
+	if (rep == NULL) { /* not known: asked again next time */
 		redisFree(s->rc);
 		s->rc = NULL;
 		return NULL;
 	}
-	memset(&tmp, 0, sizeof(tmp));
-	line = rep->type == REDIS_REPLY_STRING ? xstrdup(rep->str) : NULL;
-	freeReplyObject(rep);
-	if (line == NULL || load_map(&tmp, line) != 0 || tmp.maps[0].uv2 == 0) {
-		if (tmp.nmaps > 0)
-			map_free(&tmp.maps[0]);
-		free(tmp.maps);
-		free(line);
-		return NULL;
-	}
-	free(line);
-	nm = realloc(s->gone, (s->ngone + 1) * sizeof(*nm));
-	if (nm == NULL)
+	g = realloc(s->gone, (s->ngone + 1) * sizeof(*g));
+	if (g == NULL)
 		abort();
-	s->gone = nm;
-	s->gone[s->ngone] = tmp.maps[0];
+	s->gone = g;
+	g = &s->gone[s->ngone++];
+	memset(g, 0, sizeof(*g));
+	g->canon1 = xstrdup(canon1);
+	memset(&tmp, 0, sizeof(tmp));
+	if (rep->type == REDIS_REPLY_STRING)
+		line = xstrdup(rep->str);
+	freeReplyObject(rep);
+	if (line != NULL && load_map(&tmp, line) == 0 && tmp.maps[0].uv2 != 0) {
+		g->m = tmp.maps[0];
+		g->have = 1;
+	} else if (tmp.nmaps > 0) {
+		map_free(&tmp.maps[0]);
+	}
 	free(tmp.maps);
-	return &s->gone[s->ngone++];
+	free(line);
+	return g->have ? &g->m : NULL;
 }
 
 void sy_state_gone_put(struct sy_run *r, struct sy_state *s, const struct sy_folder *f,
@@ -997,6 +1010,16 @@ void sy_state_gone_put(struct sy_run *r, struct sy_state *s, const struct sy_fol
 		freeReplyObject(rep);
 	}
 	free(line);
+	/* what this run reads from now on (gone_get() made the entry) */
+	for (k = 0; k < s->ngone; k++) {
+		if (strcmp(s->gone[k].canon1, cn) == 0) {
+			if (s->gone[k].have)
+				map_free(&s->gone[k].m);
+			s->gone[k].m = m;
+			s->gone[k].have = 1;
+			return;
+		}
+	}
 	map_free(&m);
 }
 
@@ -1210,8 +1233,11 @@ void sy_state_free(struct sy_state **sp)
 	}
 	for (size_t k = 0; k < s->nmaps; k++)
 		map_free(&s->maps[k]);
-	for (size_t k = 0; k < s->ngone; k++)
-		map_free(&s->gone[k]);
+	for (size_t k = 0; k < s->ngone; k++) {
+		free(s->gone[k].canon1);
+		if (s->gone[k].have)
+			map_free(&s->gone[k].m);
+	}
 	free(s->gone);
 	if (s->rc != NULL)
 		redisFree(s->rc);

@@ -73,6 +73,27 @@ def forget_redis_state(cli, *keys):
             subprocess.run(cli + ["DEL", key], capture_output=True)
 
 
+def monitored(cli, pattern, *args):
+    """run_sync(*args) with Redis MONITOR on: the commands matching pattern
+    (a regex on MONITOR's lines), the exit code and the output."""
+    mon = subprocess.Popen(cli + ["MONITOR"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = mon.stdout.readline().strip()
+        if line != "OK":
+            raise RuntimeError(f"MONITOR: {line}")
+        rc, out = run_sync(*args)
+        subprocess.run(cli + ["ECHO", "monitor-end"], capture_output=True)
+        lines = []
+        for line in mon.stdout:
+            if '"monitor-end"' in line:
+                break
+            lines.append(line)
+    finally:
+        mon.kill()
+        mon.wait()
+    return [ln for ln in lines if re.search(pattern, ln)], rc, out
+
+
 def message(n, tag):
     return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
             f"Message-Id: <{tag}-{n}@example.org>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
@@ -147,21 +168,9 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
 
         def map_reads(*extra):
-            mon = subprocess.Popen(cli + ["MONITOR"], stdout=subprocess.PIPE, text=True)
-            try:
-                self.assertEqual("OK", mon.stdout.readline().strip())
-                rc, out = run_sync("--redis", redis, *extra)
-                self.assertEqual(0, rc, out[-3000:])
-                subprocess.run(cli + ["ECHO", "monitor-end"], capture_output=True)
-                lines = []
-                for line in mon.stdout:
-                    if '"monitor-end"' in line:
-                        break
-                    lines.append(line)
-            finally:
-                mon.kill()
-                mon.wait()
-            return [ln for ln in lines if re.search(r'"GET" "rep:\S*:map:', ln)], out
+            gets, rc, out = monitored(cli, r'"GET" "rep:\S*:map:', "--redis", redis, *extra)
+            self.assertEqual(0, rc, out[-3000:])
+            return gets, out
 
         gets, out = map_reads("--quickcheck")
         self.assertRegex(out, rf"Quick check: 0 of {self.nfolders} folders changed")
@@ -616,9 +625,12 @@ class SyncDelta(unittest.TestCase):
         ttl = int(subprocess.run(cli + ["TTL", gone_key], capture_output=True,
                                  text=True).stdout)
         self.assertTrue(86000 < ttl <= 86400, ttl)
-        rc, out = run_sync("--redis", redis, "--folder", "Sent", "--debugimap")
+        # two hints from INBOX: its kept pairs are read once
+        gets, rc, out = monitored(cli, rf'"GET" "{re.escape(gone_key)}"', "--redis", redis,
+                                  "--folder", "Sent", "--debugimap")
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual(2, out.count("inside host2"), out[-4000:])
+        self.assertEqual(1, len(gets), gets)
         self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+(:\d+|,\d+) Sent")
         self.assertEqual(0, len(BODY_FETCH.findall(out)), "no body read on host1")
         # --delete2 takes the host2 copies away: nothing is kept for hints
