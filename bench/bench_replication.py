@@ -244,6 +244,12 @@ def cpu_snapshot(env, daemon, redis):
             "dst Dovecot": tree_cpu(env.dst_dovecot_pid), "Redis": tree_cpu(redis.proc.pid)}
 
 
+def lag_cpu(env, daemon, redis, proxy):
+    d = cpu_snapshot(env, daemon, redis)
+    d["proxy"] = tree_cpu(proxy.proc.pid)
+    return d
+
+
 def cpu_line(before, after):
     return ", ".join(f"{k} {after[k] - before[k]:.1f} s" for k in before)
 
@@ -441,9 +447,11 @@ def phase_lag(a, env, proxy, redis, daemon, users):
     stop_at = time.monotonic() + a.duration
     for ld in loads:
         ld.stop_at = stop_at
+    cpu0, t0 = lag_cpu(env, daemon, redis, proxy), os.times()
     go.set()
     for t in threads:
         t.join()
+    cpu1, t1 = lag_cpu(env, daemon, redis, proxy), os.times()
     errors = [e for ld in loads for e in ld.errors]
     for e in errors[:5]:
         print("   error:", e)
@@ -466,6 +474,11 @@ def phase_lag(a, env, proxy, redis, daemon, users):
           f"{log.count(' failed (exit')} failed; destination polled every "
           f"{1000 * loads[0].interval:.0f} ms (the lag's resolution); machine load average "
           f"{os.getloadavg()[0]:.1f}", flush=True)
+    # the load and its grace period; the bench's clients and pollers are this process
+    print(f"   CPU during the load: {cpu_line(cpu0, cpu1)}, the bench's clients and pollers "
+          f"{t1.user + t1.system - t0.user - t0.system:.1f} s (of "
+          f"{(t1.elapsed - t0.elapsed) * os.cpu_count():.0f} s on {os.cpu_count()} cores)",
+          flush=True)
 
 
 # --- 2. sweep -----------------------------------------------------------------
