@@ -1244,10 +1244,17 @@ static void hseen_add(struct hseen *s, const char *name2, uint32_t uid2)
 	s->n++;
 }
 
+/* The hints this pass used up (copy_by_hints() removes them at its end). */
+struct hints_used {
+	char **line;
+	size_t n;
+};
+
 /* The hints naming B (canon_to) as a move's target: h[] gets the B messages
- * to copy whose A copy the state maps. */
+ * to copy whose A copy the state maps; *used every hint that named B in its
+ * current UIDVALIDITY (this pass copies or uploads every message of B). */
 static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
-                         const char *canon_to, struct hinted **h_r)
+                         const char *canon_to, struct hinted **h_r, struct hints_used *used)
 {
 	char key[1024];
 	const char *err;
@@ -1288,8 +1295,15 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		     t = strtok_r(NULL, "\t", &save))
 			fld[nf++] = t;
 		if (nf != 6 || (strcmp(fld[0], "move") != 0 && strcmp(fld[0], "copy") != 0) ||
-		    strcmp(fld[2], canon_to) != 0 || strtoul(fld[3], NULL, 10) != m1->uidvalidity ||
-		    (ns = hint_uids(fld[4], src, HINT_UIDS_MAX)) <= 0 ||
+		    strcmp(fld[2], canon_to) != 0 || strtoul(fld[3], NULL, 10) != m1->uidvalidity) {
+			free(line);
+			continue;
+		}
+		used->line = realloc(used->line, (used->n + 1) * sizeof(*used->line));
+		if (used->line == NULL)
+			abort();
+		used->line[used->n++] = xstrdup(rep->element[k]->str);
+		if ((ns = hint_uids(fld[4], src, HINT_UIDS_MAX)) <= 0 ||
 		    (nd = hint_uids(fld[5], dst, HINT_UIDS_MAX)) != ns) {
 			free(line);
 			continue;
@@ -1425,9 +1439,39 @@ out:
 	free(uids);
 }
 
+/* Removes the hints a pass used: the daemon makes a move's source folder
+ * wait for its target's sync (--delete2) only while its hint is unused. */
+static void hints_forget(struct sy_run *r, struct hints_used *used)
+{
+	char key[1024];
+	const char *err;
+	redisContext *c, *own = NULL;
+
+	if (used->n > 0 && rk_key_hint(key, sizeof(key), r->o->acc[0].user) >= 0 &&
+	    ((c = sy_state_redis(r->st)) != NULL ||
+	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) != NULL)) {
+		for (size_t k = 0; k < used->n; k++)
+			redisAppendCommand(c, "LREM %s 0 %s", key, used->line[k]);
+		for (size_t k = 0; k < used->n; k++) {
+			redisReply *rep = NULL;
+
+			if (redisGetReply(c, (void **)&rep) != REDIS_OK)
+				break;
+			freeReplyObject(rep);
+		}
+		if (own != NULL)
+			redisFree(own);
+	}
+	for (size_t k = 0; k < used->n; k++)
+		free(used->line[k]);
+	free(used->line);
+	memset(used, 0, sizeof(*used));
+}
+
 static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                           struct sy_msgs *m2)
 {
+	struct hints_used used = {NULL, 0};
 	char canon_to[1024];
 	struct hinted *h;
 	size_t nh, want = 0;
@@ -1443,9 +1487,11 @@ static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy
 	if (want == 0 || rk_folder_canon(canon_to, sizeof(canon_to), f->name1, strlen(f->name1), 0,
 	                                 r->side[0].sep) < 0)
 		return;
-	nh = hints_read(r, f, m1, canon_to, &h);
-	if (nh == 0)
+	nh = hints_read(r, f, m1, canon_to, &h, &used);
+	if (nh == 0) {
+		hints_forget(r, &used);
 		return;
+	}
 	qsort(h, nh, sizeof(*h), hinted_cmp);
 	for (size_t k = 0, end; k < nh && !r->stop; k = end) {
 		for (end = k + 1; end < nh && strcmp(h[end].name2, h[k].name2) == 0; end++)
@@ -1480,6 +1526,7 @@ static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy
 	}
 	free(h);
 	sy_msgs_free(&again);
+	hints_forget(r, &used);
 }
 
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,

@@ -12,7 +12,8 @@ with the worst order (source due now, target 0.8 s later), user sybil:
      copy (same Dovecot X-GUID: not a second upload), and the INBOX copy
      is deleted after that;
   2. a target that stays busy (a lease that does not end) holds the source
-     folder back for 3 s at most: then its expunge is mirrored anyway.
+     folder back for 3 s at most: then its expunge is mirrored anyway;
+  3. the target's sync uses its hints up: after it, the source waits no more.
 
 Needs FERRY_ENV_DIR and FERRY_SYNC.
 """
@@ -183,6 +184,19 @@ class DaemonMove(unittest.TestCase):
         self.due(("Archive", self.redis_now()))
         self.wait_for("accounts equal", lambda: fh.compare(ENV, USER, "src", USER, "dst") == [],
                       20)
+
+    def test_3_a_used_hint_holds_nothing_back(self):
+        """The target's sync uses its hints up: the source folder no longer
+        waits for the target once it has been synced (a hint lives a day)."""
+        waits = f"sync {USER} [INBOX] waits for"
+        done = f"sync {USER} [INBOX] done"
+        hint_key = f"rep:{{{fh.shard(USER)}}}:hint:{USER}"
+        self.assertEqual("", self.redis.cli("LRANGE", hint_key, "0", "-1"))
+        nwaits, ndone = self.log().count(waits), self.log().count(done)
+        now = self.redis_now()
+        self.due(("INBOX", now), ("Archive", now + 1000))
+        self.wait_for("INBOX synced", lambda: self.log().count(done) > ndone, 20)
+        self.assertEqual(nwaits, self.log().count(waits), self.log()[-2000:])
 
 
 if __name__ == "__main__":

@@ -539,6 +539,14 @@ class SyncDelta(unittest.TestCase):
         self.assertIn("inside host2", out, out[-4000:])
         self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+ Sent")
         self.assertEqual(2, stat(out, "Messages transferred"))
+        # the hints naming Sent in its UIDVALIDITY are used up (the daemon's
+        # --delete2 wait looks for unused ones); the others stay
+        left = subprocess.run(cli + ["LRANGE", hint_key, "0", "-1"], capture_output=True,
+                              text=True).stdout.splitlines()
+        self.assertFalse([h for h in left if h.startswith(f"move\tINBOX\tSent\t{uv}\t")],
+                         left)
+        self.assertIn("rename\tINBOX\tSent", left)
+        self.assertIn(f"copy\tINBOX\tSent\tx\t{src}\t{dst}", left)
         self.assertEqual(1, len(BODY_FETCH.findall(out)), "only the unvouched one is read")
         # the copied one's bytes count too (as "Messages transferred" does)
         sizes = [int(m) for m in re.findall(r"msg Sent/\d+ \{(\d+)\}", out)]
