@@ -1351,6 +1351,59 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	return nh;
 }
 
+size_t sy_hints_moved_from(struct sy_run *r, const char *canon_from, uint32_t **uids_r)
+{
+	char key[1024];
+	const char *err;
+	redisContext *c, *own = NULL;
+	redisReply *rep;
+	uint32_t *uids = NULL, *one = NULL;
+	size_t n = 0, cap = 0;
+
+	*uids_r = NULL;
+	if (r->o->redis == NULL || r->o->acc[0].user == NULL ||
+	    rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
+	    ((c = sy_state_redis(r->st)) == NULL &&
+	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
+		return 0;
+	rep = redisCommand(c, "LRANGE %s 0 -1", key);
+	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
+	     k++) {
+		char *line, *fld[6], *save = NULL;
+		int nf = 0;
+		long ns;
+
+		if (rep->element[k]->type != REDIS_REPLY_STRING)
+			continue;
+		line = xstrdup(rep->element[k]->str);
+		for (char *t = strtok_r(line, "\t", &save); t != NULL && nf < 6;
+		     t = strtok_r(NULL, "\t", &save))
+			fld[nf++] = t;
+		if (one == NULL && (one = malloc(HINT_UIDS_MAX * sizeof(*one))) == NULL)
+			abort();
+		if (nf == 6 && strcmp(fld[0], "move") == 0 && strcmp(fld[1], canon_from) == 0 &&
+		    (ns = hint_uids(fld[4], one, HINT_UIDS_MAX)) > 0) {
+			if (n + (size_t)ns > cap) {
+				cap = n + (size_t)ns > 2 * cap ? n + (size_t)ns : 2 * cap;
+				uids = realloc(uids, cap * sizeof(*uids));
+				if (uids == NULL)
+					abort();
+			}
+			memcpy(uids + n, one, (size_t)ns * sizeof(*uids));
+			n += (size_t)ns;
+		}
+		free(line);
+	}
+	freeReplyObject(rep);
+	if (own != NULL)
+		redisFree(own);
+	free(one);
+	if (n > 0)
+		qsort(uids, n, sizeof(*uids), sy_u32_cmp);
+	*uids_r = uids;
+	return n;
+}
+
 /* Keys equal but for a duplicate number ("#n", --syncduplicates: the n-th
  * copy in its folder; a key's md5 and size never hold a '#'). */
 static int same_base_key(const char *a, const char *b)

@@ -39,6 +39,7 @@
 
 #include "delete.h"
 #include "imapferry/resp.h"
+#include "imapferry/rkeys.h"
 #include "msgs.h"
 #include "msgsel.h"
 #include "sync.h"
@@ -326,6 +327,36 @@ static void apply_flags(struct delta *d, const struct sy_folder *f, struct sy_ms
 	free(uids2);
 }
 
+/* The vanished pairs a move hint names (moved out through the proxy) are
+ * kept aside for the target folder's sync, which copies them inside host2
+ * (their host2 copies stay, unless --delete2 took them). out: room for
+ * nmap pairs. */
+static void keep_moved(struct delta *d, const struct sy_folder *f, const struct sy_msgs *m2,
+                       const struct sy_uidpair *map, size_t nmap, const uint8_t *gone,
+                       struct sy_uidpair *out)
+{
+	struct sy_run *r = d->r;
+	char cn[1024];
+	uint32_t *moved = NULL;
+	size_t nmoved = 0, n = 0, i;
+
+	for (i = 0; i < nmap && !gone[i]; i++)
+		;
+	if (i == nmap || r->o->redis == NULL || r->o->delete2 || r->st == NULL ||
+	    rk_folder_canon(cn, sizeof(cn), f->name1, strlen(f->name1), 0, r->side[0].sep) < 0 ||
+	    (nmoved = sy_hints_moved_from(r, cn, &moved)) == 0) {
+		free(moved);
+		return;
+	}
+	for (i = 0; i < nmap; i++) {
+		if (gone[i] &&
+		    bsearch(&map[i].uid1, moved, nmoved, sizeof(*moved), sy_u32_cmp) != NULL)
+			out[n++] = map[i];
+	}
+	free(moved);
+	sy_state_gone_put(r, r->st, f, d->m1.uidvalidity, m2->uidvalidity, out, n);
+}
+
 /* The new map: the stored one without the vanished UIDs, plus this pass's
  * copies (sorted again by sy_state_map_put()). */
 static void update_map(struct delta *d, const struct sy_folder *f, const struct sy_msgs *m2,
@@ -336,13 +367,7 @@ static void update_map(struct delta *d, const struct sy_folder *f, const struct 
 
 	if (out == NULL)
 		abort();
-	/* the vanished ones first, kept aside for the move hints (their host2
-	 * copies stay, unless --delete2 took them) */
-	for (size_t i = 0; i < nmap && !d->r->o->delete2; i++) {
-		if (gone[i])
-			out[n++] = map[i];
-	}
-	sy_state_gone_put(d->r, d->r->st, f, d->m1.uidvalidity, m2->uidvalidity, out, n);
+	keep_moved(d, f, m2, map, nmap, gone, out);
 	n = 0;
 	for (size_t i = 0; i < nmap; i++) {
 		if (!gone[i])

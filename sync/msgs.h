@@ -69,6 +69,10 @@ struct sy_msg *sy_kindex_get(const struct sy_kindex *ix, struct sy_msgs *m, cons
 /* Counts a host1 message as imapsync does: without a header key
  * (noheader1), a later duplicate (skipped), else identified (ident1): 1. */
 int sy_count_host1(struct sy_run *r, const struct sy_msg *e);
+/* The host1 UIDs (sorted, caller frees) that the proxy's move hints in
+ * Redis say were moved out of the folder canon_from (rk_folder_canon()'s
+ * form), to any folder; their count (0: none, or no Redis). */
+size_t sy_hints_moved_from(struct sy_run *r, const char *canon_from, uint32_t **uids_r);
 /* Copies m1's keyed, non-duplicate, unmatched messages to host2 (pipelined
  * fetch + APPEND); APPENDUIDs land in sy_msg.uid2. */
 void sy_copy_messages(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,

@@ -899,7 +899,8 @@ static void wr_map(FILE *fp, const void *m)
  * A message moved from A to B through the proxy vanishes from A: A's pass
  * drops its pair from A's map, and when it runs before B's, B's move hint
  * would find no copy on host2 to copy from. So A's pass keeps the pairs it
- * drops (while the copies stay on host2: not with --delete2) in
+ * drops that a move hint names (delta.c keep_moved(); while the copies stay
+ * on host2: not with --delete2) in
  * rep:{s}:gone:<user>:<A> for as long as hints live, the latest GONE_MAX,
  * and a lookup the map cannot answer tries them. Only the folder's own
  * pass (under its lease) writes the key; a lost write costs an upload. */

@@ -15,8 +15,9 @@
  *   rep:{s}:st:<user>     HASH  folder -> sync state line (sync/state.c format)
  *   rep:{s}:map:<user>:<folder>  STRING  run-length encoded UID map
  *   rep:{s}:gone:<user>:<folder> STRING  the UID map's pairs whose source
- *                               message vanished lately (RK_HINT_TTL_S): a move
- *                               hint read after the source folder's sync
+ *                               message a move hint says was moved out lately
+ *                               (RK_HINT_TTL_S): for a hint read after the
+ *                               source folder's sync
  *   rep:{s}:hint:<user>   LIST  move/rename hints (LPUSH + LTRIM + EXPIRE)
  *   rep:{s}:poll          ZSET  user -> next poll time (ms)
  *   rep:route:<user>      HASH  state (SRC|FREEZE|DST), epoch, upstream;

@@ -600,8 +600,9 @@ class SyncDelta(unittest.TestCase):
         """The proxy marks both folders of a MOVE; when the source folder's
         sync runs first, it drops the moved message from INBOX's UID map.
         The pair is kept aside (rep:{s}:gone:<user>:INBOX, for as long as
-        hints live), so Sent's sync still copies the message inside host2
-        instead of uploading it again."""
+        hints live; only for messages a move hint names), so Sent's sync
+        still copies the message inside host2 instead of uploading it
+        again."""
         port = str(ENV.values["FERRY_REDIS_PORT"])
         redis = f"127.0.0.1:{port}"
         cli = ["redis-cli", "-p", port]
@@ -641,6 +642,21 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(1, len(gets), gets)
         self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+(:\d+|,\d+) Sent")
         self.assertEqual(0, len(BODY_FETCH.findall(out)), "no body read on host1")
+        # a message that vanished with no move hint naming it: nothing kept
+        subprocess.run(cli + ["DEL", gone_key], check=True, capture_output=True)
+        imap = src_imap()
+        try:
+            imap.select("INBOX")
+            typ, data = imap.uid("SEARCH", None, "ALL")
+            typ, data = imap.uid("MOVE", data[0].split()[0].decode(), "Sent")
+            self.assertEqual("OK", typ, data)
+        finally:
+            imap.logout()
+        rc, out = run_sync("--redis", redis, "--folder", "INBOX")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("1 vanished on host1", out, out[-3000:])
+        self.assertEqual("0", subprocess.run(cli + ["EXISTS", gone_key], capture_output=True,
+                                             text=True).stdout.strip())
         # --delete2 takes the host2 copies away: nothing is kept for hints
         rc, out = run_sync("--redis", redis, "--delete2")
         self.assertEqual(0, rc, out[-3000:])
