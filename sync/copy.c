@@ -1244,11 +1244,71 @@ static void hseen_add(struct hseen *s, const char *name2, uint32_t uid2)
 	s->n++;
 }
 
+/* The user's hint list (one LRANGE), on the state's connection (loaded on
+ * it, saved on it later) or a new one; NULL when there is none. */
+static redisReply *hints_fetch(struct sy_run *r)
+{
+	char key[1024];
+	const char *err;
+	redisContext *c, *own = NULL;
+	redisReply *rep;
+
+	if (r->o->redis == NULL || r->o->acc[0].user == NULL ||
+	    rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
+	    ((c = sy_state_redis(r->st)) == NULL &&
+	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
+		return NULL;
+	rep = redisCommand(c, "LRANGE %s 0 -1", key);
+	if (own != NULL)
+		redisFree(own);
+	if (rep != NULL && (rep->type != REDIS_REPLY_ARRAY || rep->elements == 0)) {
+		freeReplyObject(rep);
+		rep = NULL;
+	}
+	return rep;
+}
+
+/* A move or copy hint's six fields, in *line_r (a copy of e's text, the
+ * caller frees): 0, or -1 for anything else (nothing to free then). */
+static int hint_split(const redisReply *e, char **line_r, char *fld[6])
+{
+	char *save = NULL;
+	int nf = 0;
+
+	*line_r = NULL;
+	if (e->type != REDIS_REPLY_STRING)
+		return -1;
+	*line_r = xstrdup(e->str);
+	for (char *t = strtok_r(*line_r, "\t", &save); t != NULL && nf < 6;
+	     t = strtok_r(NULL, "\t", &save))
+		fld[nf++] = t;
+	if (nf != 6 || (strcmp(fld[0], "move") != 0 && strcmp(fld[0], "copy") != 0)) {
+		free(*line_r);
+		*line_r = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* The split hint names folder canon_to, UIDVALIDITY uv, as its target. */
+static int hint_to(char *const fld[6], const char *canon_to, uint32_t uv)
+{
+	return strcmp(fld[2], canon_to) == 0 && strtoul(fld[3], NULL, 10) == uv;
+}
+
 /* The hints this pass used up (copy_by_hints() removes them at its end). */
 struct hints_used {
 	char **line;
 	size_t n;
 };
+
+static void hints_use(struct hints_used *used, const char *line)
+{
+	used->line = realloc(used->line, (used->n + 1) * sizeof(*used->line));
+	if (used->line == NULL)
+		abort();
+	used->line[used->n++] = xstrdup(line);
+}
 
 /* The hints naming B (canon_to) as a move's target: h[] gets the B messages
  * to copy whose A copy the state maps; *used every hint that named B in its
@@ -1256,9 +1316,6 @@ struct hints_used {
 static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                          const char *canon_to, struct hinted **h_r, struct hints_used *used)
 {
-	char key[1024];
-	const char *err;
-	redisContext *c, *own = NULL;
 	redisReply *rep;
 	struct hinted *h = NULL;
 	size_t nh = 0, cap = 0;
@@ -1268,13 +1325,7 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 	uint8_t *took = NULL; /* m1's messages already in h[], by position */
 
 	*h_r = NULL;
-	/* the state's own connection (loaded on it, saved on it later) */
-	if (rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
-	    ((c = sy_state_redis(r->st)) == NULL &&
-	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
-		return 0;
-	rep = redisCommand(c, "LRANGE %s 0 -1", key);
-	if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements > 0) {
+	if ((rep = hints_fetch(r)) != NULL) {
 		src = malloc(HINT_UIDS_MAX * sizeof(*src));
 		dst = malloc(HINT_UIDS_MAX * sizeof(*dst));
 		map = malloc(HINT_UIDS_MAX * sizeof(*map));
@@ -1282,27 +1333,17 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		if (src == NULL || dst == NULL || map == NULL || took == NULL)
 			abort();
 	}
-	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
-	     k++) {
-		char *line, *fld[6], *save = NULL;
-		int nf = 0;
+	for (size_t k = 0; rep != NULL && k < rep->elements; k++) {
+		char *line, *fld[6];
 		long ns, nd;
 
-		if (rep->element[k]->type != REDIS_REPLY_STRING)
+		if (hint_split(rep->element[k], &line, fld) < 0)
 			continue;
-		line = xstrdup(rep->element[k]->str);
-		for (char *t = strtok_r(line, "\t", &save); t != NULL && nf < 6;
-		     t = strtok_r(NULL, "\t", &save))
-			fld[nf++] = t;
-		if (nf != 6 || (strcmp(fld[0], "move") != 0 && strcmp(fld[0], "copy") != 0) ||
-		    strcmp(fld[2], canon_to) != 0 || strtoul(fld[3], NULL, 10) != m1->uidvalidity) {
+		if (!hint_to(fld, canon_to, m1->uidvalidity)) {
 			free(line);
 			continue;
 		}
-		used->line = realloc(used->line, (used->n + 1) * sizeof(*used->line));
-		if (used->line == NULL)
-			abort();
-		used->line[used->n++] = xstrdup(rep->element[k]->str);
+		hints_use(used, rep->element[k]->str);
 		if ((ns = hint_uids(fld[4], src, HINT_UIDS_MAX)) <= 0 ||
 		    (nd = hint_uids(fld[5], dst, HINT_UIDS_MAX)) != ns) {
 			free(line);
@@ -1340,8 +1381,6 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 		free(line);
 	}
 	freeReplyObject(rep);
-	if (own != NULL)
-		redisFree(own);
 	free(src);
 	free(dst);
 	free(map);
@@ -1353,35 +1392,20 @@ static size_t hints_read(struct sy_run *r, const struct sy_folder *f, struct sy_
 
 size_t sy_hints_moved_from(struct sy_run *r, const char *canon_from, uint32_t **uids_r)
 {
-	char key[1024];
-	const char *err;
-	redisContext *c, *own = NULL;
-	redisReply *rep;
+	redisReply *rep = hints_fetch(r);
 	uint32_t *uids = NULL, *one = NULL;
 	size_t n = 0, cap = 0;
 
 	*uids_r = NULL;
-	if (r->o->redis == NULL || r->o->acc[0].user == NULL ||
-	    rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
-	    ((c = sy_state_redis(r->st)) == NULL &&
-	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
-		return 0;
-	rep = redisCommand(c, "LRANGE %s 0 -1", key);
-	for (size_t k = 0; rep != NULL && rep->type == REDIS_REPLY_ARRAY && k < rep->elements;
-	     k++) {
-		char *line, *fld[6], *save = NULL;
-		int nf = 0;
+	for (size_t k = 0; rep != NULL && k < rep->elements; k++) {
+		char *line, *fld[6];
 		long ns;
 
-		if (rep->element[k]->type != REDIS_REPLY_STRING)
+		if (hint_split(rep->element[k], &line, fld) < 0)
 			continue;
-		line = xstrdup(rep->element[k]->str);
-		for (char *t = strtok_r(line, "\t", &save); t != NULL && nf < 6;
-		     t = strtok_r(NULL, "\t", &save))
-			fld[nf++] = t;
 		if (one == NULL && (one = malloc(HINT_UIDS_MAX * sizeof(*one))) == NULL)
 			abort();
-		if (nf == 6 && strcmp(fld[0], "move") == 0 && strcmp(fld[1], canon_from) == 0 &&
+		if (strcmp(fld[0], "move") == 0 && strcmp(fld[1], canon_from) == 0 &&
 		    (ns = hint_uids(fld[4], one, HINT_UIDS_MAX)) > 0) {
 			if (n + (size_t)ns > cap) {
 				cap = n + (size_t)ns > 2 * cap ? n + (size_t)ns : 2 * cap;
@@ -1395,8 +1419,6 @@ size_t sy_hints_moved_from(struct sy_run *r, const char *canon_from, uint32_t **
 		free(line);
 	}
 	freeReplyObject(rep);
-	if (own != NULL)
-		redisFree(own);
 	free(one);
 	if (n > 0)
 		qsort(uids, n, sizeof(*uids), sy_u32_cmp);
@@ -1521,6 +1543,25 @@ static void hints_forget(struct sy_run *r, struct hints_used *used)
 	memset(used, 0, sizeof(*used));
 }
 
+/* Every hint naming canon_to, UIDVALIDITY uv, as its target, into *used. */
+static struct hints_used *hints_naming(struct sy_run *r, const char *canon_to, uint32_t uv,
+                                       struct hints_used *used)
+{
+	redisReply *rep = hints_fetch(r);
+
+	for (size_t k = 0; rep != NULL && k < rep->elements; k++) {
+		char *line, *fld[6];
+
+		if (hint_split(rep->element[k], &line, fld) < 0)
+			continue;
+		if (hint_to(fld, canon_to, uv))
+			hints_use(used, rep->element[k]->str);
+		free(line);
+	}
+	freeReplyObject(rep);
+	return used;
+}
+
 static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy_msgs *m1,
                           struct sy_msgs *m2)
 {
@@ -1533,13 +1574,20 @@ static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy
 
 	if (r->o->redis == NULL || r->st == NULL || r->o->dry || r->o->acc[0].user == NULL ||
 	    m1->uidvalidity == 0 || m2->uidvalidity == 0 || r->side[1].cl == NULL ||
-	    !imap_caps_has(imap_client_caps(r->side[1].cl), IMAP_CAP_UIDPLUS))
+	    rk_folder_canon(canon_to, sizeof(canon_to), f->name1, strlen(f->name1), 0,
+	                    r->side[0].sep) < 0)
 		return;
 	for (size_t k = 0; k < m1->n; k++)
 		want += to_copy(&m1->v[k]);
-	if (want == 0 || rk_folder_canon(canon_to, sizeof(canon_to), f->name1, strlen(f->name1), 0,
-	                                 r->side[0].sep) < 0)
+	if (want == 0 || !imap_caps_has(imap_client_caps(r->side[1].cl), IMAP_CAP_UIDPLUS)) {
+		/* nothing copied this way, and this pass leaves nothing of
+		 * this folder to copy: with --delete2 the hints naming it are
+		 * used up all the same (the daemon makes a move's source
+		 * folder wait while one is unused) */
+		if (r->o->delete2)
+			hints_forget(r, hints_naming(r, canon_to, m1->uidvalidity, &used));
 		return;
+	}
 	nh = hints_read(r, f, m1, canon_to, &h, &used);
 	if (nh == 0) {
 		hints_forget(r, &used);

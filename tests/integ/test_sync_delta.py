@@ -91,6 +91,7 @@ def monitored(cli, pattern, *args):
     finally:
         mon.kill()
         mon.wait()
+        mon.stdout.close()
     return [ln for ln in lines if re.search(pattern, ln)], rc, out
 
 
@@ -562,6 +563,25 @@ class SyncDelta(unittest.TestCase):
         rc, out = run_sync("--redis", redis, "--delete2")
         self.assertEqual(0, rc, out[-3000:])
         self.assert_identical()
+
+        # a hint for a message already there (Sent synced before the hint
+        # came): a pass with nothing to copy uses it up under --delete2 (the
+        # daemon's wait), and leaves it alone otherwise
+        stale = f"move\tINBOX\tSent\t{uv}\t{src}\t{dst}"
+        subprocess.run(cli + ["LPUSH", hint_key, stale], check=True, capture_output=True)
+        for n, extra in enumerate(([], ["--delete2"])):
+            imap = src_imap()
+            try:
+                imap.select("Sent")
+                imap.uid("STORE", dst, "+FLAGS", f"($Stale{n})")
+            finally:
+                imap.logout()
+            rc, out = run_sync("--redis", redis, "--folder", "Sent", *extra)
+            self.assertEqual(0, rc, out[-3000:])
+            self.assertIn("changed since the last run: incremental pass", out, out[-3000:])
+            left = subprocess.run(cli + ["LRANGE", hint_key, "0", "-1"], capture_output=True,
+                                  text=True).stdout.splitlines()
+            self.assertEqual(not extra, stale in left, (extra, [h[:60] for h in left]))
 
         # one message copied twice to Sent (two copy hints naming the same
         # source UID): one copy inside host2, the other uploaded, both there
