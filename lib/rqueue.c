@@ -43,7 +43,6 @@ enum rq_script_id {
 	RQ_S_LAST_OK,
 	RQ_S_LAST_ERR,
 	RQ_S_LAST_FULL,
-	RQ_S_MOVE_WAIT,
 	RQ_S_COUNT
 };
 
@@ -125,25 +124,6 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
                 "redis.call('HDEL', KEYS[3], ARGV[1])\n"
                 "redis.call('ZADD', KEYS[1], 'LT', now + tonumber(ARGV[3]), ARGV[1])\n"
                 "return 1\n",
-
-        /* move wait. KEYS: hint, due, inflight. ARGV: user, folder,
-         * horizon ms. 1 when a move hint names folder as its source and
-         * the target's member is in flight or due by now + horizon. */
-        [RQ_S_MOVE_WAIT] = LUA_NOW
-        "local pre = 'move\\t' .. ARGV[2] .. '\\t'\n"
-        "for _, h in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"
-        "  local e = string.find(h, '\\t', #pre + 1, true)\n"
-        "  if string.sub(h, 1, #pre) == pre and e then\n"
-        "    local to = string.sub(h, #pre + 1, e - 1)\n"
-        "    local m = ARGV[1] .. '\\t' .. to\n"
-        "    if to ~= ARGV[2] then\n"
-        "      if redis.call('ZSCORE', KEYS[3], m) then return 1 end\n"
-        "      local due = redis.call('ZSCORE', KEYS[2], m)\n"
-        "      if due and tonumber(due) <= now + tonumber(ARGV[3]) then return 1 end\n"
-        "    end\n"
-        "  end\n"
-        "end\n"
-        "return 0\n",
 
         /* reap. KEYS: due, inflight, owner. ARGV: batch. Leases that ended
          * before now (score < now). */
@@ -780,34 +760,6 @@ int rq_retry(struct rq *q, const struct rq_item *item, unsigned delay_ms)
 	lens[3] = item->member_len;
 	r = rq_eval(q, RQ_S_RETRY, 3, 6, args, lens, 1);
 	if (r == NULL || rq_reply_int(q, r, "retry", &v) < 0)
-		return -1;
-	return v == 1;
-}
-
-int rq_move_wait(struct rq *q, const struct rq_item *item, unsigned horizon_ms)
-{
-	static rq_key_fn *const fns[] = {rk_key_due, rk_key_inflight};
-	char k[2][RQ_KEY_MAX], hint[RQ_KEY_MAX], shorizon[RQ_NUM_MAX];
-	const char *args[6];
-	redisReply *r;
-	long long v;
-
-	if (rq_check_item(q, item) < 0)
-		return -1;
-	if (rk_key_hint(hint, sizeof(hint), item->user) < 0) {
-		rq_set_error(q, "redis: user name too long");
-		return -1;
-	}
-	rq_keys(k, item->shard, 2, fns);
-	snprintf(shorizon, sizeof(shorizon), "%u", horizon_ms);
-	args[0] = hint;
-	args[1] = k[0];
-	args[2] = k[1];
-	args[3] = item->user;
-	args[4] = item->folder;
-	args[5] = shorizon;
-	r = rq_eval(q, RQ_S_MOVE_WAIT, 3, 6, args, NULL, 1);
-	if (r == NULL || rq_reply_int(q, r, "move wait", &v) < 0)
 		return -1;
 	return v == 1;
 }
