@@ -264,20 +264,15 @@ int sy_state_map_get(struct sy_state *s, const struct sy_folder *f, uint32_t uv1
 	return 0;
 }
 
+static int pair_cmp(const void *a, const void *b);
+
 /* The host2 UID of uid1 in m (pairs sorted by uid1), or 0. */
 static uint32_t map_lookup(const struct sy_umap *m, uint32_t uid1)
 {
-	size_t lo = 0, hi = m->n;
+	const struct sy_uidpair key = {uid1, 0};
+	const struct sy_uidpair *p = bsearch(&key, m->pairs, m->n, sizeof(key), pair_cmp);
 
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-
-		if (m->pairs[mid].uid1 < uid1)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < m->n && m->pairs[lo].uid1 == uid1 ? m->pairs[lo].uid2 : 0;
+	return p != NULL ? p->uid2 : 0;
 }
 
 /* Fills what is still unmapped in out[] from m. Returns how many are left. */
@@ -820,7 +815,6 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	}
 	s->maps_todo = 1;
 	s->maps_nf = s->n;
-	s->run = r;
 out:
 	freeReplyObject(rep);
 	if (c->err == 0)

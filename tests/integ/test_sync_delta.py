@@ -95,6 +95,16 @@ def monitored(cli, pattern, *args):
     return [ln for ln in lines if re.search(pattern, ln)], rc, out
 
 
+def copyuid(test, imap, cmd, uid, to):
+    """UID COPY or MOVE of uid to folder to on the selected mailbox; the
+    COPYUID code's (uidvalidity, source set, destination set)."""
+    typ, data = imap.uid(cmd, uid, to)
+    test.assertEqual("OK", typ, data)
+    code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
+    test.assertEqual(3, len(code), code)
+    return code
+
+
 def message(n, tag):
     return (f"From: a@example.org\r\nTo: {USER}@example.org\r\nSubject: {tag} {n}\r\n"
             f"Message-Id: <{tag}-{n}@example.org>\r\nDate: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
@@ -513,11 +523,7 @@ class SyncDelta(unittest.TestCase):
                 uid = data[0].split()[uid_index].decode()
                 # a flag host2's INBOX copy lacks: the copy in Sent must get it
                 imap.uid("STORE", uid, "+FLAGS", "($MovedFlag)")
-                typ, data = imap.uid("MOVE", uid, to)
-                self.assertEqual("OK", typ, data)
-                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
-                self.assertEqual(3, len(code), code)
-                return code  # uidvalidity, source set, destination set
+                return copyuid(self, imap, "MOVE", uid, to)
             finally:
                 imap.logout()
 
@@ -594,10 +600,7 @@ class SyncDelta(unittest.TestCase):
             msgid = data[0][1].decode().split(":", 1)[1].strip()
             hints = []
             for _ in range(2):
-                typ, data = imap.uid("COPY", uid, "Sent")
-                self.assertEqual("OK", typ, data)
-                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
-                self.assertEqual(3, len(code), code)
+                code = copyuid(self, imap, "COPY", uid, "Sent")
                 hints.append(f"copy\tINBOX\tSent\t{code[0]}\t{code[1]}\t{code[2]}")
         finally:
             imap.logout()
@@ -638,10 +641,7 @@ class SyncDelta(unittest.TestCase):
             imap.select("INBOX")
             typ, data = imap.uid("SEARCH", None, "ALL")
             for uid in data[0].split()[:2]:
-                typ, data = imap.uid("MOVE", uid.decode(), "Sent")
-                self.assertEqual("OK", typ, data)
-                code = imap.untagged_responses.get("COPYUID", [b""])[-1].decode().split()
-                self.assertEqual(3, len(code), code)
+                code = copyuid(self, imap, "MOVE", uid.decode(), "Sent")
                 hints.append(f"move\tINBOX\tSent\t{code[0]}\t{code[1]}\t{code[2]}")
         finally:
             imap.logout()
