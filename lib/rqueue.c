@@ -43,6 +43,7 @@ enum rq_script_id {
 	RQ_S_LAST_OK,
 	RQ_S_LAST_ERR,
 	RQ_S_LAST_FULL,
+	RQ_S_MOVE_WAIT,
 	RQ_S_COUNT
 };
 
@@ -124,6 +125,24 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
                 "redis.call('HDEL', KEYS[3], ARGV[1])\n"
                 "redis.call('ZADD', KEYS[1], 'LT', now + tonumber(ARGV[3]), ARGV[1])\n"
                 "return 1\n",
+
+        /* move wait. KEYS: hint, inflight. ARGV: user, folder. 1 when a
+         * move hint names folder as its source and the target's member is
+         * in flight. Only in flight, never due: a waiting member is due
+         * (put back), so two folders moving into each other never wait
+         * for each other. */
+        [RQ_S_MOVE_WAIT] = "local pre = 'move\\t' .. ARGV[2] .. '\\t'\n"
+                           "for _, h in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"
+                           "  local e = string.find(h, '\\t', #pre + 1, true)\n"
+                           "  if string.sub(h, 1, #pre) == pre and e then\n"
+                           "    local to = string.sub(h, #pre + 1, e - 1)\n"
+                           "    local m = ARGV[1] .. '\\t' .. to\n"
+                           "    if to ~= ARGV[2] then\n"
+                           "      if redis.call('ZSCORE', KEYS[2], m) then return 1 end\n"
+                           "    end\n"
+                           "  end\n"
+                           "end\n"
+                           "return 0\n",
 
         /* reap. KEYS: due, inflight, owner. ARGV: batch. Leases that ended
          * before now (score < now). */
@@ -760,6 +779,31 @@ int rq_retry(struct rq *q, const struct rq_item *item, unsigned delay_ms)
 	lens[3] = item->member_len;
 	r = rq_eval(q, RQ_S_RETRY, 3, 6, args, lens, 1);
 	if (r == NULL || rq_reply_int(q, r, "retry", &v) < 0)
+		return -1;
+	return v == 1;
+}
+
+int rq_move_wait(struct rq *q, const struct rq_item *item)
+{
+	static rq_key_fn *const fns[] = {rk_key_inflight};
+	char k[1][RQ_KEY_MAX], hint[RQ_KEY_MAX];
+	const char *args[4];
+	redisReply *r;
+	long long v;
+
+	if (rq_check_item(q, item) < 0)
+		return -1;
+	if (rk_key_hint(hint, sizeof(hint), item->user) < 0) {
+		rq_set_error(q, "redis: user name too long");
+		return -1;
+	}
+	rq_keys(k, item->shard, 1, fns);
+	args[0] = hint;
+	args[1] = k[0];
+	args[2] = item->user;
+	args[3] = item->folder;
+	r = rq_eval(q, RQ_S_MOVE_WAIT, 2, 4, args, NULL, 1);
+	if (r == NULL || rq_reply_int(q, r, "move wait", &v) < 0)
 		return -1;
 	return v == 1;
 }

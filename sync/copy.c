@@ -1514,8 +1514,9 @@ out:
 	free(uids);
 }
 
-/* Removes the hints a pass used: a hint is used once (the list stays short
- * and every later pass of the folder reads less). */
+/* Removes the hints a pass used: a hint is used once (the list stays short,
+ * and the daemon makes a move's source folder wait for its target's sync,
+ * --delete2, only while its hint is unused). */
 static void hints_forget(struct sy_run *r, struct hints_used *used)
 {
 	char key[1024];
@@ -1581,9 +1582,9 @@ static void copy_by_hints(struct sy_run *r, const struct sy_folder *f, struct sy
 		want += to_copy(&m1->v[k]);
 	if (want == 0 || !imap_caps_has(imap_client_caps(r->side[1].cl), IMAP_CAP_UIDPLUS)) {
 		/* nothing copied this way, and this pass leaves nothing of
-		 * this folder to copy: with --delete2 (the daemon's usual
-		 * set-up, where a hint that came late is common) the hints
-		 * naming it are used up all the same, one LRANGE */
+		 * this folder to copy: with --delete2 the hints naming it are
+		 * used up all the same (the daemon makes a move's source
+		 * folder wait while one is unused) */
 		if (r->o->delete2)
 			hints_forget(r, hints_naming(r, canon_to, m1->uidvalidity, &used));
 		return;

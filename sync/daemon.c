@@ -72,10 +72,18 @@
 #define DM_AFFINITY     32     /* users remembered per worker (its pool holds their connections) */
 #define DM_FAILS_SLOTS  4096   /* failure counts kept for the backoff */
 #define DM_EXIT_WAIT_MS 3000   /* workers get this long to log out when the daemon ends */
+/* --delete2: a folder a MOVE left waits while the target's sync runs,
+ * asking again every DM_MOVE_RETRY_MS, for DM_MOVE_WAIT_MS at most; one that
+ * waited that long does not wait again for DM_MOVE_REST_MS (move_waits()) */
+#define DM_MOVE_RETRY_MS 100
+#define DM_MOVE_WAIT_MS  3000
+#define DM_MOVE_REST_MS  60000
 
 struct dm_fail {
 	uint32_t id; /* which item (fail_id()), 0 = free */
 	unsigned count;
+	int64_t move_wait_ms; /* waiting for a MOVE's target since (Redis clock), or 0 */
+	int64_t move_rest_ms; /* waits no more until then (it waited the longest) */
 };
 
 /* A worker process (worker.c) and the users whose connections it keeps. */
@@ -844,6 +852,8 @@ static unsigned backoff_ms(struct daemon *d, const struct rq_item *item)
 	if (f->id != fail_id(item)) {
 		f->id = fail_id(item);
 		f->count = 0;
+		f->move_wait_ms = 0;
+		f->move_rest_ms = 0;
 	}
 	for (unsigned i = 0; i < f->count && ms < DM_RETRY_MAX_MS; i++)
 		ms *= 2;
@@ -856,8 +866,10 @@ static void backoff_forget(struct daemon *d, const struct rq_item *item)
 {
 	struct dm_fail *f = fail_slot(d, item);
 
-	if (f->id == fail_id(item))
-		memset(f, 0, sizeof(*f));
+	if (f->id == fail_id(item)) {
+		f->count = 0;
+		f->move_wait_ms = 0; /* move_rest_ms stays: a sync that ends does not end it */
+	}
 }
 
 /* The folder syncs a quick check itself marked (a bulk start, a poll) are
@@ -1116,6 +1128,56 @@ static int route_keeps_us_out(struct daemon *d, struct rq_item *one)
 	return 1;
 }
 
+/*
+ * --delete2 and a MOVE through the proxy: the target folder's sync copies
+ * the moved messages inside the destination from the source folder's copies
+ * there (the move hint), and the source folder's sync deletes those copies.
+ * The proxy marks the target first and sooner, so it is usually claimed
+ * first; a source folder claimed while its move target's sync is in flight
+ * (another worker, another daemon) waits for it. Only for one in flight: a
+ * folder that waits is put back due, so two folders with moves into each
+ * other never wait for each other. Bounded: DM_MOVE_WAIT_MS at a time, then
+ * no wait for DM_MOVE_REST_MS, so a target whose sync runs long (or whose
+ * worker died: its lease still runs) holds the source's expunges back
+ * little; the worst case is an upload instead of a copy. Returns 1 when the
+ * item should wait.
+ */
+static int move_waits(struct daemon *d, const struct rq_item *item)
+{
+	struct dm_fail *f;
+	int busy;
+
+	if (!d->o->delete2 || strcmp(item->folder, RK_FOLDER_ALL) == 0)
+		return 0;
+	f = fail_slot(d, item);
+	if (f->id != fail_id(item)) {
+		f->id = fail_id(item);
+		f->count = 0;
+		f->move_wait_ms = 0;
+		f->move_rest_ms = 0;
+	}
+	if (item->claimed_ms < f->move_rest_ms)
+		return 0;
+	if (f->move_wait_ms != 0 && item->claimed_ms - f->move_wait_ms > DM_MOVE_WAIT_MS) {
+		f->move_wait_ms = 0;
+		f->move_rest_ms = item->claimed_ms + DM_MOVE_REST_MS;
+		return 0;
+	}
+	busy = rq_move_wait(d->q, item);
+	if (busy != 1) {
+		f->move_wait_ms = 0;
+		return 0;
+	}
+	if (f->move_wait_ms == 0) {
+		f->move_wait_ms = item->claimed_ms;
+		log_msg(LOG_LVL_INFO, "daemon",
+		        "sync %s [%s] waits for the sync of a folder a MOVE put its messages in "
+		        "(--delete2)",
+		        item->user, item->folder);
+	}
+	return 1;
+}
+
 /* Starts the job of one claimed item (the array is freed by the caller). */
 static void start_item(struct daemon *d, const struct rq_item *item)
 {
@@ -1134,6 +1196,11 @@ static void start_item(struct daemon *d, const struct rq_item *item)
 		abort();
 	if (route_keeps_us_out(d, one))
 		return;
+	if (move_waits(d, one)) {
+		rq_retry(d->q, one, DM_MOVE_RETRY_MS);
+		item_free(one);
+		return;
+	}
 	slot = slot_for(d, one->user);
 	if (slot < 0 || job_start(d, (unsigned)slot, one) < 0) {
 		rq_retry(d->q, one, DM_RETRY_MIN_MS);

@@ -170,6 +170,16 @@ int rq_finish(struct rq *q, const struct rq_item *item, const char *state_field,
  */
 int rq_retry(struct rq *q, const struct rq_item *item, unsigned delay_ms);
 /*
+ * For item, a folder a MOVE through the proxy may have left (the daemon's
+ * --delete2 ordering): 1 when a move hint (rep:{s}:hint:<user>) names the
+ * item's folder as its source and the target folder's member is in flight
+ * (being synced), 0 when none is, -1 on error. A target that is only due
+ * does not count: a folder put back to wait is due, so two folders with
+ * moves into each other never wait for each other. Read-only, so sent
+ * again once after an I/O error.
+ */
+int rq_move_wait(struct rq *q, const struct rq_item *item);
+/*
  * The reaper: every member of shard's inflight set whose lease expired goes
  * back to due (due now, or earlier if it was marked earlier) and loses its
  * owner, so its former holder's renew and finish fail. Works in batches of

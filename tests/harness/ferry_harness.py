@@ -56,7 +56,7 @@ USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw", "dave": "dav
          "erin": "erin-pw", "frank": "frank-pw", "heidi": "heidi-pw", "grace": "grace-pw",
          "kate": "kate-pw", "judy": "judy-pw", "ivan": "ivan-pw", "leo": "leo-pw",
          "nina": "nina-pw", "oscar": "oscar-pw", "peggy": "peggy-pw", "quinn": "quinn-pw",
-         "rupert": "rupert-pw"}
+         "rupert": "rupert-pw", "sybil": "sybil-pw"}
 MASTER_USER = "admin"
 MASTER_PASS = "admin-pw"
 MASTER_SEP = "*"

@@ -815,6 +815,69 @@ static void test_retry(void **state)
 	rq_close(&q);
 }
 
+/* rq_move_wait(): a folder a MOVE left waits while the target's sync is in
+ * flight, never for a target that is only due (a folder put back to wait is
+ * due: two folders with moves into each other must not wait for each
+ * other); only move hints from that folder count. */
+static void test_move_wait(void **state)
+{
+	struct rq *q = queue_open();
+	struct rq_item *items = NULL, *t = NULL, *a = NULL;
+	size_t n = 0, nt = 0, na = 0;
+	const unsigned shard = rk_shard("hal");
+	char hint[64];
+
+	(void)state;
+	rk_key_hint(hint, sizeof(hint), "hal");
+	assert_int_equal(rq_mark(q, "hal", "INBOX", 0), 0);
+	assert_int_equal(rq_claim(q, shard, "w1", 1, LEASE_MS, &items, &n), 0);
+	assert_int_equal(n, 1);
+	/* no hint at all; then hints that name other sources, a copy, a
+	 * rename, a malformed line, the folder itself as target */
+	assert_int_equal(rq_move_wait(q, &items[0]), 0);
+	raw_ok("RPUSH %s %s", hint, "move\tArchive\tSent\t7\t1\t1");
+	raw_ok("RPUSH %s %s", hint, "copy\tINBOX\tSent\t7\t1\t1");
+	raw_ok("RPUSH %s %s", hint, "rename\tINBOX\tSent");
+	raw_ok("RPUSH %s %s", hint, "move\tINBOX");
+	raw_ok("RPUSH %s %s", hint, "move\tINBOX\tINBOX\t7\t1\t1");
+	raw_ok("RPUSH %s %s", hint, "move\tINBOX.x\tSent\t7\t1\t1");
+	set_due("hal", "Sent", now_ms(q));
+	assert_int_equal(rq_claim(q, shard, "w2", 1, LEASE_MS, &t, &nt), 0);
+	assert_int_equal(nt, 1);
+	assert_string_equal(t[0].folder, "Sent");
+	assert_int_equal(rq_move_wait(q, &items[0]), 0);
+	assert_int_equal(rq_retry(q, &t[0], 0), 1);
+	rq_items_free(&t, nt);
+	/* a move from INBOX to Sent: Sent only due (now or soon): no wait;
+	 * in flight: wait; back to due: no wait */
+	raw_ok("LPUSH %s %s", hint, "move\tINBOX\tSent\t7\t1:3\t4:6");
+	assert_int_equal(rq_move_wait(q, &items[0]), 0);
+	set_due("hal", "Sent", now_ms(q) + 200);
+	assert_int_equal(rq_move_wait(q, &items[0]), 0);
+	set_due("hal", "Sent", now_ms(q));
+	assert_int_equal(rq_claim(q, shard, "w2", 1, LEASE_MS, &t, &nt), 0);
+	assert_int_equal(nt, 1);
+	assert_string_equal(t[0].folder, "Sent");
+	assert_int_equal(rq_move_wait(q, &items[0]), 1);
+	/* moves both ways (INBOX -> Sent and Sent -> INBOX): Sent claimed
+	 * while INBOX runs waits for it (put back due); INBOX claimed again
+	 * then does not wait for Sent, which is only due: no cycle */
+	raw_ok("LPUSH %s %s", hint, "move\tSent\tINBOX\t8\t9\t10");
+	assert_int_equal(rq_move_wait(q, &t[0]), 1);
+	assert_int_equal(rq_retry(q, &t[0], 60000), 1);
+	rq_items_free(&t, nt);
+	assert_int_equal(rq_retry(q, &items[0], 0), 1);
+	assert_int_equal(rq_claim(q, shard, "w1", 1, LEASE_MS, &a, &na), 0);
+	assert_int_equal(na, 1);
+	assert_string_equal(a[0].folder, "INBOX");
+	assert_int_equal(rq_move_wait(q, &a[0]), 0);
+	raw_ok("DEL %s", hint);
+	assert_int_equal(rq_move_wait(q, &a[0]), 0);
+	rq_items_free(&a, na);
+	rq_items_free(&items, n);
+	rq_close(&q);
+}
+
 /* ---- shards, stats, polls, sweep flag ---- */
 
 /* Two worker names whose first shard differs. */
@@ -1258,6 +1321,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_renew_stale, setup),
 	        cmocka_unit_test_setup(test_reap_fence, setup),
 	        cmocka_unit_test_setup(test_retry, setup),
+	        cmocka_unit_test_setup(test_move_wait, setup),
 	        cmocka_unit_test_setup(test_claim_any, setup),
 	        cmocka_unit_test_setup(test_stats, setup),
 	        cmocka_unit_test_setup(test_sweep_all, setup),

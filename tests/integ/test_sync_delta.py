@@ -546,8 +546,8 @@ class SyncDelta(unittest.TestCase):
         self.assertIn("inside host2", out, out[-4000:])
         self.assertRegex(out, r"\[host2\] C: \S+ UID COPY \d+ Sent")
         self.assertEqual(2, stat(out, "Messages transferred"))
-        # the hints naming Sent in its UIDVALIDITY are used up (a hint is
-        # used once); the others stay
+        # the hints naming Sent in its UIDVALIDITY are used up (the daemon's
+        # --delete2 wait looks for unused ones); the others stay
         left = subprocess.run(cli + ["LRANGE", hint_key, "0", "-1"], capture_output=True,
                               text=True).stdout.splitlines()
         self.assertFalse([h for h in left if h.startswith(f"move\tINBOX\tSent\t{uv}\t")],
@@ -571,8 +571,8 @@ class SyncDelta(unittest.TestCase):
         self.assert_identical()
 
         # a hint for a message already there (Sent synced before the hint
-        # came): a pass with nothing to copy uses it up under --delete2, and
-        # leaves it alone otherwise
+        # came): a pass with nothing to copy uses it up under --delete2 (the
+        # daemon's wait), and leaves it alone otherwise
         stale = f"move\tINBOX\tSent\t{uv}\t{src}\t{dst}"
         subprocess.run(cli + ["LPUSH", hint_key, stale], check=True, capture_output=True)
         for n, extra in enumerate(([], ["--delete2"])):
