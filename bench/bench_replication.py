@@ -28,6 +28,7 @@ and the daemon (master-user logins), then prints:
 
     bench/bench_replication.py [--users 20] [--duration 20] [--sweep-users 100]
         [--folders 20] [--sweeps 2] [--burst 10000] [--workers 4] [--phases lag,sweep,burst]
+        [--daemon-arg ARG ...]
         [--build build]
 
 Every process started here (Dovecots, Redis, proxy, daemon and its syncs) is
@@ -186,7 +187,7 @@ class Redis:
 
 
 class Daemon:
-    def __init__(self, binary, env, redis, workdir, users_file, workers, pollactive):
+    def __init__(self, binary, env, redis, workdir, users_file, workers, pollactive, extra=()):
         self.log_path = os.path.join(workdir, "daemon.log")
         self.http = free_port()
         cmd = [binary, "--daemon", "--redis", f"{HOST}:{redis.port}",
@@ -199,7 +200,7 @@ class Daemon:
                "--host2", HOST, "--port2", str(env.port("dst", "imap")),
                "--authuser2", fh.MASTER_USER, "--password2", fh.MASTER_PASS,
                "--sslargs2", "SSL_ca_file=" + str(env.ca_file),
-               "--pollactive", str(pollactive)]
+               "--pollactive", str(pollactive)] + list(extra)
         self.out = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -656,6 +657,8 @@ def main():
     ap.add_argument("--pollactive", type=int, default=3600,
                     help="daemon --pollactive (3600: its default, 60, would quick-check "
                          "every user of the initial sync in the middle of the load)")
+    ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for the daemon, e.g. --daemon-arg=--noid (repeatable)")
     ap.add_argument("--phases", default="lag,sweep,burst")
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
@@ -694,7 +697,8 @@ def main():
         users_file = os.path.join(work, "users")
         with open(users_file, "w") as f:
             f.write("".join(f"{u}\n" for u in lag_users + [burst_user]))
-        daemon = Daemon(sync_bin, env, redis, work, users_file, a.workers, a.pollactive)
+        daemon = Daemon(sync_bin, env, redis, work, users_file, a.workers, a.pollactive,
+                    a.daemon_arg)
         wait_queue_empty(redis, daemon, 300, settle=1.0)
         print(f"set-up: harness, redis, proxy, daemon and the initial sync of "
               f"{len(lag_users) + 1} users: {time.monotonic() - t0:.1f} s; "
