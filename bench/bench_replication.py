@@ -293,8 +293,9 @@ def proxy_login(env, proxy, user):
 class UserLoad:
     """One user's client (through the proxy) and its destination poller."""
 
-    def __init__(self, env, proxy, user, rate, stop_at, nusers, ready, go):
+    def __init__(self, env, proxy, user, rate, stop_at, nusers, ready, go, moves=False):
         self.env, self.proxy, self.user = env, proxy, user
+        self.moves = moves  # every other EXPUNGE step (the first) is a UID MOVE to Archive
         # every client and poller logs in before the first change: the
         # figures are of a steady load, not of 200 logins at once
         self.ready, self.go = ready, go
@@ -305,7 +306,9 @@ class UserLoad:
         self.interval = 0.05 * max(1.0, nusers / 20)
         self.lock = threading.Lock()
         self.pending = []  # [kind, msgid, t_ok]
-        self.lags = {"APPEND": [], "STORE": [], "EXPUNGE": []}
+        self.lags = {"APPEND": [], "STORE": [], "EXPUNGE": [], "MOVE": []}
+        self.guids = {}  # msgid: the destination INBOX copy's X-GUID (--moves)
+        self.moved = []  # msgids moved to Archive
         self.visible = []  # (uid on src, msgid), appends seen on dst, not yet used
         self.flagged = []  # (uid, msgid) STOREs seen on dst, not yet expunged
         self.errors = []
@@ -315,6 +318,8 @@ class UserLoad:
         try:
             time.sleep(offset)  # logins spread out, not 100 at once
             imap = proxy_login(self.env, self.proxy, self.user)
+            if self.moves:
+                imap.create("Archive")
             imap.select("INBOX")
             self.ready.wait()
             self.go.wait()
@@ -325,11 +330,13 @@ class UserLoad:
             time.sleep(max(0.0, nxt - time.monotonic()))
             while time.monotonic() < self.stop_at:
                 kind = ("APPEND", "STORE", "EXPUNGE")[n % 3]
+                if kind == "EXPUNGE" and self.moves and n % 6 == 2:
+                    kind = "MOVE"
                 with self.lock:
                     target = None
                     if kind == "STORE" and self.visible:
                         target = self.visible.pop(0)
-                    elif kind == "EXPUNGE" and self.flagged:
+                    elif kind in ("EXPUNGE", "MOVE") and self.flagged:
                         target = self.flagged.pop(0)
                 if kind != "APPEND" and target is None:
                     kind = "APPEND"
@@ -349,6 +356,14 @@ class UserLoad:
                     fh.imap_check((typ, data), "STORE")
                     with self.lock:
                         self.pending.append(["STORE", msgid, t_ok, uid])
+                elif kind == "MOVE":
+                    uid, msgid = target
+                    typ, data = imap.uid("MOVE", str(uid), "Archive")
+                    t_ok = time.monotonic()
+                    fh.imap_check((typ, data), "UID MOVE")
+                    with self.lock:
+                        self.pending.append(["MOVE", msgid, t_ok, uid])
+                        self.moved.append(msgid)
                 else:
                     uid, msgid = target
                     fh.imap_check(imap.uid("STORE", str(uid), "+FLAGS.SILENT", "(\\Deleted)"),
@@ -390,9 +405,11 @@ class UserLoad:
                 # Dovecot's cache after the first time): cheap to repeat
                 imap.noop()
                 typ, data = imap.uid("FETCH", "1:*",
-                                     "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+                                     "(FLAGS %sBODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+                                     % ("X-GUID " if self.moves else ""))
                 t = time.monotonic()
                 seen = {}
+                guids = {}
                 data = data or []
                 for i, part in enumerate(data):
                     if isinstance(part, tuple):
@@ -402,6 +419,9 @@ class UserLoad:
                         m = re.search(rb"<[^>]*>", part[1])
                         if m:
                             seen[m.group(0).decode()] = b"\\Flagged" in part[0] + rest
+                            g = re.search(rb"X-GUID (\S+)", part[0] + rest)
+                            if g:
+                                guids[m.group(0).decode()] = g.group(1).decode()
                 with self.lock:
                     for item in todo:
                         kind, msgid = item[0], item[1]
@@ -412,6 +432,8 @@ class UserLoad:
                         else:
                             done = msgid not in seen
                         if done:
+                            if kind == "STORE" and msgid in guids:
+                                self.guids[msgid] = guids[msgid]
                             self.pending.remove(item)
                             self.lags[kind].append(t - item[2])
                             if kind == "APPEND":
@@ -424,14 +446,52 @@ class UserLoad:
             self.errors.append(f"poller {self.user}: {e!r}")
 
 
+def moves_line(env, loads):
+    """How the moved messages reached Archive on the destination: a copy of
+    the destination's INBOX copy (Dovecot keeps the X-GUID) or uploaded
+    again (a new X-GUID)."""
+    copied = uploaded = missing = unknown = 0
+    for ld in loads:
+        if not ld.moved:
+            continue
+        imap = env.imap("dst", ld.user, master=True)
+        try:
+            imap.select("Archive", readonly=True)
+            typ, data = imap.uid("FETCH", "1:*", "(X-GUID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        finally:
+            imap.logout()
+        there = {}
+        data = data or []
+        for i, part in enumerate(data):
+            if isinstance(part, tuple):
+                rest = data[i + 1] if i + 1 < len(data) and isinstance(data[i + 1], bytes) else b""
+                m = re.search(rb"<[^>]*>", part[1])
+                g = re.search(rb"X-GUID (\S+)", part[0] + rest)
+                if m and g:
+                    there[m.group(0).decode()] = g.group(1).decode()
+        for msgid in ld.moved:
+            if msgid not in there:
+                missing += 1
+            elif msgid not in ld.guids:
+                unknown += 1
+            elif there[msgid] == ld.guids[msgid]:
+                copied += 1
+            else:
+                uploaded += 1
+    return (f"MOVE: {copied} moved messages copied inside the destination (same X-GUID), "
+            f"{uploaded} uploaded again, {missing} not in Archive there, {unknown} unknown")
+
+
 def phase_lag(a, env, proxy, redis, daemon, users):
     print(f"\n1. replication lag: {len(users)} users x {a.rate:g} ops/s each for "
           f"{a.duration:g} s through the proxy (APPEND, UID STORE +FLAGS \\Flagged, "
-          f"UID EXPUNGE in turn; daemon --workers {a.workers} --delete2 "
+          f"UID EXPUNGE{' or UID MOVE to Archive' if a.moves else ''} in turn; "
+          f"daemon --workers {a.workers} --delete2 "
           f"--pollactive {a.pollactive})", flush=True)
     ready = threading.Barrier(2 * len(users) + 1)
     go = threading.Event()
-    loads = [UserLoad(env, proxy, u, a.rate, None, len(users), ready, go) for u in users]
+    loads = [UserLoad(env, proxy, u, a.rate, None, len(users), ready, go, a.moves)
+             for u in users]
     threads = []
     for i, ld in enumerate(loads):
         offset = 2.0 * i / len(loads)
@@ -445,6 +505,8 @@ def phase_lag(a, env, proxy, redis, daemon, users):
     except threading.BrokenBarrierError:
         pass  # a login failed: its thread reports it
     time.sleep(1.0)  # the logins' own marks and syncs settle
+    if a.moves:
+        wait_queue_empty(redis, daemon, 120, settle=1.0)  # and the Archive folders' CREATEs
     stop_at = time.monotonic() + a.duration
     for ld in loads:
         ld.stop_at = stop_at
@@ -458,7 +520,7 @@ def phase_lag(a, env, proxy, redis, daemon, users):
         print("   error:", e)
     missing = sum(len(ld.pending) for ld in loads)
     total = []
-    for kind in ("APPEND", "STORE", "EXPUNGE"):
+    for kind in ("APPEND", "STORE", "EXPUNGE", "MOVE"):
         lags = [x for ld in loads for x in ld.lags[kind]]
         total += lags
         if lags:
@@ -470,6 +532,9 @@ def phase_lag(a, env, proxy, redis, daemon, users):
               f"p99 {1000 * pct(total, 99):6.0f} ms, n = {len(total)}; "
               f"not seen within {a.grace:g} s after the load (left out of the "
               f"figures): {missing}")
+    if a.moves:
+        wait_queue_empty(redis, daemon, 120, settle=1.0)
+        print("   " + moves_line(env, loads), flush=True)
     log = daemon.log()
     print(f"   daemon: {log.count('] started')} syncs started so far, "
           f"{log.count(' failed (exit')} failed; destination polled every "
@@ -657,6 +722,9 @@ def main():
     ap.add_argument("--pollactive", type=int, default=3600,
                     help="daemon --pollactive (3600: its default, 60, would quick-check "
                          "every user of the initial sync in the middle of the load)")
+    ap.add_argument("--moves", action="store_true",
+                    help="lag phase: every other expunge is a UID MOVE to Archive instead, and "
+                         "the bench counts the moves copied inside the destination")
     ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the daemon, e.g. --daemon-arg=--noid (repeatable)")
     ap.add_argument("--phases", default="lag,sweep,burst")
