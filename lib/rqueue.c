@@ -266,6 +266,29 @@ static int rq_ensure(struct rq *q)
 	return 0;
 }
 
+int rq_is_cluster(struct rq *q)
+{
+	redisReply *r;
+	int v;
+
+	if (rq_ensure(q) < 0)
+		return -1;
+	r = redisCommand(q->c, "INFO cluster");
+	if (r == NULL || r->type != REDIS_REPLY_STRING) {
+		rq_set_error(q, "redis: INFO cluster: %s",
+		             r == NULL                      ? q->c->errstr
+		             : r->type == REDIS_REPLY_ERROR ? r->str
+		                                            : "unexpected reply");
+		if (r == NULL)
+			rq_drop(q);
+		freeReplyObject(r);
+		return -1;
+	}
+	v = strstr(r->str, "cluster_enabled:1") != NULL;
+	freeReplyObject(r);
+	return v;
+}
+
 unsigned long rq_connects(const struct rq *q)
 {
 	return q->connects;

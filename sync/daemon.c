@@ -1456,6 +1456,14 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 		fprintf(stderr, "Redis %s: %s\n", o->redis, error);
 		return 1;
 	}
+	if (rq_is_cluster(d.q) == 1) {
+		fprintf(stderr,
+		        "Redis %s is a Redis Cluster node: imapferry needs a standalone Redis (its "
+		        "keys carry hash tags, but it does not follow a cluster's redirections)\n",
+		        o->redis);
+		rq_close(&d.q);
+		return 1;
+	}
 	snprintf(d.worker, sizeof(d.worker), "%.64s:%d",
 	         getenv("HOSTNAME") != NULL ? getenv("HOSTNAME") : "imapferry", (int)getpid());
 	d.jobs = calloc((size_t)o->workers, sizeof(*d.jobs));

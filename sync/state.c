@@ -736,6 +736,17 @@ static int save_file(struct sy_run *r, struct sy_state *s)
 
 #define PAIR_FIELD "_pair"
 
+/* For an error reply a Redis Cluster node gives for a key of another node:
+ * what to do about it (the clients here do not follow redirections). */
+static const char *redis_cluster_hint(const redisReply *rep)
+{
+	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
+	    (strncmp(rep->str, "MOVED ", 6) == 0 || strncmp(rep->str, "ASK ", 4) == 0))
+		return "; this Redis is a Redis Cluster node, and imapferry needs a standalone "
+		       "Redis (it does not follow a cluster's redirections)";
+	return "";
+}
+
 static redisContext *redis_open(struct sy_run *r)
 {
 	const char *error;
@@ -781,8 +792,11 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	}
 	rep = redisCommand(c, "HGETALL %s", key);
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
-		sy_out(r, "State: cannot read %s (%s): a full pass over every folder", s->path,
-		       rep == NULL ? c->errstr : "not a hash");
+		sy_out(r, "State: cannot read %s (%s%s): a full pass over every folder", s->path,
+		       rep == NULL                      ? c->errstr
+		       : rep->type == REDIS_REPLY_ERROR ? rep->str
+		                                        : "not a hash",
+		       redis_cluster_hint(rep));
 		goto out;
 	}
 	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
@@ -1056,7 +1070,7 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, int quiet)
 {
 	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
-	char key[1024], *pair = pair_value(r);
+	char key[1024], why[512] = "", *pair = pair_value(r);
 	redisReply *rep = NULL;
 	size_t ncmd = 0;
 	int ok = 1;
@@ -1121,12 +1135,19 @@ static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, 
 		}
 		if (i + 1 == ncmd && (rep->type != REDIS_REPLY_ARRAY))
 			ok = 0;
-		if (rep->type == REDIS_REPLY_ERROR)
+		if (rep->type == REDIS_REPLY_ERROR) {
+			if (ok) /* the first error says why */
+				snprintf(why, sizeof(why), "%s%s", rep->str,
+				         redis_cluster_hint(rep));
 			ok = 0;
+		}
 		freeReplyObject(rep);
 	}
 	if (!ok && !quiet)
-		sy_out(r, "State: cannot write %s: %s", s->path, c->err ? c->errstr : "refused");
+		sy_out(r, "State: cannot write %s: %s", s->path,
+		       c->err           ? c->errstr
+		       : why[0] != '\0' ? why
+		                        : "refused");
 	redisFree(c);
 	free(pair);
 	return ok ? 0 : -1;

@@ -244,6 +244,13 @@ int rq_last_record(struct rq *q, const char *user, const char *by, const char *e
 /* Records the end of user's full check (field full_ms, Redis's clock). 0 or -1. */
 int rq_last_full(struct rq *q, const char *user);
 
+/*
+ * 1 when the Redis is a Redis Cluster node (INFO cluster: cluster_enabled:1),
+ * 0 when it is a standalone one, -1 on error. The keys carry hash tags, but
+ * no client here follows a cluster's MOVED or ASK redirections, so a
+ * daemon refuses a cluster node at start rather than fail key by key.
+ */
+int rq_is_cluster(struct rq *q);
 /* Connections made so far (1 after rq_open()): a caller that sees it grow
  * knows Redis went away meanwhile, perhaps losing data (a restart). */
 unsigned long rq_connects(const struct rq *q);

@@ -20,12 +20,13 @@ def free_port():
 
 
 class PrivateRedis:
-    def __init__(self, workdir, timeout=10, port=None):
-        """port: a given port (e.g. one the harness reserved) instead of a free one."""
+    def __init__(self, workdir, timeout=10, port=None, extra_args=()):
+        """port: a given port (e.g. one the harness reserved) instead of a free one;
+        extra_args: more redis-server options (e.g. a cluster node's)."""
         self.port = port or free_port()
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
+             "--appendonly", "no", "--dir", str(workdir), *extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while self.cli("PING") != "PONG":

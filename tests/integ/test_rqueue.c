@@ -1296,6 +1296,17 @@ static void test_names_roundtrip(void **state)
 	rq_close(&q);
 }
 
+/* rq_is_cluster(): 0 on this test's standalone redis-server (the daemon
+ * refuses a cluster node; test_redis_cluster.py covers that side). */
+static void test_not_cluster(void **state)
+{
+	struct rq *q = queue_open();
+
+	(void)state;
+	assert_int_equal(rq_is_cluster(q), 0);
+	rq_close(&q);
+}
+
 static void test_open_errors(void **state)
 {
 	const char *err = NULL;
@@ -1330,6 +1341,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_redis_restart, setup),
 	        cmocka_unit_test_setup(test_noscript, setup),
 	        cmocka_unit_test_setup(test_names_roundtrip, setup),
+	        cmocka_unit_test_setup(test_not_cluster, setup),
 	        cmocka_unit_test_setup(test_open_errors, setup),
 	};
 
