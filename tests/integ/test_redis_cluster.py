@@ -27,7 +27,7 @@ import time
 import unittest
 
 import ferry_harness as fh
-from private_redis import PrivateRedis
+from private_redis import PrivateRedis, free_port
 
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
@@ -38,20 +38,27 @@ ADVICE = "imapferry needs a standalone Redis"
 
 def cluster_node(port_hint):
     conf = f"nodes-{port_hint}.conf"
-    return PrivateRedis(WORKDIR, extra_args=["--cluster-enabled", "yes",
-                                             "--cluster-config-file", conf])
+    # the bus port a free one of its own (by default port + 10000, which
+    # can be taken or past 65535)
+    bus = free_port()
+    node = PrivateRedis(WORKDIR, extra_args=["--cluster-enabled", "yes",
+                                             "--cluster-config-file", conf,
+                                             "--cluster-port", str(bus)])
+    node.bus = bus
+    return node
 
 
 class RedisCluster(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.a = cluster_node("a")
-        cls.b = cluster_node("b")
+        cls.a = cls.b = None
         try:
+            cls.a = cluster_node("a")
+            cls.b = cluster_node("b")
             cls.a.cli("CLUSTER", "ADDSLOTSRANGE", "0", "8191")
             cls.b.cli("CLUSTER", "ADDSLOTSRANGE", "8192", "16383")
-            cls.a.cli("CLUSTER", "MEET", fh.HOST, str(cls.b.port))
+            cls.a.cli("CLUSTER", "MEET", fh.HOST, str(cls.b.port), str(cls.b.bus))
             deadline = time.monotonic() + 30
             while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in (cls.a, cls.b)):
                 if time.monotonic() > deadline:
@@ -64,7 +71,8 @@ class RedisCluster(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         for n in (cls.a, cls.b):
-            n.stop()
+            if n is not None:
+                n.stop()
 
     def daemon(self, redis_port, users_file):
         return subprocess.Popen(
