@@ -204,7 +204,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_MESSAGEIDNODOMAIN] = {"messageidnodomain", NULL, T_NEG(messageidnodomain), "0", NULL, NOW, SY_G_IDENTITY, NULL, "compare Message-Id up to the @ only"},
 	[SY_OPT_USEUID] = {"useuid", NULL, T_NEG(useuid), "0", NULL, NOW, SY_G_IDENTITY, NULL, "identify messages by UID through the cache"},
 	[SY_OPT_USECACHE] = {"usecache", NULL, T_NEG(usecache), "0", "if --useuid", NOW, SY_G_IDENTITY, NULL, "keep a UID cache in tmpdir"},
-	[SY_OPT_CACHEAFTERCOPY] = {"cacheaftercopy", NULL, T_NEG(cacheaftercopy), "0", "if --usecache", NOW, SY_G_IDENTITY, NULL, "record each copy in the cache"},
+	[SY_OPT_CACHEAFTERCOPY] = {"cacheaftercopy", NULL, T_NEG(cacheaftercopy), "0", "if --usecache", LATER, SY_G_IDENTITY, NULL, "record each copy in the cache"},
 	[SY_OPT_SKIPCROSSDUPLICATES] = {"skipcrossduplicates", NULL, T_NEG(skipcrossduplicates), "0", NULL, NOW, SY_G_IDENTITY, NULL, "skip messages already copied to another folder"},
 	[SY_OPT_CHECKMESSAGEEXISTS] = {"checkmessageexists", NULL, T_NEG(checkmessageexists), "0", NULL, NOW, SY_G_IDENTITY, NULL, "check that each message still exists"},
 
@@ -215,7 +215,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_FILTERFLAGS] = {"filterflags", NULL, T_NEG(filterflags), "1", NULL, NOW, SY_G_FLAGS, NULL, "keep what host2 PERMANENTFLAGS allows"},
 	[SY_OPT_FILTERBUGGYFLAGS] = {"filterbuggyflags", NULL, T_NEG(filterbuggyflags), "0", NULL, NOW, SY_G_FLAGS, NULL, "drop flags known to make APPEND fail"},
 	[SY_OPT_FLAGSCASE] = {"flagscase", NULL, T_NEG(flagscase), "1", NULL, NOW, SY_G_FLAGS, NULL, "fix the case of system flags"},
-	[SY_OPT_SYNCFLAGSAFTERCOPY] = {"syncflagsaftercopy", NULL, T_NEG(syncflagsaftercopy), "0", NULL, NOW, SY_G_FLAGS, NULL, "store the flags again after each APPEND"},
+	[SY_OPT_SYNCFLAGSAFTERCOPY] = {"syncflagsaftercopy", NULL, T_NEG(syncflagsaftercopy), "0", NULL, LATER, SY_G_FLAGS, NULL, "store the flags again after each APPEND"},
 	[SY_OPT_SYNCLABELS] = {"synclabels", NULL, T_NEG(synclabels), "0", NULL, NOW, SY_G_FLAGS, NULL, "copy Gmail labels"},
 	[SY_OPT_RESYNCLABELS] = {"resynclabels", NULL, T_NEG(resynclabels), "0", NULL, NOW, SY_G_FLAGS, NULL, "update Gmail labels of messages on host2"},
 	[SY_OPT_SYNCINTERNALDATES] = {"syncinternaldates", NULL, T_NEG(syncinternaldates), "1", NULL, NOW, SY_G_FLAGS, NULL, "keep the host1 internal dates"},
