@@ -40,6 +40,7 @@ enum rq_script_id {
 	RQ_S_REAP,
 	RQ_S_MARK,
 	RQ_S_POLL,
+	RQ_S_MARK_POLLED,
 	RQ_S_LAST_OK,
 	RQ_S_LAST_ERR,
 	RQ_S_LAST_FULL,
@@ -170,6 +171,16 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
         "  for _, m in ipairs(u) do redis.call('ZADD', KEYS[1], now + lease, m) end\n"
         "end\n"
         "return u\n",
+
+        /* mark polled. KEYS: poll, due. Every user of the poll set gets a
+         * whole-user mark due now (LT: an earlier one stays). Returns the
+         * count. */
+        [RQ_S_MARK_POLLED] = LUA_NOW "local n = 0\n"
+                                     "for _, u in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+                                     "  redis.call('ZADD', KEYS[2], 'LT', now, u .. '\\t*')\n"
+                                     "  n = n + 1\n"
+                                     "end\n"
+                                     "return n\n",
 
         /* last sync of a user. KEYS: last. ARGV: by. */
         [RQ_S_LAST_OK] = LUA_NOW "redis.call('HSET', KEYS[1], 'ok_ms', now, 'ok_by', ARGV[1])\n"
@@ -913,6 +924,27 @@ int rq_mark(struct rq *q, const char *user, const char *folder, unsigned delay_m
 	if (r == NULL || rq_reply_int(q, r, "mark", &now) < 0)
 		return -1;
 	return 0;
+}
+
+long rq_mark_polled(struct rq *q, unsigned shard)
+{
+	char kp[RQ_KEY_MAX], kd[RQ_KEY_MAX];
+	const char *args[2];
+	redisReply *r;
+	long long n;
+
+	if (shard >= RK_SHARDS) {
+		rq_set_error(q, "redis: no shard %u", shard);
+		return -1;
+	}
+	rk_key_poll(kp, sizeof(kp), shard);
+	rk_key_due(kd, sizeof(kd), shard);
+	args[0] = kp;
+	args[1] = kd;
+	r = rq_eval(q, RQ_S_MARK_POLLED, 2, 2, args, NULL, 1);
+	if (r == NULL || rq_reply_int(q, r, "mark polled", &n) < 0)
+		return -1;
+	return (long)n;
 }
 
 int rq_poll_due(struct rq *q, unsigned shard, unsigned max, unsigned lease_ms, char ***users_r,

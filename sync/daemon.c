@@ -1092,11 +1092,23 @@ static void housekeeping(struct daemon *d)
 	}
 	if (rc != 0) {
 		/* a proxy lost marks it could not remember per user (or the flag's
-		 * state is unknown): quick-check everyone we know */
-		log_msg(LOG_LVL_NOTICE, "daemon",
-		        "rep:sweep_all: quick check of all %zu known users", d->nusers);
+		 * state is unknown): quick-check everyone, the users this daemon
+		 * knows and every user of the poll sets (those other daemons, or
+		 * this one before a restart, put there) */
+		long polled = 0;
+
 		for (size_t i = 0; i < d->nusers; i++)
 			rq_mark(d->q, d->users[i].user1, RK_FOLDER_ALL, 0);
+		for (unsigned s = 0; s < RK_SHARDS; s++) {
+			long n = rq_mark_polled(d->q, s);
+
+			if (n > 0)
+				polled += n;
+		}
+		log_msg(LOG_LVL_NOTICE, "daemon",
+		        "rep:sweep_all: quick check of all %zu known users and %ld of the poll "
+		        "sets",
+		        d->nusers, polled);
 	}
 	poll_users(d);
 }

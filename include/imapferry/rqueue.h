@@ -197,6 +197,15 @@ int rq_reap(struct rq *q, unsigned shard, unsigned *returned_r);
 int rq_mark(struct rq *q, const char *user, const char *folder, unsigned delay_ms);
 
 /*
+ * Every user of shard's poll set (the users any daemon polls) gets a
+ * whole-user mark due now ("user<TAB>*"; an earlier due time stays), in one
+ * script: how a daemon that takes rep:sweep_all reaches the users other
+ * daemons know too. Returns the count, or -1. Idempotent (sent again once
+ * after an I/O error).
+ */
+long rq_mark_polled(struct rq *q, unsigned shard);
+
+/*
  * Users of shard's poll set whose poll time has come (score <= now), earliest
  * first, at most max (1..RQ_CLAIM_MAX). With lease_ms > 0 each returned user
  * is moved to now + lease_ms in the same step, so two daemons do not sweep

@@ -1026,6 +1026,37 @@ static void test_sweep_all(void **state)
 	rq_close(&q);
 }
 
+/* rq_mark_polled(): every user of a shard's poll set gets a whole-user
+ * mark due now, an earlier one stays; other shards are not touched. */
+static void test_mark_polled(void **state)
+{
+	struct rq *q = queue_open();
+	const char *u[] = {"pa", "pb", "pc"};
+	long total = 0, same = 0;
+	int64_t now;
+
+	(void)state;
+	now = now_ms(q);
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(rq_poll_set(q, u[i], now + 3600000), 0);
+	set_due("pa", RK_FOLDER_ALL, now - 5000);
+	for (size_t i = 0; i < 3; i++)
+		same += rk_shard(u[i]) == rk_shard("pb");
+	assert_int_equal(rq_mark_polled(q, rk_shard("pb")), same);
+	check_near("pb marked", score_of("due", "pb", RK_FOLDER_ALL), now);
+	for (unsigned s = 0; s < RK_SHARDS; s++) {
+		long n = rq_mark_polled(q, s);
+
+		assert_true(n >= 0);
+		total += n;
+	}
+	assert_int_equal(total, 3);
+	assert_int_equal(score_of("due", "pa", RK_FOLDER_ALL), now - 5000);
+	check_near("pc marked", score_of("due", "pc", RK_FOLDER_ALL), now);
+	assert_int_equal(rq_mark_polled(q, RK_SHARDS), -1);
+	rq_close(&q);
+}
+
 /* Routes as the daemon reads them: none is SRC; a freeze is a freeze while
  * its lease runs (or when it has none), and SRC once the lease of a freeze
  * from the source ended; one from the destination stays frozen. */
@@ -1336,6 +1367,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_claim_any, setup),
 	        cmocka_unit_test_setup(test_stats, setup),
 	        cmocka_unit_test_setup(test_sweep_all, setup),
+	        cmocka_unit_test_setup(test_mark_polled, setup),
 	        cmocka_unit_test_setup(test_poll, setup),
 	        cmocka_unit_test_setup(test_route_lease, setup),
 	        cmocka_unit_test_setup(test_redis_restart, setup),
