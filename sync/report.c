@@ -89,35 +89,41 @@ void sy_out_buffered(int on)
 	out_buffered = on;
 }
 
-/* to_stdout 0: the log file only (per-message lines on a terminal). */
+/* to_stdout 0: the log file only (per-message lines on a terminal).
+ * Lines quote what servers sent (error texts, ID, folder names): control
+ * characters other than tab and newline become '?', so a server cannot
+ * send escape sequences to the operator's terminal or forge log lines. */
 static void vout(struct sy_run *r, int to_stdout, const char *fmt, va_list ap)
 {
-	va_list cp;
+	char *line = NULL;
 
+	if (vasprintf(&line, fmt, ap) < 0)
+		abort();
+	for (unsigned char *p = (unsigned char *)line; *p != '\0'; p++) {
+		if ((*p < 0x20 && *p != '\t' && *p != '\n') || *p == 0x7f)
+			*p = '?';
+	}
 	if (report_capture && report_text != NULL &&
 	    evbuffer_get_length(report_text) < REPORT_MAX) {
-		va_copy(cp, ap);
-		evbuffer_add_vprintf(report_text, fmt, cp);
+		evbuffer_add(report_text, line, strlen(line));
 		evbuffer_add(report_text, "\r\n", 2);
-		va_end(cp);
 	}
-	va_copy(cp, ap);
 	if (to_stdout) {
 		if (r->progress_shown) {
 			fputs("\r\033[K", stdout); /* the progress line makes room */
 			r->progress_shown = 0;
 		}
-		vfprintf(stdout, fmt, ap);
+		fputs(line, stdout);
 		fputc('\n', stdout);
 		if (!out_buffered)
 			fflush(stdout);
 	}
 	if (r->log != NULL) {
-		vfprintf(r->log, fmt, cp);
+		fputs(line, r->log);
 		fputc('\n', r->log);
 		fflush(r->log);
 	}
-	va_end(cp);
+	free(line);
 }
 
 void sy_out(struct sy_run *r, const char *fmt, ...)

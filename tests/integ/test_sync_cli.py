@@ -569,6 +569,33 @@ class SyncCli(unittest.TestCase):
         self.assertIn(f"server 127.0.0.1:{port} sent no IMAP greeting", out)
         self.assertIn("HTTP/1.1 400 Bad Request", out)
 
+    def test_server_text_is_sanitised(self):
+        """Server text quoted in the report (here a refusing greeting)
+        reaches the terminal and the log without its control characters:
+        no escape sequence or bell from a hostile server."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def serve():
+            conn, _ = srv.accept()
+            conn.sendall(b"* BYE \x1b[2Jgo\x07 away\r\n")
+            time.sleep(2)
+            conn.close()
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            rc, out = run_sync(args=base_args(port1=port))
+        finally:
+            thread.join(5)
+            srv.close()
+        self.assertEqual(101, rc, out)
+        self.assertIn("refused the connection: ?[2Jgo? away", out)
+        self.assertNotIn("\x1b", out)
+        self.assertNotIn("\x07", out)
+
     def test_unknown_host(self):
         args = base_args()
         args[args.index("--host1") + 1] = "nohost.invalid"
