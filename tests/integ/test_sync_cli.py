@@ -544,9 +544,9 @@ class SyncCli(unittest.TestCase):
         rc, out = run_sync(args=base_args(port2=port))
         self.assertEqual(102, rc, out)
 
-    def test_not_an_imap_server(self):
-        """A port that speaks something else (here HTTP) is a clear
-        connection failure on that host, not a hang."""
+    def run_against_one_shot_server(self, payload, side):
+        """run_sync() with host<side> a listener that sends payload to the
+        first connection and closes it 2 s later; (rc, out, port)."""
         srv = socket.socket()
         srv.bind(("127.0.0.1", 0))
         srv.listen(1)
@@ -554,17 +554,24 @@ class SyncCli(unittest.TestCase):
 
         def serve():
             conn, _ = srv.accept()
-            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            conn.sendall(payload)
             time.sleep(2)
             conn.close()
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
         try:
-            rc, out = run_sync(args=base_args(port2=port))
+            rc, out = run_sync(args=base_args(**{f"port{side}": port}))
         finally:
             thread.join(5)
             srv.close()
+        return rc, out, port
+
+    def test_not_an_imap_server(self):
+        """A port that speaks something else (here HTTP) is a clear
+        connection failure on that host, not a hang."""
+        rc, out, port = self.run_against_one_shot_server(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 2)
         self.assertEqual(102, rc, out)
         self.assertIn(f"server 127.0.0.1:{port} sent no IMAP greeting", out)
         self.assertIn("HTTP/1.1 400 Bad Request", out)
@@ -573,24 +580,7 @@ class SyncCli(unittest.TestCase):
         """Server text quoted in the report (here a refusing greeting)
         reaches the terminal and the log without its control characters:
         no escape sequence or bell from a hostile server."""
-        srv = socket.socket()
-        srv.bind(("127.0.0.1", 0))
-        srv.listen(1)
-        port = srv.getsockname()[1]
-
-        def serve():
-            conn, _ = srv.accept()
-            conn.sendall(b"* BYE \x1b[2Jgo\x07 away\r\n")
-            time.sleep(2)
-            conn.close()
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        try:
-            rc, out = run_sync(args=base_args(port1=port))
-        finally:
-            thread.join(5)
-            srv.close()
+        rc, out, _ = self.run_against_one_shot_server(b"* BYE \x1b[2Jgo\x07 away\r\n", 1)
         self.assertEqual(101, rc, out)
         self.assertIn("refused the connection: ?[2Jgo? away", out)
         self.assertNotIn("\x1b", out)
