@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -35,6 +36,51 @@ uint16_t rk_crc16(const void *data, size_t len)
 unsigned rk_shard(const char *user)
 {
 	return rk_crc16(user, strlen(user)) % RK_SHARDS;
+}
+
+unsigned rk_key_slot(const char *key, size_t len)
+{
+	const char *open = memchr(key, '{', len), *close;
+
+	if (open != NULL) {
+		size_t rest = len - (size_t)(open - key) - 1;
+
+		close = memchr(open + 1, '}', rest);
+		/* "{}" is no tag: the whole key is hashed */
+		if (close != NULL && close > open + 1)
+			return rk_crc16(open + 1, (size_t)(close - open - 1)) & (RK_SLOTS - 1);
+	}
+	return rk_crc16(key, len) & (RK_SLOTS - 1);
+}
+
+unsigned rk_shard_slot(unsigned shard)
+{
+	char tag[16];
+	int n = snprintf(tag, sizeof(tag), "%u", shard);
+
+	return rk_crc16(tag, (size_t)n) & (RK_SLOTS - 1);
+}
+
+unsigned rk_route_slot(const char *user)
+{
+	char key[1024];
+	int n = rk_key_route(key, sizeof(key), user);
+
+	if (n < 0) {
+		/* a name that long: hash it the long way */
+		size_t ul = strlen(user), pl = strlen(RK_PREFIX "route:");
+		char *k = malloc(pl + ul + 1);
+		unsigned slot;
+
+		if (k == NULL)
+			return 0;
+		memcpy(k, RK_PREFIX "route:", pl);
+		memcpy(k + pl, user, ul + 1);
+		slot = rk_key_slot(k, pl + ul);
+		free(k);
+		return slot;
+	}
+	return rk_key_slot(key, (size_t)n);
 }
 
 /* snprintf into buf; -1 when it does not fit (or size is 0). */

@@ -13,6 +13,7 @@
 #include <hiredis/hiredis.h>
 
 #include "imapferry/rkeys.h"
+#include "imapferry/rnodes.h"
 
 #define RQ_KEY_MAX   64   /* a shard key ("rep:{15}:inflight") */
 #define RQ_ARGV_MAX  12   /* arguments of the longest script call */
@@ -49,14 +50,9 @@ enum rq_script_id {
 };
 
 struct rq {
-	redisContext *c;
-	char *host;
-	char *unix_path;
-	int port;
-	unsigned timeout_ms;
+	struct rnodes *rn;        /* one Redis, or the nodes of a Redis Cluster */
 	unsigned rr;              /* rq_claim_any()'s next shard */
 	int rr_set;               /* rr was seeded from a worker name */
-	unsigned long connects;   /* connections made (rq_connects()) */
 	char sha[RQ_S_COUNT][41]; /* SCRIPT LOAD results, by enum rq_script_id */
 	char err[RQ_ERROR_MAX];
 };
@@ -214,84 +210,20 @@ const char *rq_error(const struct rq *q)
 	return q != NULL ? q->err : "no queue";
 }
 
-/* Opens a context; NULL with a message in err. */
-static redisContext *rq_ctx_open(const char *host, int port, const char *unix_path,
-                                 unsigned timeout_ms, char *err, size_t err_size)
-{
-	struct timeval tv;
-	redisContext *c;
-
-	tv.tv_sec = (time_t)(timeout_ms / 1000u);
-	tv.tv_usec = (suseconds_t)(timeout_ms % 1000u) * 1000;
-	if (unix_path != NULL)
-		c = redisConnectUnixWithTimeout(unix_path, tv);
-	else
-		c = redisConnectWithTimeout(host, port, tv);
-	if (c == NULL) {
-		snprintf(err, err_size, "redis: out of memory");
-		return NULL;
-	}
-	if (c->err == 0 && redisSetTimeout(c, tv) != REDIS_OK && c->err == 0)
-		c->err = REDIS_ERR_IO; /* errstr stays empty: reported below */
-	if (c->err != 0) {
-		if (unix_path != NULL)
-			snprintf(err, err_size, "redis %s: %s", unix_path, c->errstr);
-		else
-			snprintf(err, err_size, "redis %s:%d: %s", host, port, c->errstr);
-		redisFree(c);
-		return NULL;
-	}
-	return c;
-}
-
-static void rq_drop(struct rq *q)
-{
-	if (q->c != NULL)
-		redisFree(q->c);
-	q->c = NULL;
-}
-
-/* Nonzero when the idle connection has something to read: the server closed
- * it (Redis restarted, idle timeout) or sent what nobody asked for. Either
- * way it cannot carry the next command. */
-static int rq_conn_stale(const redisContext *c)
-{
-	struct pollfd p;
-
-	p.fd = c->fd;
-	p.events = POLLIN;
-	p.revents = 0;
-	return poll(&p, 1, 0) != 0;
-}
-
-/* A usable connection: 0, or -1 with the error set. */
-static int rq_ensure(struct rq *q)
-{
-	if (q->c != NULL && q->c->err == 0 && !rq_conn_stale(q->c))
-		return 0;
-	rq_drop(q);
-	q->c = rq_ctx_open(q->host, q->port, q->unix_path, q->timeout_ms, q->err, sizeof(q->err));
-	if (q->c == NULL)
-		return -1;
-	q->connects++;
-	return 0;
-}
+static redisReply *rq_cmd_at(struct rq *q, unsigned slot, int argc, const char **argv,
+                             const size_t *lens, int resend);
 
 int rq_is_cluster(struct rq *q)
 {
-	redisReply *r;
+	const char *argv[2] = {"INFO", "cluster"};
+	redisReply *r = rq_cmd_at(q, 0, 2, argv, NULL, 1);
 	int v;
 
-	if (rq_ensure(q) < 0)
+	if (r == NULL)
 		return -1;
-	r = redisCommand(q->c, "INFO cluster");
-	if (r == NULL || r->type != REDIS_REPLY_STRING) {
+	if (r->type != REDIS_REPLY_STRING) {
 		rq_set_error(q, "redis: INFO cluster: %s",
-		             r == NULL                      ? q->c->errstr
-		             : r->type == REDIS_REPLY_ERROR ? r->str
-		                                            : "unexpected reply");
-		if (r == NULL)
-			rq_drop(q);
+		             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
 		freeReplyObject(r);
 		return -1;
 	}
@@ -302,13 +234,17 @@ int rq_is_cluster(struct rq *q)
 
 unsigned long rq_connects(const struct rq *q)
 {
-	return q->connects;
+	return rn_connects(q->rn);
+}
+
+unsigned rq_nodes(const struct rq *q)
+{
+	return rn_nodes(q->rn);
 }
 
 struct rq *rq_open(const char *host, int port, const char *unix_path, unsigned timeout_ms,
                    const char **error_r)
 {
-	static _Thread_local char open_err[RQ_ERROR_MAX];
 	struct rq *q;
 
 	if ((unix_path == NULL && host == NULL) || timeout_ms == 0) {
@@ -320,19 +256,8 @@ struct rq *rq_open(const char *host, int port, const char *unix_path, unsigned t
 		*error_r = "redis: out of memory";
 		return NULL;
 	}
-	q->port = port;
-	q->timeout_ms = timeout_ms;
-	q->host = host != NULL ? strdup(host) : NULL;
-	q->unix_path = unix_path != NULL ? strdup(unix_path) : NULL;
-	if ((host != NULL && q->host == NULL) || (unix_path != NULL && q->unix_path == NULL)) {
-		rq_close(&q);
-		*error_r = "redis: out of memory";
-		return NULL;
-	}
-	if (rq_ensure(q) < 0) {
-		snprintf(open_err, sizeof(open_err), "%s", q->err);
-		rq_close(&q);
-		*error_r = open_err;
+	if ((q->rn = rn_open(host, port, unix_path, timeout_ms, error_r)) == NULL) {
+		free(q);
 		return NULL;
 	}
 	return q;
@@ -342,39 +267,46 @@ void rq_close(struct rq **q)
 {
 	if (q == NULL || *q == NULL)
 		return;
-	rq_drop(*q);
-	free((*q)->host);
-	free((*q)->unix_path);
+	rn_close(&(*q)->rn);
 	free(*q);
 	*q = NULL;
 }
 
 /*
- * One command, one reply. A connection found broken before sending is
- * reopened; after an I/O error on the command itself (the server may or may
- * not have run it) the command is sent once more on a new connection only
- * when resend is nonzero. Returns the reply (caller frees; may be an error
- * reply) or NULL with the error set.
+ * One command, one reply, sent to the node serving slot (rnodes.h: a
+ * cluster's redirections are followed). A connection found broken before
+ * sending is reopened; after an I/O error on the command itself (the server
+ * may or may not have run it) the command is sent once more on a new
+ * connection only when resend is nonzero. Returns the reply (caller frees;
+ * may be an error reply) or NULL with the error set.
  */
+static redisReply *rq_cmd_at(struct rq *q, unsigned slot, int argc, const char **argv,
+                             const size_t *lens, int resend)
+{
+	redisReply *r = rn_command_argv(q->rn, slot, argc, argv, lens, resend);
+
+	if (r == NULL)
+		rq_set_error(q, "%s", rn_error(q->rn));
+	return r;
+}
+
+/* rq_cmd_at() for the slot of the command's first key: argv[3] for EVAL and
+ * EVALSHA with keys, argv[1] for the rest; commands without keys (TIME,
+ * SCRIPT LOAD) go to any node (slot 0's). */
 static redisReply *rq_cmd(struct rq *q, int argc, const char **argv, const size_t *lens, int resend)
 {
-	int attempt;
+	unsigned slot = 0;
+	int k = -1;
 
-	for (attempt = 0; attempt < 2; attempt++) {
-		redisReply *r;
-
-		if (rq_ensure(q) < 0)
-			return NULL;
-		r = redisCommandArgv(q->c, argc, argv, lens);
-		if (r != NULL)
-			return r;
-		rq_set_error(q, "redis: %s while sending %s",
-		             q->c->err != 0 ? q->c->errstr : "no reply", argv[0]);
-		rq_drop(q);
-		if (!resend)
-			break;
+	if (strcmp(argv[0], "EVAL") == 0 || strcmp(argv[0], "EVALSHA") == 0) {
+		if (argc > 3 && strcmp(argv[2], "0") != 0)
+			k = 3;
+	} else if (argc > 1 && strcmp(argv[0], "SCRIPT") != 0) {
+		k = 1;
 	}
-	return NULL;
+	if (k >= 0)
+		slot = rk_key_slot(argv[k], lens != NULL ? lens[k] : strlen(argv[k]));
+	return rq_cmd_at(q, slot, argc, argv, lens, resend);
 }
 
 /* Frees r and returns -1 when it is an error reply (the error is set). */
@@ -1216,97 +1148,138 @@ int rq_now(struct rq *q, int64_t *now_ms_r)
 	return 0;
 }
 
+/* ---- pipelines over the shards ---- */
+
+struct rq_pcmd {
+	int argc;
+	const char *argv[5];
+	char key[RQ_KEY_MAX];
+	unsigned slot;
+	redisContext *c;
+};
+
+/*
+ * Sends cmds[0..n) pipelined, one pipeline per node (a standalone Redis:
+ * one), and reads every reply into r[] (caller frees them). A command a
+ * cluster redirected (a slot moved) is learned and the whole batch goes
+ * once more. 0, or -1 with the error set (no reply kept).
+ */
+static int rq_pipeline(struct rq *q, struct rq_pcmd *cmds, size_t n, redisReply **r,
+                       const char *what)
+{
+	int round;
+
+	for (round = 0; round < 2; round++) {
+		size_t i, got = 0;
+		int redirected = 0;
+
+		for (i = 0; i < n; i++)
+			if ((cmds[i].c = rn_ctx(q->rn, cmds[i].slot)) == NULL) {
+				rq_set_error(q, "%s", rn_error(q->rn));
+				return -1;
+			}
+		for (i = 0; i < n; i++) {
+			size_t lens[5];
+			int j;
+
+			for (j = 0; j < cmds[i].argc; j++)
+				lens[j] = strlen(cmds[i].argv[j]);
+			if (redisAppendCommandArgv(cmds[i].c, cmds[i].argc, cmds[i].argv, lens) !=
+			    REDIS_OK)
+				goto io;
+		}
+		for (i = 0; i < n; i++, got++) {
+			void *reply = NULL;
+
+			if (redisGetReply(cmds[i].c, &reply) != REDIS_OK || reply == NULL)
+				goto io;
+			r[i] = reply;
+			if (rn_redirected(q->rn, r[i]))
+				redirected = 1;
+		}
+		if (!redirected || round == 1)
+			return 0;
+		for (i = 0; i < n; i++)
+			freeReplyObject(r[i]);
+		continue;
+	io:
+		rq_set_error(q, "redis: %s while %s",
+		             cmds[got < n ? got : 0].c->err != 0 ? cmds[got < n ? got : 0].c->errstr
+		                                                 : "no reply",
+		             what);
+		while (got > 0)
+			freeReplyObject(r[--got]);
+		/* every node of the batch may hold unread replies now */
+		for (i = 0; i < n; i++)
+			rn_drop(q->rn, cmds[i].c);
+		return -1;
+	}
+	return -1;
+}
+
+static void rq_pcmd_time(struct rq_pcmd *c)
+{
+	c->argc = 1;
+	c->argv[0] = "TIME";
+	c->slot = rk_shard_slot(0);
+}
+
+/* ZRANGE <due of shard> 0 0 WITHSCORES: the earliest due member. */
+static void rq_pcmd_first_due(struct rq_pcmd *c, unsigned shard)
+{
+	rk_key_due(c->key, sizeof(c->key), shard);
+	c->argc = 5;
+	c->argv[0] = "ZRANGE";
+	c->argv[1] = c->key;
+	c->argv[2] = "0";
+	c->argv[3] = "0";
+	c->argv[4] = "WITHSCORES";
+	c->slot = rk_shard_slot(shard);
+}
+
+static void rq_pcmd_zcard(struct rq_pcmd *c, unsigned shard, rq_key_fn *fn)
+{
+	fn(c->key, sizeof(c->key), shard);
+	c->argc = 2;
+	c->argv[0] = "ZCARD";
+	c->argv[1] = c->key;
+	c->slot = rk_shard_slot(shard);
+}
+
 /* ---- stats ---- */
 
 #define RQ_STATS_PER_SHARD 3
 #define RQ_STATS_CMDS      (1 + RQ_STATS_PER_SHARD * RK_SHARDS)
 
-/* Sends the stats pipeline and reads every reply into r[]. 0, or -1 (no
+/* Sends the stats pipeline (TIME, then per shard ZCARD due, the earliest
+ * due member, ZCARD inflight) and reads every reply into r[]. 0, or -1 (no
  * replies kept) with the error set. */
 static int rq_stats_pipeline(struct rq *q, redisReply **r)
 {
-	static rq_key_fn *const fns[RQ_STATS_PER_SHARD] = {rk_key_due, rk_key_due, rk_key_inflight};
-	static const char *const cmds[RQ_STATS_PER_SHARD][4] = {
-	        {"ZCARD", NULL}, {"ZRANGE", NULL, "0", "0"}, {"ZCARD", NULL}};
-	static const int argcs[RQ_STATS_PER_SHARD] = {2, 5, 2};
-	const char *time_argv[1] = {"TIME"};
-	size_t time_len[1] = {4};
-	char k[RQ_KEY_MAX];
-	unsigned s, i;
+	struct rq_pcmd cmds[RQ_STATS_CMDS];
+	unsigned s;
 
-	if (rq_ensure(q) < 0)
-		return -1;
-	if (redisAppendCommandArgv(q->c, 1, time_argv, time_len) != REDIS_OK)
-		goto io;
+	rq_pcmd_time(&cmds[0]);
 	for (s = 0; s < RK_SHARDS; s++) {
-		for (i = 0; i < RQ_STATS_PER_SHARD; i++) {
-			const char *argv[5];
-			size_t lens[5];
-			int j;
-
-			fns[i](k, sizeof(k), s);
-			argv[0] = cmds[i][0];
-			argv[1] = k;
-			argv[2] = cmds[i][2];
-			argv[3] = cmds[i][3];
-			argv[4] = "WITHSCORES";
-			for (j = 0; j < argcs[i]; j++)
-				lens[j] = strlen(argv[j]);
-			if (redisAppendCommandArgv(q->c, argcs[i], argv, lens) != REDIS_OK)
-				goto io;
-		}
+		rq_pcmd_zcard(&cmds[1 + s * RQ_STATS_PER_SHARD], s, rk_key_due);
+		rq_pcmd_first_due(&cmds[2 + s * RQ_STATS_PER_SHARD], s);
+		rq_pcmd_zcard(&cmds[3 + s * RQ_STATS_PER_SHARD], s, rk_key_inflight);
 	}
-	for (i = 0; i < RQ_STATS_CMDS; i++) {
-		void *reply = NULL;
-
-		if (redisGetReply(q->c, &reply) != REDIS_OK || reply == NULL) {
-			while (i > 0)
-				freeReplyObject(r[--i]);
-			goto io;
-		}
-		r[i] = reply;
-	}
-	return 0;
-io:
-	rq_set_error(q, "redis: %s while reading stats",
-	             q->c->err != 0 ? q->c->errstr : "no reply");
-	rq_drop(q);
-	return -1;
+	return rq_pipeline(q, cmds, RQ_STATS_CMDS, r, "reading stats");
 }
 
 int rq_due_peek(struct rq *q, int64_t *now_r, int64_t first_r[RK_SHARDS])
 {
-	const char *time_argv[1] = {"TIME"};
-	size_t time_len[1] = {4};
+	struct rq_pcmd cmds[1 + RK_SHARDS];
 	redisReply *r[1 + RK_SHARDS];
-	char k[RQ_KEY_MAX];
 	unsigned s, i;
 	int rc = 0;
 
-	if (rq_ensure(q) < 0)
+	rq_pcmd_time(&cmds[0]);
+	for (s = 0; s < RK_SHARDS; s++)
+		rq_pcmd_first_due(&cmds[1 + s], s);
+	if (rq_pipeline(q, cmds, 1 + RK_SHARDS, r, "peeking at the due sets") < 0)
 		return -1;
-	if (redisAppendCommandArgv(q->c, 1, time_argv, time_len) != REDIS_OK)
-		goto io;
-	for (s = 0; s < RK_SHARDS; s++) {
-		const char *argv[5] = {"ZRANGE", k, "0", "0", "WITHSCORES"};
-		size_t lens[5];
-
-		rk_key_due(k, sizeof(k), s);
-		for (i = 0; i < 5; i++)
-			lens[i] = strlen(argv[i]);
-		if (redisAppendCommandArgv(q->c, 5, argv, lens) != REDIS_OK)
-			goto io;
-	}
-	for (i = 0; i < 1 + RK_SHARDS; i++) {
-		void *reply = NULL;
-
-		if (redisGetReply(q->c, &reply) != REDIS_OK || reply == NULL) {
-			while (i > 0)
-				freeReplyObject(r[--i]);
-			goto io;
-		}
-		r[i] = reply;
-	}
 	if (r[0]->type != REDIS_REPLY_ARRAY || r[0]->elements != 2 ||
 	    r[0]->element[0]->type != REDIS_REPLY_STRING ||
 	    r[0]->element[1]->type != REDIS_REPLY_STRING) {
@@ -1332,11 +1305,6 @@ int rq_due_peek(struct rq *q, int64_t *now_r, int64_t first_r[RK_SHARDS])
 	for (i = 0; i < 1 + RK_SHARDS; i++)
 		freeReplyObject(r[i]);
 	return rc;
-io:
-	rq_set_error(q, "redis: %s while peeking at the due sets",
-	             q->c->err != 0 ? q->c->errstr : "no reply");
-	rq_drop(q);
-	return -1;
 }
 
 int rq_stats(struct rq *q, struct rq_stats *stats_r)
@@ -1424,29 +1392,4 @@ int rq_addr_parse(const char *spec, char *host, size_t hostsize, int *port_r, co
 		*port_r = (int)port;
 	}
 	return 0;
-}
-
-redisContext *rq_redis_connect(const char *spec, unsigned timeout_ms, const char **error_r)
-{
-	struct timeval tv = {(time_t)(timeout_ms / 1000), (suseconds_t)(timeout_ms % 1000) * 1000};
-	static _Thread_local char err[RQ_ERROR_MAX];
-	char host[256];
-	const char *unix_path;
-	redisContext *c;
-	int port;
-
-	if (rq_addr_parse(spec, host, sizeof(host), &port, &unix_path) < 0) {
-		*error_r = "bad Redis address (expected HOST:PORT or a socket path)";
-		return NULL;
-	}
-	c = unix_path != NULL ? redisConnectUnixWithTimeout(unix_path, tv)
-	                      : redisConnectWithTimeout(host, port, tv);
-	if (c == NULL || c->err) {
-		snprintf(err, sizeof(err), "%s", c != NULL ? c->errstr : "out of memory");
-		redisFree(c);
-		*error_r = err;
-		return NULL;
-	}
-	redisSetTimeout(c, tv);
-	return c;
 }

@@ -30,6 +30,7 @@
 #include "imapferry/log.h"
 #include "imapferry/resp.h"
 #include "imapferry/rkeys.h"
+#include "imapferry/rnodes.h"
 #include "imapferry/rqueue.h"
 #include "imapferry/xalloc.h"
 #include "msgs.h"
@@ -1256,7 +1257,7 @@ static redisReply *hints_fetch(struct sy_run *r)
 	if (r->o->redis == NULL || r->o->acc[0].user == NULL ||
 	    rk_key_hint(key, sizeof(key), r->o->acc[0].user) < 0 ||
 	    ((c = sy_state_redis(r->st)) == NULL &&
-	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) == NULL))
+	     (c = own = rn_connect_for_key(r->o->redis, key, 2000, &err)) == NULL))
 		return NULL;
 	rep = redisCommand(c, "LRANGE %s 0 -1", key);
 	if (own != NULL)
@@ -1525,7 +1526,7 @@ static void hints_forget(struct sy_run *r, struct hints_used *used)
 
 	if (used->n > 0 && rk_key_hint(key, sizeof(key), r->o->acc[0].user) >= 0 &&
 	    ((c = sy_state_redis(r->st)) != NULL ||
-	     (c = own = rq_redis_connect(r->o->redis, 2000, &err)) != NULL)) {
+	     (c = own = rn_connect_for_key(r->o->redis, key, 2000, &err)) != NULL)) {
 		for (size_t k = 0; k < used->n; k++)
 			redisAppendCommand(c, "LREM %s 0 %s", key, used->line[k]);
 		for (size_t k = 0; k < used->n; k++) {

@@ -1468,10 +1468,12 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 		fprintf(stderr, "Redis %s: %s\n", o->redis, error);
 		return 1;
 	}
-	if (rq_is_cluster(d.q) == 1) {
+	if (rq_is_cluster(d.q) == 1 && o->notifystatus != NULL) {
+		/* Keyspace notifications are per node, and Dovecot's redis dict
+		 * does not follow a cluster's redirections either. */
 		fprintf(stderr,
-		        "Redis %s is a Redis Cluster node: imapferry needs a standalone Redis (its "
-		        "keys carry hash tags, but it does not follow a cluster's redirections)\n",
+		        "Redis %s is a Redis Cluster node: --notifystatus needs a standalone Redis "
+		        "(Dovecot's notify_status writes to one Redis)\n",
 		        o->redis);
 		rq_close(&d.q);
 		return 1;

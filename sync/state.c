@@ -29,6 +29,7 @@
 
 #include "imapferry/resp.h"
 #include "imapferry/rkeys.h"
+#include "imapferry/rnodes.h"
 #include "imapferry/rqueue.h"
 #include "imapferry/xalloc.h"
 #include "sync.h"
@@ -736,22 +737,19 @@ static int save_file(struct sy_run *r, struct sy_state *s)
 
 #define PAIR_FIELD "_pair"
 
-/* For an error reply a Redis Cluster node gives for a key of another node:
- * what to do about it (the clients here do not follow redirections). */
-static const char *redis_cluster_hint(const redisReply *rep)
-{
-	if (rep != NULL && rep->type == REDIS_REPLY_ERROR &&
-	    (strncmp(rep->str, "MOVED ", 6) == 0 || strncmp(rep->str, "ASK ", 4) == 0))
-		return "; this Redis is a Redis Cluster node, and imapferry needs a standalone "
-		       "Redis (it does not follow a cluster's redirections)";
-	return "";
-}
-
+/* A connection to the Redis node that holds the user's keys: every key of
+ * the state shares the user's shard tag, so with a Redis Cluster the node
+ * that serves the state key serves them all (rnodes.h). */
 static redisContext *redis_open(struct sy_run *r)
 {
 	const char *error;
-	redisContext *c = rq_redis_connect(r->o->redis, 2000, &error);
+	char key[1024];
+	redisContext *c = NULL;
 
+	if (rk_key_state(key, sizeof(key), r->o->acc[0].user != NULL ? r->o->acc[0].user : "") < 0)
+		error = "user name too long";
+	else
+		c = rn_connect_for_key(r->o->redis, key, 2000, &error);
 	if (c == NULL)
 		sy_out(r, "State: cannot reach Redis at %s (%s)", r->o->redis, error);
 	return c;
@@ -792,11 +790,10 @@ static void load_redis(struct sy_run *r, struct sy_state *s)
 	}
 	rep = redisCommand(c, "HGETALL %s", key);
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
-		sy_out(r, "State: cannot read %s (%s%s): a full pass over every folder", s->path,
+		sy_out(r, "State: cannot read %s (%s): a full pass over every folder", s->path,
 		       rep == NULL                      ? c->errstr
 		       : rep->type == REDIS_REPLY_ERROR ? rep->str
-		                                        : "not a hash",
-		       redis_cluster_hint(rep));
+		                                        : "not a hash");
 		goto out;
 	}
 	for (size_t i = 0; i + 1 < rep->elements; i += 2) {
@@ -1137,8 +1134,7 @@ static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, 
 			ok = 0;
 		if (rep->type == REDIS_REPLY_ERROR) {
 			if (ok) /* the first error says why */
-				snprintf(why, sizeof(why), "%s%s", rep->str,
-				         redis_cluster_hint(rep));
+				snprintf(why, sizeof(why), "%s", rep->str);
 			ok = 0;
 		}
 		freeReplyObject(rep);

@@ -68,6 +68,16 @@ enum rk_prio { RK_PRIO_HIGH, RK_PRIO_LOW, RK_PRIO_COUNT };
 uint16_t rk_crc16(const void *data, size_t len);
 /* The user's shard: rk_crc16(user) % RK_SHARDS. */
 unsigned rk_shard(const char *user);
+/* Redis Cluster's hash slot of key[0..len) (0..RK_SLOTS-1): CRC16 of the
+ * hash tag, the bytes between the first '{' and the next '}' when there are
+ * any, else of the whole key. Every key of shard s has the tag "{s}", so all
+ * of them share rk_shard_slot(s). */
+#define RK_SLOTS 16384u
+unsigned rk_key_slot(const char *key, size_t len);
+unsigned rk_shard_slot(unsigned shard);
+/* The slot of rep:route:<user> (untagged: unless the user's name holds a
+ * tag of its own, another slot than the user's shard keys). */
+unsigned rk_route_slot(const char *user);
 
 /* "rep:{s}:due", "rep:{s}:inflight", "rep:{s}:owner", "rep:{s}:fence",
  * "rep:{s}:poll" for shard s. */

@@ -255,13 +255,16 @@ int rq_last_full(struct rq *q, const char *user);
 
 /*
  * 1 when the Redis is a Redis Cluster node (INFO cluster: cluster_enabled:1),
- * 0 when it is a standalone one, -1 on error. The keys carry hash tags, but
- * no client here follows a cluster's MOVED or ASK redirections, so a
- * daemon refuses a cluster node at start rather than fail key by key.
+ * 0 when it is a standalone one, -1 on error. Either works: commands go to
+ * the node that serves their key's slot (rnodes.h), found by following the
+ * cluster's MOVED redirections.
  */
 int rq_is_cluster(struct rq *q);
-/* Connections made so far (1 after rq_open()): a caller that sees it grow
- * knows Redis went away meanwhile, perhaps losing data (a restart). */
+/* Redis nodes this queue has talked to (1 for a standalone Redis). */
+unsigned rq_nodes(const struct rq *q);
+/* Connections made so far, to any node (1 after rq_open()): a caller that
+ * sees it grow knows Redis went away meanwhile, perhaps losing data (a
+ * restart). */
 unsigned long rq_connects(const struct rq *q);
 
 /*
@@ -284,10 +287,5 @@ int rq_stats(struct rq *q, struct rq_stats *stats_r);
 /* "HOST:PORT" (port 6379 when absent) or "/socket/path" (*unix_r points
  * into spec). 0, or -1 on a malformed address. */
 int rq_addr_parse(const char *spec, char *host, size_t hostsize, int *port_r, const char **unix_r);
-struct redisContext;
-/* A blocking hiredis connection to spec (rq_addr_parse()), timeout_ms for
- * the connect and every read and write. NULL with *error_r (valid until the
- * next call in this thread). Free with redisFree(). */
-struct redisContext *rq_redis_connect(const char *spec, unsigned timeout_ms, const char **error_r);
 
 #endif

@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
-"""A Redis Cluster node given as --redis (issue 6): imapferry's keys carry
-hash tags, but its clients do not follow a cluster's MOVED or ASK
-redirections, so it says so instead of failing key by key in silence.
+"""imapferry on a Redis Cluster (issue 6): every key of a user carries the
+hash tag of the user's shard, and every client follows the cluster's MOVED
+redirections (lib/rnodes.c), so --redis may name any node of a cluster.
 
-Two redis-server cluster nodes of the test's own (slots 0-8191 on A,
-8192-16383 on B, met), user erin (the harness's):
+Three redis-server cluster nodes of the test's own, the slots laid out so
+that user erin's shard keys live on B, user leo's on C, and the daemon and
+the one-shot sync are given A (every command for erin or leo is first
+redirected):
 
-  1. the daemon pointed at A refuses to start: exit 1 and a message that
-     names the Redis Cluster and what to use instead (a standalone Redis);
-  2. a one-shot sync with --redis A for a user whose keys live on B still
-     syncs (a full pass, as without state) and prints Redis's own MOVED
-     reply with the same advice, both for the state's read and its write;
-  3. the daemon pointed at a standalone Redis starts (the check does not
-     refuse everything).
+  1. the daemon's bulk start syncs both users (claims, leases, state and
+     maps on the users' own nodes: checked there), and a mark written where
+     the proxy writes it (the due set on B) is synced again at once;
+  2. a one-shot sync given node C for erin reads the state the daemon left
+     on B (no full pass: "nothing to do") and writes it back there;
+  3. the proxy given node A: a message APPENDed through it reaches the
+     destination through the marks (on erin's node) and the daemon, and its
+     route lookup (rep:route:<user>, on yet another node) answers;
+  4. the daemon refuses --notifystatus with a cluster (Dovecot's
+     notify_status writes to one standalone Redis).
 
-Needs FERRY_ENV_DIR and FERRY_SYNC.
+Needs FERRY_ENV_DIR, FERRY_SYNC and FERRY_PROXY.
 """
 
 import atexit
+import imaplib
 import os
 import shutil
 import signal
@@ -31,106 +37,157 @@ from private_redis import PrivateRedis, free_port
 
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
+PROXY = os.environ["FERRY_PROXY"]
 WORKDIR = tempfile.mkdtemp(prefix="ferry-cluster-test-")
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
-ADVICE = "imapferry needs a standalone Redis"
+USERS = ("erin", "leo")
 
 
-def cluster_node(port_hint):
-    conf = f"nodes-{port_hint}.conf"
+def crc16(data):
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def shard_slot(user):
+    return crc16(str(fh.shard(user)).encode()) & 16383
+
+
+def cluster_node(name):
     # the bus port a free one of its own (by default port + 10000, which
     # can be taken or past 65535)
     bus = free_port()
     node = PrivateRedis(WORKDIR, extra_args=["--cluster-enabled", "yes",
-                                             "--cluster-config-file", conf,
+                                             "--cluster-config-file", f"nodes-{name}.conf",
                                              "--cluster-port", str(bus)])
     node.bus = bus
     return node
+
+
+def message(n):
+    return (f"From: a@example.org\r\nTo: erin@example.org\r\nSubject: cluster {n}\r\n"
+            f"Message-Id: <cluster-{n}@example.org>\r\n\r\nbody {n}\r\n").encode()
 
 
 class RedisCluster(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.a = cls.b = None
+        cls.nodes = []
+        cls.daemon = None
         try:
-            cls.a = cluster_node("a")
-            cls.b = cluster_node("b")
-            cls.a.cli("CLUSTER", "ADDSLOTSRANGE", "0", "8191")
-            cls.b.cli("CLUSTER", "ADDSLOTSRANGE", "8192", "16383")
-            cls.a.cli("CLUSTER", "MEET", fh.HOST, str(cls.b.port), str(cls.b.bus))
+            cls.a, cls.b, cls.c = (cluster_node(n) for n in "abc")
+            cls.nodes = [cls.a, cls.b, cls.c]
+            erin, leo = shard_slot("erin"), shard_slot("leo")
+            assert erin != leo
+            # B: erin's shard slot, C: leo's, A: everything else
+            cls.b.cli("CLUSTER", "ADDSLOTS", str(erin))
+            cls.c.cli("CLUSTER", "ADDSLOTS", str(leo))
+            rest = [s for s in range(16384) if s not in (erin, leo)]
+            runs, start = [], rest[0]
+            for prev, cur in zip(rest, rest[1:] + [None]):
+                if cur != prev + 1:
+                    runs += [str(start), str(prev)]
+                    start = cur
+            cls.a.cli("CLUSTER", "ADDSLOTSRANGE", *runs)
+            for n in (cls.b, cls.c):
+                cls.a.cli("CLUSTER", "MEET", fh.HOST, str(n.port), str(n.bus))
             deadline = time.monotonic() + 30
-            while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in (cls.a, cls.b)):
+            while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in cls.nodes):
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the two-node cluster did not form")
+                    raise RuntimeError("the three-node cluster did not form")
                 time.sleep(0.1)
+            for user in USERS:
+                for side in ("src", "dst"):
+                    fh.wipe(ENV, side, user)
+            fh.populate(ENV, "src", "erin", "small", seed=61)
+            fh.populate(ENV, "src", "leo", "small", seed=62)
+            cls.users = os.path.join(WORKDIR, "users")
+            with open(cls.users, "w") as f:
+                f.write("\n".join(USERS) + "\n")
+            cls.log_path = os.path.join(WORKDIR, "daemon.log")
+            with open(cls.log_path, "ab") as log:
+                cls.daemon = subprocess.Popen(
+                    [SYNC, "--daemon", "--redis", f"{fh.HOST}:{cls.a.port}", "--users",
+                     cls.users, "--workers", "2", "--poll", "600", "--pollactive", "3600",
+                     "--tmpdir", WORKDIR, *ENV.master_sync_args()],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except BaseException:
             cls.tearDownClass()
             raise
 
     @classmethod
     def tearDownClass(cls):
-        for n in (cls.a, cls.b):
-            if n is not None:
-                n.stop()
+        if cls.daemon is not None and cls.daemon.poll() is None:
+            cls.daemon.send_signal(signal.SIGTERM)
+            try:
+                cls.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(cls.daemon.pid, signal.SIGKILL)
+                cls.daemon.wait()
+        for n in cls.nodes:
+            n.stop()
 
-    def daemon(self, redis_port, users_file):
-        return subprocess.Popen(
-            [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis_port}", "--users", users_file,
-             "--workers", "1", "--poll", "600", "--tmpdir", WORKDIR, *ENV.master_sync_args()],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
+    @classmethod
+    def log(cls):
+        with open(cls.log_path, errors="replace") as f:
+            return f.read()
 
-    def users_file(self):
-        path = os.path.join(WORKDIR, "users")
-        with open(path, "w") as f:
-            f.write("erin\n")
-        return path
+    def wait_identical(self, user, timeout=60):
+        deadline = time.monotonic() + timeout
+        while True:
+            diffs = fh.compare(ENV, user, "src", user, "dst")
+            if not diffs:
+                return
+            if self.daemon.poll() is not None or time.monotonic() > deadline:
+                self.fail(f"{user} differs: {diffs[:5]}\n{self.log()[-3000:]}")
+            time.sleep(0.2)
 
-    def test_1_daemon_refuses_a_cluster_node(self):
-        p = self.daemon(self.a.port, self.users_file())
+    def test_1_daemon_syncs_users_on_other_nodes(self):
+        for user in USERS:
+            self.wait_identical(user)
+        # the state sits on the user's own node, nothing of it on A
+        for user, node in (("erin", self.b), ("leo", self.c)):
+            key = f"rep:{{{fh.shard(user)}}}:st:{user}"
+            self.assertEqual("1", node.cli("EXISTS", key), user)
+            self.assertIn("INBOX", node.cli("HKEYS", key), user)
+        self.assertEqual("0", self.a.cli("DBSIZE"))
+        # a change, marked as the proxy marks it: on erin's node
+        imap = ENV.imap("src", "erin")
         try:
-            out, _ = p.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()
-            self.fail("the daemon started on a Redis Cluster node")
-        self.assertEqual(1, p.returncode, out)
-        self.assertIn("is a Redis Cluster node", out)
-        self.assertIn(ADVICE, out)
+            fh.imap_check(imap.append("INBOX", None, None, message(1)), "APPEND")
+        finally:
+            imap.logout()
+        self.b.cli("ZADD", f"rep:{{{fh.shard('erin')}}}:due", "0", "erin\tINBOX")
+        self.wait_identical("erin", timeout=20)
+        self.assertNotIn("MOVED", self.log())
 
-    def test_2_sync_names_the_redirection(self):
-        key = f"rep:{{{fh.shard('erin')}}}:st:erin"
-        slot = int(self.a.cli("CLUSTER", "KEYSLOT", key))
-        # the key on the node not given (the user's shard decides)
-        wrong = self.a if slot >= 8192 else self.b
+    def test_2_one_shot_sync_follows_the_cluster(self):
+        self.wait_identical("erin")
         r = subprocess.run(
             [SYNC, *ENV.master_sync_args(), "--user1", "erin", "--user2", "erin",
-             "--redis", f"{fh.HOST}:{wrong.port}", "--nolog", "--pidfile", "",
+             "--redis", f"{fh.HOST}:{self.c.port}", "--nolog", "--pidfile", "",
              "--nofoldersizes"],
             capture_output=True, text=True, timeout=120)
         out = r.stdout + r.stderr
         self.assertEqual(0, r.returncode, out[-3000:])
-        self.assertRegex(out, r"State: cannot read redis \S+ key " + key.replace("{", r"\{")
-                         .replace("}", r"\}") + r" \(MOVED \d+ ")
-        self.assertRegex(out, r"State: cannot write redis \S+ key \S+: MOVED \d+ ")
-        self.assertEqual(2, out.count(ADVICE), out[-3000:])
+        self.assertNotIn("State: cannot", out)
+        self.assertNotIn("MOVED", out)
+        self.assertIn("Messages transferred                    : 0", out)
+        self.assertRegex(out, r"State file is redis \S+ key rep:\{%d\}:st:erin" % fh.shard("erin"))
 
-    def test_3_daemon_starts_on_a_standalone_redis(self):
-        solo = PrivateRedis(WORKDIR)
-        p = self.daemon(solo.port, self.users_file())
-        try:
-            time.sleep(2)
-            self.assertIsNone(p.poll(), p.communicate()[0] if p.poll() is not None else "")
-        finally:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.communicate(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.communicate()
-            solo.stop()
+    def test_4_notifystatus_refused(self):
+        p = subprocess.run(
+            [SYNC, "--daemon", "--redis", f"{fh.HOST}:{self.a.port}", "--users", self.users,
+             "--notifystatus", "dovecot:", "--tmpdir", WORKDIR, *ENV.master_sync_args()],
+            capture_output=True, text=True, timeout=30)
+        out = p.stdout + p.stderr
+        self.assertEqual(1, p.returncode, out)
+        self.assertIn("--notifystatus needs a standalone Redis", out)
 
 
 if __name__ == "__main__":

@@ -1327,14 +1327,20 @@ static void test_names_roundtrip(void **state)
 	rq_close(&q);
 }
 
-/* rq_is_cluster(): 0 on this test's standalone redis-server (the daemon
- * refuses a cluster node; test_redis_cluster.py covers that side). */
+/* rq_is_cluster(): 0 on this test's standalone redis-server, and a
+ * standalone Redis is one node whatever the keys (test_redis_cluster.py
+ * covers a cluster). */
 static void test_not_cluster(void **state)
 {
 	struct rq *q = queue_open();
+	struct rq_stats st;
 
 	(void)state;
 	assert_int_equal(rq_is_cluster(q), 0);
+	assert_int_equal(rq_stats(q, &st), 0);
+	assert_int_equal(rq_mark(q, "bob", "INBOX", 0), 0);
+	assert_int_equal(rq_nodes(q), 1);
+	assert_int_equal(rq_connects(q), 1);
 	rq_close(&q);
 }
 

@@ -351,6 +351,44 @@ static void test_route_state(void **state)
 }
 
 /* rq_addr_parse(): the --redis spelling every program shares. */
+/* rk_key_slot(): Redis Cluster's slots, as `redis-cli CLUSTER KEYSLOT`
+ * printed them (redis-server 7.0): hash tags, "{}" (no tag: the whole key),
+ * only the first "{...}", an unclosed brace. */
+static void test_key_slot(void **state)
+{
+	static const struct {
+		const char *key;
+		unsigned slot;
+	} cases[] = {
+	        {"foo", 12182},          {"bar", 5061},
+	        {"hello", 866},          {"{user1000}.following", 3443},
+	        {"a{}b", 13694},         {"{}{x}", 3257},
+	        {"x{y}{z}", 12222},      {"rep:{3}:due", 1584},
+	        {"rep:route:bob", 3916}, {"{", 4092},
+	        {"a{b", 13340},
+	};
+	char key[256];
+	size_t i;
+	unsigned s;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		assert_int_equal(rk_key_slot(cases[i].key, strlen(cases[i].key)), cases[i].slot);
+	assert_int_equal(rk_route_slot("bob"), 3916);
+	/* every key of a shard is in the shard's slot */
+	for (s = 0; s < RK_SHARDS; s++) {
+		rk_key_due(key, sizeof(key), s);
+		assert_int_equal(rk_key_slot(key, strlen(key)), rk_shard_slot(s));
+		rk_key_poll(key, sizeof(key), s);
+		assert_int_equal(rk_key_slot(key, strlen(key)), rk_shard_slot(s));
+	}
+	rk_key_state(key, sizeof(key), "bob");
+	assert_int_equal(rk_key_slot(key, strlen(key)), rk_shard_slot(rk_shard("bob")));
+	rk_key_map(key, sizeof(key), "bob", "a{b}c");
+	assert_int_equal(rk_key_slot(key, strlen(key)), rk_shard_slot(rk_shard("bob")));
+	assert_int_equal(rk_shard_slot(3), 1584);
+}
+
 static void test_addr_parse(void **state)
 {
 	static const struct {
@@ -403,6 +441,7 @@ int main(void)
 	        cmocka_unit_test(test_member_roundtrip),
 	        cmocka_unit_test(test_folder_canon),
 	        cmocka_unit_test(test_route_state),
+	        cmocka_unit_test(test_key_slot),
 	        cmocka_unit_test(test_addr_parse),
 	};
 

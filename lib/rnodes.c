@@ -1,0 +1,437 @@
+/* rnodes.c - see include/imapferry/rnodes.h */
+#include "imapferry/rnodes.h"
+
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "imapferry/rkeys.h"
+#include "imapferry/rqueue.h"
+
+struct rn_node {
+	char *host; /* NULL with unix_path for the configured socket */
+	char *unix_path;
+	int port;
+	redisContext *c;
+};
+
+struct rnodes {
+	unsigned timeout_ms;
+	struct rn_node node[RN_NODES_MAX];
+	unsigned n;
+	unsigned dflt; /* where a slot nobody taught us goes */
+	/* slot -> node index + 1; 0: unknown (dflt). Allocated at the first
+	 * redirection: a standalone Redis never needs it. */
+	uint8_t *slot_node;
+	unsigned long connects;
+	char err[RN_ERROR_MAX];
+};
+
+static void rn_set_error(struct rnodes *rn, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void rn_set_error(struct rnodes *rn, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rn->err, sizeof(rn->err), fmt, ap);
+	va_end(ap);
+}
+
+const char *rn_error(const struct rnodes *rn)
+{
+	return rn != NULL ? rn->err : "no Redis";
+}
+
+static void node_where(const struct rn_node *nd, char *buf, size_t size)
+{
+	if (nd->unix_path != NULL)
+		snprintf(buf, size, "%s", nd->unix_path);
+	else
+		snprintf(buf, size, "%s:%d", nd->host, nd->port);
+}
+
+/* Opens a context to host:port or unix_path; NULL with a message in err. */
+static redisContext *ctx_open(const char *host, int port, const char *unix_path,
+                              unsigned timeout_ms, char *err, size_t err_size)
+{
+	struct timeval tv;
+	redisContext *c;
+
+	tv.tv_sec = (time_t)(timeout_ms / 1000u);
+	tv.tv_usec = (suseconds_t)(timeout_ms % 1000u) * 1000;
+	c = unix_path != NULL ? redisConnectUnixWithTimeout(unix_path, tv)
+	                      : redisConnectWithTimeout(host, port, tv);
+	if (c == NULL) {
+		snprintf(err, err_size, "redis: out of memory");
+		return NULL;
+	}
+	if (c->err == 0 && redisSetTimeout(c, tv) != REDIS_OK && c->err == 0)
+		c->err = REDIS_ERR_IO;
+	if (c->err != 0) {
+		if (unix_path != NULL)
+			snprintf(err, err_size, "redis %s: %s", unix_path, c->errstr);
+		else
+			snprintf(err, err_size, "redis %s:%d: %s", host, port, c->errstr);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Nonzero when the idle connection has something to read: the server closed
+ * it (a restart, an idle timeout) or sent what nobody asked for. */
+static int ctx_stale(const redisContext *c)
+{
+	struct pollfd p;
+
+	p.fd = c->fd;
+	p.events = POLLIN;
+	p.revents = 0;
+	return poll(&p, 1, 0) != 0;
+}
+
+static void node_close(struct rn_node *nd)
+{
+	if (nd->c != NULL)
+		redisFree(nd->c);
+	nd->c = NULL;
+}
+
+/* Forgets what was learned about node i: its slots go back to dflt, and
+ * when i is dflt, another node with a connection becomes dflt. */
+static void node_forget(struct rnodes *rn, unsigned i)
+{
+	unsigned s;
+
+	if (rn->slot_node != NULL)
+		for (s = 0; s < RK_SLOTS; s++)
+			if (rn->slot_node[s] == i + 1)
+				rn->slot_node[s] = 0;
+	if (rn->dflt == i && rn->n > 1)
+		rn->dflt = (i + 1) % rn->n;
+}
+
+/* Node i connected: 0, or -1 with the error set. */
+static int node_ensure(struct rnodes *rn, unsigned i)
+{
+	struct rn_node *nd = &rn->node[i];
+
+	if (nd->c != NULL && nd->c->err == 0 && !ctx_stale(nd->c))
+		return 0;
+	node_close(nd);
+	nd->c = ctx_open(nd->host, nd->port, nd->unix_path, rn->timeout_ms, rn->err,
+	                 sizeof(rn->err));
+	if (nd->c == NULL)
+		return -1;
+	rn->connects++;
+	return 0;
+}
+
+/* The node index at host:port, added when new; -1 when the table is full. */
+static int node_find_add(struct rnodes *rn, const char *host, size_t hl, int port)
+{
+	unsigned i;
+
+	for (i = 0; i < rn->n; i++)
+		if (rn->node[i].host != NULL && rn->node[i].port == port &&
+		    strlen(rn->node[i].host) == hl && memcmp(rn->node[i].host, host, hl) == 0)
+			return (int)i;
+	if (rn->n >= RN_NODES_MAX)
+		return -1;
+	rn->node[rn->n].host = strndup(host, hl);
+	if (rn->node[rn->n].host == NULL)
+		return -1;
+	rn->node[rn->n].port = port;
+	return (int)rn->n++;
+}
+
+/*
+ * Parses "MOVED <slot> <host>:<port>" / "ASK ..." (ask_r: 1 for ASK); the
+ * host may be "[v6]" or a bare v6 address (the port is after the last
+ * colon). 0 or -1 when r is no redirection.
+ */
+static int redirect_parse(const redisReply *r, int *ask_r, unsigned *slot_r, const char **host_r,
+                          size_t *hl_r, int *port_r)
+{
+	const char *p, *end, *colon, *sp;
+	char *e;
+	long v;
+
+	if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL)
+		return -1;
+	if (r->len > 6 && memcmp(r->str, "MOVED ", 6) == 0) {
+		*ask_r = 0;
+		p = r->str + 6;
+	} else if (r->len > 4 && memcmp(r->str, "ASK ", 4) == 0) {
+		*ask_r = 1;
+		p = r->str + 4;
+	} else {
+		return -1;
+	}
+	end = r->str + r->len;
+	v = strtol(p, &e, 10);
+	if (e == p || *e != ' ' || v < 0 || v >= (long)RK_SLOTS)
+		return -1;
+	*slot_r = (unsigned)v;
+	p = e + 1;
+	sp = memchr(p, ' ', (size_t)(end - p));
+	if (sp != NULL)
+		end = sp;
+	colon = NULL;
+	for (sp = p; sp < end; sp++)
+		if (*sp == ':')
+			colon = sp;
+	if (colon == NULL || colon == p || colon + 1 >= end)
+		return -1;
+	v = strtol(colon + 1, &e, 10);
+	if (e != end || v <= 0 || v > 65535)
+		return -1;
+	*port_r = (int)v;
+	if (*p == '[' && colon[-1] == ']') {
+		p++;
+		*hl_r = (size_t)(colon - 1 - p);
+	} else {
+		*hl_r = (size_t)(colon - p);
+	}
+	*host_r = p;
+	return *hl_r > 0 ? 0 : -1;
+}
+
+/* Learns or notes a redirection: the node index to send to, or -1. */
+static int redirect_take(struct rnodes *rn, const redisReply *r, int *ask_r)
+{
+	const char *host;
+	size_t hl;
+	unsigned slot;
+	int port, i;
+
+	if (redirect_parse(r, ask_r, &slot, &host, &hl, &port) < 0)
+		return -1;
+	if ((i = node_find_add(rn, host, hl, port)) < 0) {
+		rn_set_error(rn, "redis: too many cluster nodes (more than %u)", RN_NODES_MAX);
+		return -1;
+	}
+	if (!*ask_r) {
+		if (rn->slot_node == NULL && (rn->slot_node = calloc(RK_SLOTS, 1)) == NULL) {
+			rn_set_error(rn, "redis: out of memory");
+			return -1;
+		}
+		rn->slot_node[slot] = (uint8_t)(i + 1);
+	}
+	return i;
+}
+
+int rn_redirected(struct rnodes *rn, const redisReply *r)
+{
+	int ask;
+
+	return redirect_take(rn, r, &ask) >= 0;
+}
+
+/* The node for slot, connected; -1 with the error set. A node that cannot
+ * be reached is forgotten and the next candidate tried. */
+static int node_for(struct rnodes *rn, unsigned slot)
+{
+	unsigned tries;
+
+	for (tries = 0; tries <= rn->n; tries++) {
+		unsigned i = rn->slot_node != NULL && rn->slot_node[slot] != 0
+		                     ? rn->slot_node[slot] - 1u
+		                     : rn->dflt;
+
+		if (node_ensure(rn, i) == 0)
+			return (int)i;
+		if (rn->n == 1)
+			return -1;
+		node_forget(rn, i);
+	}
+	return -1;
+}
+
+redisContext *rn_ctx(struct rnodes *rn, unsigned slot)
+{
+	int i = node_for(rn, slot & (RK_SLOTS - 1));
+
+	return i < 0 ? NULL : rn->node[i].c;
+}
+
+void rn_drop(struct rnodes *rn, redisContext *c)
+{
+	unsigned i;
+
+	for (i = 0; i < rn->n; i++)
+		if (rn->node[i].c == c && c != NULL) {
+			node_close(&rn->node[i]);
+			if (rn->n > 1)
+				node_forget(rn, i);
+		}
+}
+
+redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const char **argv,
+                            const size_t *lens, int resend)
+{
+	unsigned redirects = 0;
+	int io_errors = 0, ask = 0, target = -1;
+
+	slot &= RK_SLOTS - 1;
+	for (;;) {
+		struct rn_node *nd;
+		redisReply *r;
+		int i;
+
+		if (target >= 0) {
+			i = node_ensure(rn, (unsigned)target) == 0 ? target : -1;
+		} else {
+			i = node_for(rn, slot);
+		}
+		if (i < 0)
+			return NULL;
+		nd = &rn->node[i];
+		if (ask) {
+			r = redisCommand(nd->c, "ASKING");
+			freeReplyObject(r);
+		}
+		r = redisCommandArgv(nd->c, argc, argv, lens);
+		if (r == NULL) {
+			char where[300];
+
+			node_where(nd, where, sizeof(where));
+			rn_set_error(rn, "redis %s: %s while sending %s", where,
+			             nd->c->err != 0 ? nd->c->errstr : "no reply", argv[0]);
+			rn_drop(rn, nd->c);
+			if (!resend || ++io_errors > 1)
+				return NULL;
+			target = -1;
+			ask = 0;
+			continue;
+		}
+		if (r->type == REDIS_REPLY_ERROR && redirects < RN_REDIRECTS_MAX) {
+			int next = redirect_take(rn, r, &ask);
+
+			if (next >= 0) {
+				redirects++;
+				freeReplyObject(r);
+				target = next;
+				continue;
+			}
+		}
+		return r;
+	}
+}
+
+unsigned long rn_connects(const struct rnodes *rn)
+{
+	return rn->connects;
+}
+
+unsigned rn_nodes(const struct rnodes *rn)
+{
+	return rn->n;
+}
+
+struct rnodes *rn_open(const char *host, int port, const char *unix_path, unsigned timeout_ms,
+                       const char **error_r)
+{
+	static _Thread_local char open_err[RN_ERROR_MAX];
+	struct rnodes *rn;
+
+	if ((unix_path == NULL && host == NULL) || timeout_ms == 0) {
+		*error_r = "redis: no address or no timeout";
+		return NULL;
+	}
+	if ((rn = calloc(1, sizeof(*rn))) == NULL) {
+		*error_r = "redis: out of memory";
+		return NULL;
+	}
+	rn->timeout_ms = timeout_ms;
+	rn->n = 1;
+	rn->node[0].port = port;
+	rn->node[0].host = host != NULL && unix_path == NULL ? strdup(host) : NULL;
+	rn->node[0].unix_path = unix_path != NULL ? strdup(unix_path) : NULL;
+	if (rn->node[0].host == NULL && rn->node[0].unix_path == NULL) {
+		rn_close(&rn);
+		*error_r = "redis: out of memory";
+		return NULL;
+	}
+	if (node_ensure(rn, 0) < 0) {
+		snprintf(open_err, sizeof(open_err), "%s", rn->err);
+		rn_close(&rn);
+		*error_r = open_err;
+		return NULL;
+	}
+	return rn;
+}
+
+struct rnodes *rn_open_spec(const char *spec, unsigned timeout_ms, const char **error_r)
+{
+	char host[256];
+	const char *unix_path;
+	int port;
+
+	if (rq_addr_parse(spec, host, sizeof(host), &port, &unix_path) < 0) {
+		*error_r = "bad Redis address (expected HOST:PORT or a socket path)";
+		return NULL;
+	}
+	return rn_open(unix_path != NULL ? NULL : host, port, unix_path, timeout_ms, error_r);
+}
+
+void rn_close(struct rnodes **rnp)
+{
+	struct rnodes *rn = rnp != NULL ? *rnp : NULL;
+	unsigned i;
+
+	if (rn == NULL)
+		return;
+	for (i = 0; i < rn->n; i++) {
+		node_close(&rn->node[i]);
+		free(rn->node[i].host);
+		free(rn->node[i].unix_path);
+	}
+	free(rn->slot_node);
+	free(rn);
+	*rnp = NULL;
+}
+
+redisContext *rn_connect_for_key(const char *spec, const char *key, unsigned timeout_ms,
+                                 const char **error_r)
+{
+	static _Thread_local char err[RN_ERROR_MAX];
+	const char *argv[2] = {"EXISTS", key};
+	struct rnodes *rn = rn_open_spec(spec, timeout_ms, error_r);
+	redisContext *c;
+	redisReply *r;
+	unsigned slot;
+	int i;
+
+	if (rn == NULL)
+		return NULL;
+	slot = rk_key_slot(key, strlen(key));
+	r = rn_command_argv(rn, slot, 2, argv, NULL, 1);
+	if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+		snprintf(err, sizeof(err), "%s", r != NULL ? r->str : rn->err);
+		freeReplyObject(r);
+		rn_close(&rn);
+		*error_r = err;
+		return NULL;
+	}
+	freeReplyObject(r);
+	/* the node that answered holds the connection: hand it over */
+	i = node_for(rn, slot);
+	if (i < 0) {
+		snprintf(err, sizeof(err), "%s", rn->err);
+		rn_close(&rn);
+		*error_r = err;
+		return NULL;
+	}
+	c = rn->node[i].c;
+	rn->node[i].c = NULL;
+	rn_close(&rn);
+	return c;
+}
