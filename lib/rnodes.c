@@ -152,32 +152,43 @@ static int node_find_add(struct rnodes *rn, const char *host, size_t hl, int por
 	return (int)rn->n++;
 }
 
-/*
- * Parses "MOVED <slot> <host>:<port>" / "ASK ..." (ask_r: 1 for ASK); the
- * host may be "[v6]" or a bare v6 address (the port is after the last
- * colon). 0 or -1 when r is no redirection.
- */
-static int redirect_parse(const redisReply *r, int *ask_r, unsigned *slot_r, const char **host_r,
-                          size_t *hl_r, int *port_r)
+/* Decimal digits p[0..end) up to max: the value, or -1. Stops at the first
+ * non-digit (*stop_r). */
+static long dec(const char *p, const char *end, long max, const char **stop_r)
 {
-	const char *p, *end, *colon, *sp;
-	char *e;
+	long v = 0;
+	const char *q = p;
+
+	while (q < end && *q >= '0' && *q <= '9') {
+		v = v * 10 + (*q - '0');
+		if (v > max)
+			return -1;
+		q++;
+	}
+	*stop_r = q;
+	return q == p ? -1 : v;
+}
+
+int rn_redirect_parse(const char *str, size_t len, int *ask_r, unsigned *slot_r,
+                      const char **host_r, size_t *hl_r, int *port_r)
+{
+	const char *p, *end, *colon, *sp, *e;
 	long v;
 
-	if (r == NULL || r->type != REDIS_REPLY_ERROR || r->str == NULL)
+	if (str == NULL || memchr(str, '\0', len) != NULL)
 		return -1;
-	if (r->len > 6 && memcmp(r->str, "MOVED ", 6) == 0) {
+	if (len > 6 && memcmp(str, "MOVED ", 6) == 0) {
 		*ask_r = 0;
-		p = r->str + 6;
-	} else if (r->len > 4 && memcmp(r->str, "ASK ", 4) == 0) {
+		p = str + 6;
+	} else if (len > 4 && memcmp(str, "ASK ", 4) == 0) {
 		*ask_r = 1;
-		p = r->str + 4;
+		p = str + 4;
 	} else {
 		return -1;
 	}
-	end = r->str + r->len;
-	v = strtol(p, &e, 10);
-	if (e == p || *e != ' ' || v < 0 || v >= (long)RK_SLOTS)
+	end = str + len;
+	v = dec(p, end, (long)RK_SLOTS - 1, &e);
+	if (v < 0 || e >= end || *e != ' ')
 		return -1;
 	*slot_r = (unsigned)v;
 	p = e + 1;
@@ -190,8 +201,8 @@ static int redirect_parse(const redisReply *r, int *ask_r, unsigned *slot_r, con
 			colon = sp;
 	if (colon == NULL || colon == p || colon + 1 >= end)
 		return -1;
-	v = strtol(colon + 1, &e, 10);
-	if (e != end || v <= 0 || v > 65535)
+	v = dec(colon + 1, end, 65535, &e);
+	if (v <= 0 || e != end)
 		return -1;
 	*port_r = (int)v;
 	if (*p == '[' && colon[-1] == ']') {
@@ -212,7 +223,8 @@ static int redirect_take(struct rnodes *rn, const redisReply *r, int *ask_r)
 	unsigned slot;
 	int port, i;
 
-	if (redirect_parse(r, ask_r, &slot, &host, &hl, &port) < 0)
+	if (r == NULL || r->type != REDIS_REPLY_ERROR ||
+	    rn_redirect_parse(r->str, r->len, ask_r, &slot, &host, &hl, &port) < 0)
 		return -1;
 	if ((i = node_find_add(rn, host, hl, port)) < 0) {
 		rn_set_error(rn, "redis: too many cluster nodes (more than %u)", RN_NODES_MAX);

@@ -34,6 +34,7 @@
 #include <hiredis/hiredis.h>
 
 #include "imapferry/log.h"
+#include "imapferry/rnodes.h"
 #include "imapferry/xalloc.h"
 
 #define PM_DEFAULT_PORT         6379
@@ -51,6 +52,10 @@
 /* Burst detection: one entry per hash slot (mark_debounce()). */
 #define PM_HEAT_SLOTS 4096u
 #define PM_TEXT_MAX   8192u
+/* Redis Cluster nodes one proxy writes to (a lane each, ring_max each). */
+#define PM_LANES_MAX 64u
+/* MOVED/ASK redirections one item follows before it counts as an error. */
+#define PM_REDIRECTS_MAX 5u
 
 enum pm_kind { PM_MARK, PM_HINT, PM_SWEEP, PM_ROUTE, PM_KIND_COUNT };
 enum pm_state { PM_DOWN, PM_CONNECTING, PM_UP, PM_CLOSING };
@@ -62,6 +67,9 @@ struct pm_item {
 	unsigned replies_left; /* while in flight */
 	int lost;              /* a reply never came: the connection died */
 	int sent;
+	unsigned char redirects; /* MOVED/ASK followed so far */
+	unsigned char asking;    /* send ASKING first (an ASK redirection) */
+	unsigned short moved_to; /* lane index + 1 a redirection named */
 	uint32_t hash;
 	int64_t score;            /* mark: due time (ms); sweep: the time */
 	uint64_t sent_us;         /* monotonic */
@@ -108,6 +116,16 @@ struct pm_heat {
 };
 
 struct px_marks {
+	/* A Redis Cluster: one struct px_marks ("lane") per node, each with
+	 * its own connection, ring and in-flight list; the first one (the
+	 * configured address, the "root") is the handle callers hold and owns
+	 * the others and the slot map. A standalone Redis: the root alone. */
+	struct px_marks *root;
+	struct px_marks **lanes; /* root: lanes[0] = root */
+	size_t nlanes;
+	size_t dflt;                  /* root: the lane for slots nobody taught us */
+	unsigned short *slot_lane;    /* root: [RK_SLOTS] lane index + 1, 0 = dflt */
+	struct px_marks_settings set; /* root: for new lanes (strings: the root's) */
 	struct event_base *base;
 	char *host, *unix_path;
 	int port;
@@ -420,6 +438,9 @@ static struct pm_user *uset_pop(struct pm_uset *s)
 
 static void drain_check(struct px_marks *m);
 static void conn_fail(struct px_marks *m, const char *why);
+static struct px_marks *lane_get(struct px_marks *root, const char *host, size_t hl, int port);
+static struct px_marks *lane_for(struct px_marks *root, unsigned slot);
+static size_t lane_index(const struct px_marks *l);
 
 /* Sending waits for the next loop pass: what the proxy marks in one pass
  * coalesces, and hiredis is never entered from inside its callbacks. */
@@ -528,6 +549,8 @@ static struct pm_item *ring_pop(struct px_marks *m)
 /* An in-flight item whose replies were lost goes back to the ring. */
 static void ring_requeue(struct px_marks *m, struct pm_item *it)
 {
+	it->moved_to = 0;
+	it->asking = 0;
 	it->lost = 0;
 	it->sent = 0;
 	it->replies_left = 0;
@@ -688,6 +711,82 @@ static void conn_timer_rearm(struct px_marks *m)
 	evtimer_add(m->conn_timer, &tv);
 }
 
+/*
+ * A Redis Cluster's "-MOVED slot host:port" (learned: the slot's lane from
+ * now on) or "-ASK slot host:port" (once, after ASKING): notes in the item
+ * where it goes once its last reply is in. 1 when r is such a redirection
+ * and it may be followed (at most PM_REDIRECTS_MAX per item).
+ */
+static int redirect_note(struct px_marks *m, struct pm_item *it, const redisReply *r)
+{
+	struct px_marks *root = m->root, *to;
+	const char *host;
+	size_t hl;
+	unsigned slot;
+	int ask, port;
+
+	if (rn_redirect_parse(r->str, r->len, &ask, &slot, &host, &hl, &port) < 0)
+		return 0;
+	if (it->redirects >= PM_REDIRECTS_MAX || (to = lane_get(root, host, hl, port)) == NULL) {
+		log_warn("redis: %s: not followed (%s)", r->str,
+		         it->redirects >= PM_REDIRECTS_MAX ? "redirected too often"
+		                                           : "too many cluster nodes");
+		return 0;
+	}
+	if (!ask) {
+		if (root->slot_lane == NULL)
+			root->slot_lane = xcalloc(RK_SLOTS, sizeof(*root->slot_lane));
+		root->slot_lane[slot] = (unsigned short)(lane_index(to) + 1);
+	}
+	it->moved_to = (unsigned short)(lane_index(to) + 1);
+	it->asking = (unsigned char)ask;
+	return 1;
+}
+
+/* Hands a redirected item (its last reply in, unlinked) to its new lane. */
+static void redirect_take(struct px_marks *m, struct pm_item *it)
+{
+	struct px_marks *to = m->root->lanes[it->moved_to - 1u];
+
+	it->moved_to = 0;
+	it->redirects++;
+	it->sent = 0;
+	it->lost = 0;
+	it->replies_left = 0;
+	if (it->kind == PM_ROUTE) {
+		struct px_route_req *req = it->req;
+
+		if (req == NULL) {
+			free(it);
+			return;
+		}
+		/* the request follows its item: cancelling it finds both */
+		route_req_unlink(m, req);
+		req->m = to;
+		req->next = to->reqs;
+		if (to->reqs != NULL)
+			to->reqs->prev = req;
+		to->reqs = req;
+		if (to->state == PM_DOWN || to->state == PM_CLOSING) {
+			req->item = NULL;
+			free(it);
+			route_req_fail_later(to, req);
+			return;
+		}
+		list_append(&to->routes_q, it);
+		flush_schedule(to);
+		return;
+	}
+	if (it->kind == PM_SWEEP) {
+		list_insert_after(&to->ring, NULL, it);
+		m->sweep_queued = 0;
+		to->sweep_queued = 1;
+	} else if (ring_put(to, it, 0, NULL) != 1) {
+		return;
+	}
+	flush_schedule(to);
+}
+
 static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct px_marks *m = ac->data;
@@ -698,6 +797,8 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 		return; /* px_marks_free frees the items */
 	if (r == NULL) {
 		it->lost = 1;
+	} else if (r->type == REDIS_REPLY_ERROR && redirect_note(m, it, r)) {
+		/* sent again on the right node after its last reply */
 	} else if (r->type == REDIS_REPLY_ERROR) {
 		m->st.errors++;
 		if (it->kind != PM_ROUTE) /* route_parse() says it */
@@ -719,7 +820,9 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	list_unlink(&m->inflight, it);
 	if (it->kind != PM_ROUTE)
 		m->inflight_work--;
-	if (it->kind == PM_ROUTE) {
+	if (it->moved_to != 0 && !it->lost) {
+		redirect_take(m, it);
+	} else if (it->kind == PM_ROUTE) {
 		struct px_route_req *req = it->req;
 
 		if (req != NULL) {
@@ -756,6 +859,17 @@ static int item_send(struct px_marks *m, struct pm_item *it)
 	const char *argv[5];
 	size_t lens[5];
 	int n = 0, i, rc = REDIS_OK, issued = 0, want = 1;
+	int asking = it->asking;
+
+	/* After an ASK: each command goes with an ASKING before it (its reply
+	 * is not needed). */
+	it->asking = 0;
+	it->moved_to = 0;
+#define PM_ASKING()                                                                                \
+	do {                                                                                       \
+		if (asking)                                                                        \
+			redisAsyncCommand(m->ac, NULL, NULL, "ASKING");                            \
+	} while (0)
 
 	switch (it->kind) {
 	case PM_MARK:
@@ -798,6 +912,7 @@ static int item_send(struct px_marks *m, struct pm_item *it)
 		argv[2] = it->text;
 		for (i = 0; i < 3; i++)
 			lens[i] = strlen(argv[i]);
+		PM_ASKING();
 		rc = redisAsyncCommandArgv(m->ac, reply_cb, it, 3, argv, lens);
 		if (rc == REDIS_OK) {
 			issued++;
@@ -806,6 +921,7 @@ static int item_send(struct px_marks *m, struct pm_item *it)
 			argv[3] = last;
 			for (i = 0; i < 4; i++)
 				lens[i] = strlen(argv[i]);
+			PM_ASKING();
 			rc = redisAsyncCommandArgv(m->ac, reply_cb, it, 4, argv, lens);
 		}
 		if (rc == REDIS_OK) {
@@ -814,6 +930,7 @@ static int item_send(struct px_marks *m, struct pm_item *it)
 			argv[2] = ttl;
 			for (i = 0; i < 3; i++)
 				lens[i] = strlen(argv[i]);
+			PM_ASKING();
 			rc = redisAsyncCommandArgv(m->ac, reply_cb, it, 3, argv, lens);
 		}
 		if (rc == REDIS_OK)
@@ -821,10 +938,12 @@ static int item_send(struct px_marks *m, struct pm_item *it)
 	} else {
 		for (i = 0; i < n; i++)
 			lens[i] = strlen(argv[i]);
+		PM_ASKING();
 		rc = redisAsyncCommandArgv(m->ac, reply_cb, it, n, argv, lens);
 		if (rc == REDIS_OK)
 			issued = 1;
 	}
+#undef PM_ASKING
 	if (issued == 0)
 		return -1;
 	it->sent = 1;
@@ -902,6 +1021,61 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 
 static void connect_start(struct px_marks *m);
 
+/*
+ * A cluster node's lane lost its connection: what it learned is forgotten
+ * (its slots go back to the default lane, which redirects them to the
+ * node that serves them now: after a failover, the new master) and what
+ * waits in its ring moves to a lane that is up. The lane itself keeps
+ * reconnecting (the node may be back).
+ */
+static void lane_evacuate(struct px_marks *m)
+{
+	struct px_marks *root = m->root, *to = NULL;
+	struct pm_item *it;
+	struct pm_user *u;
+	size_t i, me = lane_index(m);
+
+	if (root->nlanes < 2 || root->freeing)
+		return;
+	if (root->lanes[root->dflt] != m && root->lanes[root->dflt]->state == PM_UP)
+		to = root->lanes[root->dflt];
+	for (i = 0; to == NULL && i < root->nlanes; i++)
+		if (root->lanes[i] != m && root->lanes[i]->state == PM_UP)
+			to = root->lanes[i];
+	if (to == NULL)
+		return; /* no node answers: the marks wait here */
+	if (root->slot_lane != NULL)
+		for (i = 0; i < RK_SLOTS; i++)
+			if (root->slot_lane[i] == me + 1)
+				root->slot_lane[i] = 0;
+	if (root->dflt == me)
+		root->dflt = lane_index(to);
+	if (m->ring.count == 0 && m->over.count == 0 && !m->sweep_needed)
+		return;
+	log_info("redis: %s is down: its %zu waiting marks go through %s", m->where, m->ring.count,
+	         to->where);
+	while ((it = ring_pop(m)) != NULL) {
+		it->moved_to = 0;
+		it->asking = 0;
+		if (it->kind == PM_SWEEP) {
+			m->sweep_queued = 0;
+			to->sweep_queued = 1;
+			list_insert_after(&to->ring, NULL, it);
+		} else {
+			ring_put(to, it, 1, NULL);
+		}
+	}
+	while ((u = uset_pop(&m->over)) != NULL) {
+		if (!uset_add(&to->over, u->name) && !to->sweep_queued)
+			to->sweep_needed = 1;
+		free(u);
+	}
+	if (m->sweep_needed && !to->sweep_queued)
+		to->sweep_needed = 1;
+	m->sweep_needed = 0;
+	flush_schedule(to);
+}
+
 /* The connection is gone (hiredis freed it, or we did): wait, reconnect. */
 static void conn_down(struct px_marks *m)
 {
@@ -927,6 +1101,7 @@ static void conn_down(struct px_marks *m)
 	evtimer_add(m->backoff_timer, &tv);
 	m->backoff_ms =
 	        m->backoff_ms * 2 > PM_BACKOFF_MAX_MS ? PM_BACKOFF_MAX_MS : m->backoff_ms * 2;
+	lane_evacuate(m);
 	drain_check(m);
 }
 
@@ -1185,14 +1360,28 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- drain ---- */
 
+static int lane_idle(const struct px_marks *m)
+{
+	return m->ring.count == 0 && m->inflight_work == 0 && m->over.count == 0 &&
+	       !m->sweep_needed && !m->sweep_queued;
+}
+
+/* m: the root; idle when every lane is. */
 static int pm_idle(const struct px_marks *m)
 {
-	return !m->enabled || (m->ring.count == 0 && m->inflight_work == 0 && m->over.count == 0 &&
-	                       !m->sweep_needed && !m->sweep_queued);
+	size_t i;
+
+	if (!m->enabled)
+		return 1;
+	for (i = 0; i < m->nlanes; i++)
+		if (!lane_idle(m->lanes[i]))
+			return 0;
+	return 1;
 }
 
 static void drain_check(struct px_marks *m)
 {
+	m = m->root;
 	if (m->drain_cb != NULL && !m->freeing && pm_idle(m))
 		event_active(m->drain_ev, EV_TIMEOUT, 0);
 }
@@ -1221,9 +1410,13 @@ static void drain_timer_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (m->drain_cb != NULL && !pm_idle(m))
-		log_warn("redis: shutdown with %zu marks not written",
-		         m->ring.count + m->inflight_work);
+	if (m->drain_cb != NULL && !pm_idle(m)) {
+		size_t left = 0, i;
+
+		for (i = 0; i < m->nlanes; i++)
+			left += m->lanes[i]->ring.count + m->lanes[i]->inflight_work;
+		log_warn("redis: shutdown with %zu marks not written", left);
+	}
 	m->drain_expired = 1;
 	drain_fire(m);
 }
@@ -1237,16 +1430,19 @@ void px_marks_drain(struct px_marks *m, unsigned timeout_ms, void (*cb)(void *au
 	m->drain_expired = 0;
 	ms_to_tv(timeout_ms, &tv);
 	evtimer_add(m->drain_timer, &tv);
-	flush_schedule(m);
+	for (size_t i = 0; i < m->nlanes; i++)
+		flush_schedule(m->lanes[i]);
 	drain_check(m);
 }
 
 /* ---- the API ---- */
 
-struct px_marks *px_marks_new(struct event_base *base, const struct px_marks_settings *set)
+static struct px_marks *lane_new(struct event_base *base, const struct px_marks_settings *set,
+                                 struct px_marks *root)
 {
 	struct px_marks *m = xcalloc(1, sizeof(*m));
 
+	m->root = root != NULL ? root : m;
 	m->base = base;
 	m->enabled = set->host != NULL || set->unix_path != NULL;
 	m->host = set->host != NULL ? xstrdup(set->host) : NULL;
@@ -1277,19 +1473,74 @@ struct px_marks *px_marks_new(struct event_base *base, const struct px_marks_set
 	m->flush_ev = xevent(base, flush_cb, m);
 	m->drain_ev = xevent(base, drain_ev_cb, m);
 	m->drain_timer = xevent(base, drain_timer_cb, m);
+	return m;
+}
+
+struct px_marks *px_marks_new(struct event_base *base, const struct px_marks_settings *set)
+{
+	struct px_marks *m = lane_new(base, set, NULL);
+
+	m->lanes = xcalloc(PM_LANES_MAX, sizeof(*m->lanes));
+	m->lanes[0] = m;
+	m->nlanes = 1;
+	m->set = *set;
+	m->set.host = m->host;
+	m->set.unix_path = m->unix_path;
 	if (m->enabled)
 		connect_start(m);
 	return m;
 }
 
-void px_marks_free(struct px_marks **mp)
+/* The lane of the cluster node host:port (a new one, connecting, when it
+ * is new), or NULL when PM_LANES_MAX are in use. */
+static struct px_marks *lane_get(struct px_marks *root, const char *host, size_t hl, int port)
 {
-	struct px_marks *m = mp != NULL ? *mp : NULL;
+	struct px_marks_settings set = root->set;
+	struct px_marks *l;
+	char name[256];
+	size_t i;
 
-	if (m == NULL)
-		return;
-	*mp = NULL;
-	m->freeing = 1;
+	for (i = 0; i < root->nlanes; i++) {
+		l = root->lanes[i];
+		if (l->host != NULL && l->unix_path == NULL && l->port == port &&
+		    strlen(l->host) == hl && memcmp(l->host, host, hl) == 0)
+			return l;
+	}
+	if (root->nlanes >= PM_LANES_MAX || hl >= sizeof(name))
+		return NULL;
+	memcpy(name, host, hl);
+	name[hl] = '\0';
+	set.host = name;
+	set.port = port;
+	set.unix_path = NULL;
+	l = lane_new(root->base, &set, root);
+	root->lanes[root->nlanes++] = l;
+	log_info("redis: cluster node %s serves some of the keys: connecting", l->where);
+	connect_start(l);
+	return l;
+}
+
+static size_t lane_index(const struct px_marks *l)
+{
+	const struct px_marks *root = l->root;
+	size_t i;
+
+	for (i = 0; i < root->nlanes; i++)
+		if (root->lanes[i] == l)
+			return i;
+	abort();
+}
+
+/* The lane a key of slot goes to. */
+static struct px_marks *lane_for(struct px_marks *root, unsigned slot)
+{
+	unsigned short i = root->slot_lane != NULL ? root->slot_lane[slot & (RK_SLOTS - 1)] : 0;
+
+	return root->lanes[i != 0 ? i - 1u : root->dflt];
+}
+
+static void lane_free(struct px_marks *m)
+{
 	if (m->ac != NULL) {
 		/* Reply callbacks see freeing and leave the items to us. */
 		redisAsyncFree(m->ac);
@@ -1326,6 +1577,27 @@ void px_marks_free(struct px_marks **mp)
 	free(m);
 }
 
+void px_marks_free(struct px_marks **mp)
+{
+	struct px_marks *m = mp != NULL ? *mp : NULL;
+	struct px_marks **lanes;
+	size_t i, n;
+
+	if (m == NULL)
+		return;
+	*mp = NULL;
+	lanes = m->lanes;
+	n = m->nlanes;
+	/* every lane first: a callback run while one is freed must not
+	 * move items into another */
+	for (i = 0; i < n; i++)
+		lanes[i]->freeing = 1;
+	free(m->slot_lane);
+	for (i = n; i-- > 0;)
+		lane_free(lanes[i]);
+	free(lanes);
+}
+
 void px_marks_folder(struct px_marks *m, const char *user, const char *folder, enum rk_prio prio)
 {
 	struct pm_item *it;
@@ -1340,6 +1612,7 @@ void px_marks_folder(struct px_marks *m, const char *user, const char *folder, e
 		m->st.errors++;
 		return;
 	}
+	m = lane_for(m, rk_shard_slot(rk_shard(user)));
 	it = item_new(PM_MARK, user, user, folder);
 	it->score = now_ms(m) + mark_debounce(m, user, folder, prio);
 	if (ring_put(m, it, 1, NULL) == 1)
@@ -1355,15 +1628,33 @@ void px_marks_hint(struct px_marks *m, const char *user, const char *hint)
 		m->st.errors++;
 		return;
 	}
+	m = lane_for(m, rk_shard_slot(rk_shard(user)));
 	if (ring_put(m, item_new(PM_HINT, user, hint, NULL), 1, NULL) == 1)
 		flush_schedule_batch(m);
 }
 
+/* Over every lane: counters summed; connected when every lane is. */
 void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r)
 {
+	size_t i;
+
 	*stats_r = m->st;
 	stats_r->backlog = m->ring.count;
 	stats_r->connected = m->state == PM_UP;
+	for (i = 1; i < m->nlanes; i++) {
+		const struct px_marks *l = m->lanes[i];
+
+		stats_r->marks += l->st.marks;
+		stats_r->sent += l->st.sent;
+		stats_r->errors += l->st.errors;
+		stats_r->dropped += l->st.dropped;
+		stats_r->hot += l->st.hot;
+		stats_r->reconnects += l->st.reconnects;
+		stats_r->backlog += l->ring.count;
+		stats_r->connected = stats_r->connected && l->state == PM_UP;
+		if (l->st.last_latency_us > stats_r->last_latency_us)
+			stats_r->last_latency_us = l->st.last_latency_us;
+	}
 }
 
 struct px_route_req *px_marks_route(struct px_marks *m, const char *user, px_route_cb *cb,
@@ -1374,6 +1665,8 @@ struct px_route_req *px_marks_route(struct px_marks *m, const char *user, px_rou
 
 	if (m->freeing)
 		return NULL;
+	if (m->enabled)
+		m = lane_for(m, rk_route_slot(user));
 	req = xcalloc(1, sizeof(*req));
 	req->m = m;
 	req->cb = cb;

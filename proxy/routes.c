@@ -18,6 +18,7 @@
 #include <imapferry/conn.h>
 #include <imapferry/log.h>
 #include <imapferry/rkeys.h>
+#include <imapferry/rnodes.h>
 
 #include "marks.h"
 #include "routes.h"
@@ -30,6 +31,7 @@
 #define RT_USER_MAX         512u  /* longer names in rep:ctl are ignored */
 #define RT_BYE              "* BYE [UNAVAILABLE] Mailbox moving, please reconnect in a moment.\r\n"
 #define RT_LEASE_TIMEOUT_MS 5000u /* a lease read unanswered this long is sent again */
+#define RT_NODES_MAX        64u   /* Redis Cluster nodes followed */
 
 struct rt_entry {
 	char *user;
@@ -55,6 +57,8 @@ struct rt_entry {
 
 struct rt_link {
 	struct px_routes *r;
+	char *host; /* a cluster node's link: its address; NULL: the configured one */
+	int port;
 	redisAsyncContext *ac;
 	struct event *retry;
 	unsigned backoff_ms;
@@ -71,6 +75,12 @@ struct px_routes {
 	unsigned hold_ms, drain_ms;
 	char id[160];
 	struct rt_link sub, cmd;
+	/* A Redis Cluster: links to the nodes whose MOVED replies named them,
+	 * for the lease reads and acks of the keys they serve (the subscriber
+	 * stays on the configured node: a cluster publishes to every node). */
+	struct rt_link *nodes[RT_NODES_MAX];
+	size_t nnodes;
+	unsigned short *slot_node; /* [RK_SLOTS] index in nodes + 1, 0 = cmd */
 	struct event *tick;
 	int ticking;
 	struct rt_entry *e;
@@ -89,6 +99,73 @@ struct rt_read {
 };
 
 static void link_connect(struct rt_link *l);
+static void link_init(struct px_routes *r, struct rt_link *l, int is_sub, const char *name);
+
+/* ---- a Redis Cluster ---- */
+
+/* The link for a key of slot. */
+static struct rt_link *cmd_link(struct px_routes *r, unsigned slot)
+{
+	unsigned short i = r->slot_node != NULL ? r->slot_node[slot & (RK_SLOTS - 1)] : 0;
+
+	return i == 0 ? &r->cmd : r->nodes[i - 1];
+}
+
+/* An error reply: 1 when it is a cluster's redirection. A MOVED is learned
+ * (the node's link connects in the background); the command itself goes
+ * again at a later tick, as after any failed read or ack. */
+static int rt_redirect(struct px_routes *r, const redisReply *rep)
+{
+	const char *host;
+	size_t hl, i;
+	unsigned slot;
+	int ask, port;
+	struct rt_link *l = NULL;
+
+	if (rep == NULL || rep->type != REDIS_REPLY_ERROR ||
+	    rn_redirect_parse(rep->str, rep->len, &ask, &slot, &host, &hl, &port) < 0)
+		return 0;
+	if (ask || r->freeing)
+		return 1; /* a slot being migrated: the next try finds it */
+	for (i = 0; i < r->nnodes; i++)
+		if (r->nodes[i]->port == port && strlen(r->nodes[i]->host) == hl &&
+		    memcmp(r->nodes[i]->host, host, hl) == 0)
+			l = r->nodes[i];
+	if (l == NULL) {
+		if (r->nnodes >= RT_NODES_MAX)
+			return 1;
+		l = xcalloc(1, sizeof(*l));
+		l->host = xmalloc(hl + 1);
+		memcpy(l->host, host, hl);
+		l->host[hl] = '\0';
+		l->port = port;
+		r->nodes[r->nnodes++] = l;
+		i = r->nnodes - 1;
+		link_init(r, l, 0, "cluster node");
+	} else {
+		for (i = 0; r->nodes[i] != l; i++)
+			;
+	}
+	if (r->slot_node == NULL)
+		r->slot_node = xcalloc(RK_SLOTS, sizeof(*r->slot_node));
+	r->slot_node[slot] = (unsigned short)(i + 1);
+	return 1;
+}
+
+/* A cluster node's link went down: its slots go back to the configured
+ * node, which redirects them to whoever serves them now (a failover). */
+static void rt_node_forget(struct px_routes *r, const struct rt_link *l)
+{
+	size_t i;
+
+	if (l->host == NULL || r->slot_node == NULL)
+		return;
+	for (i = 0; i < r->nnodes; i++)
+		if (r->nodes[i] == l)
+			for (unsigned s = 0; s < RK_SLOTS; s++)
+				if (r->slot_node[s] == i + 1)
+					r->slot_node[s] = 0;
+}
 
 static uint64_t rt_now(const struct px_routes *r)
 {
@@ -289,6 +366,8 @@ static void lease_cb(redisAsyncContext *ac, void *reply, void *aux)
 	}
 	e->lease_reading = 0;
 	free(q);
+	if (rt_redirect(r, rep))
+		return; /* again at a later tick, on the node that has the key */
 	if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 4)
 		return; /* again at a later tick */
 	for (size_t i = 0; i < 4; i++)
@@ -327,7 +406,9 @@ static void entry_lease_check(struct px_routes *r, struct rt_entry *e, uint64_t 
 	size_t len = strlen(e->user);
 	struct rt_lease *q;
 
-	if (!r->cmd.up || len > RT_USER_MAX)
+	struct rt_link *l = cmd_link(r, rk_route_slot(e->user));
+
+	if (!l->up || len > RT_USER_MAX)
 		return;
 	if (e->lease_reading && now < e->lease_read_ms + RT_LEASE_TIMEOUT_MS)
 		return;
@@ -346,7 +427,7 @@ static void entry_lease_check(struct px_routes *r, struct rt_entry *e, uint64_t 
 	argv[3] = key;
 	for (int i = 0; i < 4; i++)
 		argl[i] = strlen(argv[i]);
-	if (redisAsyncCommandArgv(r->cmd.ac, lease_cb, q, 4, argv, argl) != REDIS_OK) {
+	if (redisAsyncCommandArgv(l->ac, lease_cb, q, 4, argv, argl) != REDIS_OK) {
 		free(q);
 		return;
 	}
@@ -373,8 +454,14 @@ static void ack_cb(redisAsyncContext *ac, void *reply, void *aux)
 	if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
 		struct rt_entry *e = r->freeing ? NULL : entry_find(r, a->user);
 
-		log_warn("routes: freeze ack of %s epoch %llu not written: %s", a->user,
-		         (unsigned long long)a->epoch, rep != NULL ? rep->str : "connection lost");
+		if (rt_redirect(r, rep))
+			log_debug(LOG_CAT_PROXY,
+			          "routes: freeze ack of %s: %s (again at the next tick)", a->user,
+			          rep->str);
+		else
+			log_warn("routes: freeze ack of %s epoch %llu not written: %s", a->user,
+			         (unsigned long long)a->epoch,
+			         rep != NULL ? rep->str : "connection lost");
 		if (e != NULL && e->acked_epoch == a->epoch)
 			e->acked_epoch = 0; /* again at the next tick */
 	}
@@ -389,9 +476,14 @@ static void entry_ack(struct px_routes *r, struct rt_entry *e)
 	size_t len = strlen(e->user);
 	struct rt_ack *a;
 
-	if (!r->cmd.up || r->acks_pending >= RT_ACKS_MAX || len > RT_USER_MAX)
+	struct rt_link *l;
+
+	if (r->acks_pending >= RT_ACKS_MAX || len > RT_USER_MAX)
 		return;
 	snprintf(key, sizeof(key), "%s%s", PX_ROUTES_KEY_FRZ, e->user);
+	l = cmd_link(r, rk_key_slot(key, strlen(key)));
+	if (!l->up)
+		return;
 	snprintf(epoch, sizeof(epoch), "%llu", (unsigned long long)e->epoch);
 	a = xmalloc(sizeof(*a) + len + 1);
 	a->r = r;
@@ -403,14 +495,13 @@ static void entry_ack(struct px_routes *r, struct rt_entry *e)
 	argv[3] = epoch;
 	for (int i = 0; i < 4; i++)
 		argl[i] = strlen(argv[i]);
-	if (redisAsyncCommandArgv(r->cmd.ac, ack_cb, a, 4, argv, argl) != REDIS_OK) {
+	if (redisAsyncCommandArgv(l->ac, ack_cb, a, 4, argv, argl) != REDIS_OK) {
 		free(a);
 		return;
 	}
 	r->acks_pending++;
 	/* The expiry's reply does not matter (fire-and-forget). */
-	redisAsyncCommand(r->cmd.ac, NULL, NULL, "EXPIRE %b %u", key, strlen(key),
-	                  PX_ROUTES_ACK_TTL_S);
+	redisAsyncCommand(l->ac, NULL, NULL, "EXPIRE %b %u", key, strlen(key), PX_ROUTES_ACK_TTL_S);
 	e->acked_epoch = e->epoch;
 	log_info("routes: no session of %s left: freeze epoch %llu acknowledged", e->user,
 	         (unsigned long long)e->epoch);
@@ -662,6 +753,7 @@ static void link_retry_later(struct rt_link *l)
 	l->up = 0;
 	if (l->r->freeing)
 		return;
+	rt_node_forget(l->r, l);
 	l->backoff_ms = l->backoff_ms == 0 ? RT_BACKOFF_MIN_MS : l->backoff_ms * 2;
 	if (l->backoff_ms > RT_BACKOFF_MAX_MS)
 		l->backoff_ms = RT_BACKOFF_MAX_MS;
@@ -711,7 +803,9 @@ static void link_connect(struct rt_link *l)
 	struct px_routes *r = l->r;
 	redisAsyncContext *ac;
 
-	if (r->unix_path != NULL)
+	if (l->host != NULL)
+		ac = redisAsyncConnect(l->host, l->port);
+	else if (r->unix_path != NULL)
 		ac = redisAsyncConnectUnix(r->unix_path);
 	else
 		ac = redisAsyncConnect(r->host, r->port);
@@ -803,6 +897,12 @@ void px_routes_free(struct px_routes **rp)
 	r->freeing = 1;
 	link_free(&r->sub);
 	link_free(&r->cmd);
+	for (size_t i = 0; i < r->nnodes; i++) {
+		link_free(r->nodes[i]);
+		free(r->nodes[i]->host);
+		free(r->nodes[i]);
+	}
+	free(r->slot_node);
 	event_free(r->tick);
 	for (size_t i = 0; i < r->n; i++)
 		free(r->e[i].user);

@@ -78,6 +78,15 @@ unsigned long rn_connects(const struct rnodes *rn);
 unsigned rn_nodes(const struct rnodes *rn);
 
 /*
+ * Parses an error reply's text str[0..len) (no NUL in it) "MOVED <slot>
+ * <host>:<port>" or "ASK ..." (*ask_r 1): the slot and the node's host
+ * (*host_r points into str, *hl_r bytes, without the brackets of "[v6]")
+ * and port. 0, or -1 when it is no redirection. Pure: for async clients.
+ */
+int rn_redirect_parse(const char *str, size_t len, int *ask_r, unsigned *slot_r,
+                      const char **host_r, size_t *hl_r, int *port_r);
+
+/*
  * A lone blocking connection to the node that serves key's slot: the
  * configured node is asked "EXISTS key" once and a MOVED is followed
  * (standalone Redis: the configured node). For a program that works on one

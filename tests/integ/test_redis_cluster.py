@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.request
 
 import ferry_harness as fh
 from private_redis import PrivateRedis, free_port
@@ -55,6 +56,17 @@ def crc16(data):
 
 def shard_slot(user):
     return crc16(str(fh.shard(user)).encode()) & 16383
+
+
+def route_slot(user):
+    return crc16(f"rep:route:{user}".encode()) & 16383
+
+
+def metrics(port):
+    with urllib.request.urlopen(f"http://{fh.HOST}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def cluster_node(name):
@@ -83,11 +95,13 @@ class RedisCluster(unittest.TestCase):
             cls.a, cls.b, cls.c = (cluster_node(n) for n in "abc")
             cls.nodes = [cls.a, cls.b, cls.c]
             erin, leo = shard_slot("erin"), shard_slot("leo")
-            assert erin != leo
-            # B: erin's shard slot, C: leo's, A: everything else
-            cls.b.cli("CLUSTER", "ADDSLOTS", str(erin))
-            cls.c.cli("CLUSTER", "ADDSLOTS", str(leo))
-            rest = [s for s in range(16384) if s not in (erin, leo)]
+            route, ack = route_slot("erin"), crc16(b"rep:frz:erin") & 16383
+            assert len({erin, leo, route, ack}) == 4
+            # B: erin's shard slot and freeze acks, C: leo's shard slot and
+            # erin's route, A: the rest
+            cls.b.cli("CLUSTER", "ADDSLOTS", str(erin), str(ack))
+            cls.c.cli("CLUSTER", "ADDSLOTS", str(leo), str(route))
+            rest = [s for s in range(16384) if s not in (erin, leo, route, ack)]
             runs, start = [], rest[0]
             for prev, cur in zip(rest, rest[1:] + [None]):
                 if cur != prev + 1:
@@ -179,6 +193,53 @@ class RedisCluster(unittest.TestCase):
         self.assertNotIn("MOVED", out)
         self.assertIn("Messages transferred                    : 0", out)
         self.assertRegex(out, r"State file is redis \S+ key rep:\{%d\}:st:erin" % fh.shard("erin"))
+
+    def test_3_proxy_marks_reach_the_users_node(self):
+        self.wait_identical("erin")
+        proxy = fh.start_proxy(ENV, PROXY, redis_port=self.a.port, log_dir=WORKDIR,
+                               extra_args=["--freeze-hold", "1"])
+        try:
+            imap = imaplib.IMAP4(fh.HOST, proxy.port)
+            imap.starttls(ssl_context=ENV.ssl_context())
+            imap.login("erin", ENV.password("erin"))
+            try:
+                fh.imap_check(imap.append("INBOX", None, None, message(2)), "APPEND")
+                imap.select("INBOX")
+                fh.imap_check(imap.store("1:3", "+FLAGS", "(\\Flagged)"), "STORE")
+                fh.imap_check(imap.copy("1", "INBOX"), "COPY")
+            finally:
+                imap.logout()
+            self.wait_identical("erin", timeout=20)
+            m = metrics(proxy.http_port)
+            self.assertEqual(0, m["imapferry_proxy_redis_errors_total"], proxy.log_text())
+            self.assertEqual(0, m["imapferry_proxy_redis_backlog"], m)
+            self.assertEqual(1, m["imapferry_proxy_redis_connected"], m)
+            # the hint of the COPY went to erin's node (the daemon may have
+            # used it up since: then its list is gone, but never on A)
+            self.assertEqual("0", self.a.cli("DBSIZE"))
+            log = proxy.log_text()
+            self.assertNotIn("route lookup", log)
+            self.assertNotIn("MOVED", log)
+            # a route stored on C is what the proxy's lookup finds: a
+            # frozen user's login is held (1 s here), then refused; with no
+            # session of erin left, the proxy acknowledges the freeze on B
+            self.c.cli("HSET", "rep:route:erin", "state", "FREEZE", "epoch", "7")
+            try:
+                imap = imaplib.IMAP4(fh.HOST, proxy.port)
+                imap.starttls(ssl_context=ENV.ssl_context())
+                with self.assertRaisesRegex(imaplib.IMAP4.error, "UNAVAILABLE"):
+                    imap.login("erin", ENV.password("erin"))
+                imap.shutdown()
+                self.assertIn("held login given up", proxy.log_text())
+                deadline = time.monotonic() + 10
+                while "7" not in self.b.cli("HVALS", "rep:frz:erin"):
+                    self.assertLess(time.monotonic(), deadline, proxy.log_text()[-2000:])
+                    time.sleep(0.1)
+            finally:
+                self.c.cli("DEL", "rep:route:erin")
+                self.b.cli("DEL", "rep:frz:erin")
+        finally:
+            proxy.stop()
 
     def test_4_notifystatus_refused(self):
         p = subprocess.run(

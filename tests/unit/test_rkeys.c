@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "imapferry/rkeys.h"
+#include "imapferry/rnodes.h"
 #include "imapferry/rqueue.h"
 
 #define N_ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
@@ -389,6 +390,67 @@ static void test_key_slot(void **state)
 	assert_int_equal(rk_shard_slot(3), 1584);
 }
 
+/* rn_redirect_parse(): a Redis Cluster's MOVED and ASK error texts. */
+static void test_redirect_parse(void **state)
+{
+	static const struct {
+		const char *text;
+		int rc, ask;
+		unsigned slot;
+		const char *host;
+		int port;
+	} cases[] = {
+	        {"MOVED 3999 127.0.0.1:6381", 0, 0, 3999, "127.0.0.1", 6381},
+	        {"ASK 16383 10.0.0.2:7000", 0, 1, 16383, "10.0.0.2", 7000},
+	        {"MOVED 0 [::1]:6379", 0, 0, 0, "::1", 6379},
+	        {"MOVED 12 ::1:6379", 0, 0, 12, "::1", 6379},
+	        {"MOVED 5 redis-2.example:6379 extra", 0, 0, 5, "redis-2.example", 6379},
+	        {"MOVED 16384 h:1", -1, 0, 0, NULL, 0},
+	        {"MOVED 1 h:0", -1, 0, 0, NULL, 0},
+	        {"MOVED 1 h:65536", -1, 0, 0, NULL, 0},
+	        {"MOVED 1 h", -1, 0, 0, NULL, 0},
+	        {"MOVED 1 :6379", -1, 0, 0, NULL, 0},
+	        {"MOVED x h:1", -1, 0, 0, NULL, 0},
+	        {"MOVED 1 h:1x", -1, 0, 0, NULL, 0},
+	        {"MOVED 1", -1, 0, 0, NULL, 0},
+	        {"MOVEDX 1 h:1", -1, 0, 0, NULL, 0},
+	        {"ERR unknown command", -1, 0, 0, NULL, 0},
+	        {"", -1, 0, 0, NULL, 0},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *host = NULL;
+		size_t hl = 0;
+		unsigned slot = 0;
+		int ask = -1, port = 0;
+		int rc = rn_redirect_parse(cases[i].text, strlen(cases[i].text), &ask, &slot, &host,
+		                           &hl, &port);
+
+		assert_int_equal(rc, cases[i].rc);
+		if (rc < 0)
+			continue;
+		assert_int_equal(ask, cases[i].ask);
+		assert_int_equal(slot, cases[i].slot);
+		assert_int_equal(hl, strlen(cases[i].host));
+		assert_memory_equal(host, cases[i].host, hl);
+		assert_int_equal(port, cases[i].port);
+	}
+	/* the length bounds the text: no read past it */
+	{
+		const char *host;
+		size_t hl;
+		unsigned slot;
+		int ask, port;
+
+		assert_int_equal(
+		        rn_redirect_parse("MOVED 1 h:12345", 13, &ask, &slot, &host, &hl, &port),
+		        0);
+		assert_int_equal(port, 123);
+	}
+}
+
 static void test_addr_parse(void **state)
 {
 	static const struct {
@@ -442,6 +504,7 @@ int main(void)
 	        cmocka_unit_test(test_folder_canon),
 	        cmocka_unit_test(test_route_state),
 	        cmocka_unit_test(test_key_slot),
+	        cmocka_unit_test(test_redirect_parse),
 	        cmocka_unit_test(test_addr_parse),
 	};
 
