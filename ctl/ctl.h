@@ -17,6 +17,7 @@
 #include <hiredis/hiredis.h>
 
 #include <imapferry/rkeys.h>
+#include <imapferry/rnodes.h>
 
 #define CT_TIMEOUT_MS           5000u /* every Redis call */
 #define CT_DRAIN_TIMEOUT_S      30u   /* proxies confirming a freeze */
@@ -68,18 +69,18 @@ struct ct {
 /* --- redis.c --- */
 /* Connects to spec (HOST:PORT, HOST, or a path starting with '/') with
  * CT_TIMEOUT_MS on every call. NULL with *error_r (static text) on failure. */
-redisContext *ct_connect(const char *spec, const char **error_r);
+struct rnodes *ct_connect(const char *spec, const char **error_r);
 /* Runs a command (hiredis format); prints the error and returns NULL on an
  * I/O error or an error reply. The caller frees the reply. */
-redisReply *ct_cmd(redisContext *c, const char *fmt, ...);
-redisReply *ct_cmd_argv(redisContext *c, int argc, const char **argv);
+redisReply *ct_cmd(struct rnodes *c, const char *fmt, ...);
+redisReply *ct_cmd_argv(struct rnodes *c, int argc, const char **argv);
 /* Redis's clock in ms (TIME): 0 or -1. */
-int ct_now_ms(redisContext *c, int64_t *now_r);
+int ct_now_ms(struct rnodes *c, int64_t *now_r);
 /* Sets user's route to state in one script: HSET state + changed_ms,
  * HINCRBY epoch, PUBLISH rep:ctl "route <user> <epoch>", no lease (deleted).
  * Returns 0 with the new epoch and the number of subscribers (proxies) the
  * kick reached, or -1. (ct_route_change with CT_GUARD_NONE.) */
-int ct_route_set(redisContext *c, const char *user, enum rk_route_state state, uint64_t *epoch_r,
+int ct_route_set(struct rnodes *c, const char *user, enum rk_route_state state, uint64_t *epoch_r,
                  long long *receivers_r);
 /* How a route change is guarded (ct_route_change). */
 enum ct_guard {
@@ -104,12 +105,12 @@ struct ct_route_req {
  * guard (*epoch_r = the current epoch, *receivers_r = for CT_GUARD_FREEZE
  * the ms the running lease has left, else 0 for another epoch or -1 for an
  * ended lease), -1 error (printed). */
-int ct_route_change(redisContext *c, const char *user, const struct ct_route_req *req,
+int ct_route_change(struct rnodes *c, const char *user, const struct ct_route_req *req,
                     uint64_t *epoch_r, long long *receivers_r);
 /* Renews the freeze lease of user at epoch to now + lease_ms. 1 renewed, 0
  * lost (the route is not FREEZE at epoch any more, or the lease had ended:
  * an ended lease is never renewed), -1 error. */
-int ct_lease_renew(redisContext *c, const char *user, uint64_t epoch, unsigned lease_ms);
+int ct_lease_renew(struct rnodes *c, const char *user, uint64_t epoch, unsigned lease_ms);
 /* A route as stored, with its lease (status, cutover, rollback). */
 struct ct_route_info {
 	int found; /* 0: no route stored (SRC, epoch 0) */
@@ -120,17 +121,17 @@ struct ct_route_info {
 	enum rk_route_state lease_to; /* SRC when absent */
 };
 /* Reads user's route and lease in one script. 0, or -1 error (printed). */
-int ct_route_info(redisContext *c, const char *user, struct ct_route_info *ri);
+int ct_route_info(struct rnodes *c, const char *user, struct ct_route_info *ri);
 /* Whether ri is a freeze whose lease has ended (its imapferryctl is gone). */
 int ct_route_stale(const struct ct_route_info *ri);
 
 /* The route of user: 1 found (*state_r, *epoch_r), 0 none (SRC, epoch 0),
  * -1 error. */
-int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r,
+int ct_route_get(struct rnodes *c, const char *user, enum rk_route_state *state_r,
                  uint64_t *epoch_r);
 /* Puts user back in the daemon's hands: poll due now and a whole-user mark
  * due now (rollback, or the end of a final delta). 0 or -1. */
-int ct_user_resume(redisContext *c, const char *user);
+int ct_user_resume(struct rnodes *c, const char *user);
 
 /* The last sync of a user and its last error: HASH rep:{s}:last:<user>
  * (s = rk_shard(user), so a daemon's Lua script may write it too), fields
@@ -140,14 +141,14 @@ int ct_user_resume(redisContext *c, const char *user);
 #define CT_LAST_ERROR_MAX 300u
 int ct_key_last(char *buf, size_t size, const char *user);
 /* Records a success (error NULL) or a failure of `by` for user. 0 or -1. */
-int ct_last_record(redisContext *c, const char *user, const char *by, const char *error);
+int ct_last_record(struct rnodes *c, const char *user, const char *by, const char *error);
 
 /* The user's messages and bytes on each side ([0] source, [1] destination)
  * as the sizes at end of a verified pass (final-delta, cutover, rollback)
  * counted them (one UID FETCH of RFC822.SIZE per folder and side), in the
  * same HASH: size_ms (Redis's clock), size_by, msgs1, bytes1, msgs2, bytes2.
  * 0 or -1. */
-int ct_sizes_record(redisContext *c, const char *user, const char *by,
+int ct_sizes_record(struct rnodes *c, const char *user, const char *by,
                     const unsigned long long msgs[2], const unsigned long long bytes[2]);
 
 /* --- status.c --- */
@@ -166,12 +167,12 @@ int ct_status(struct ct *ct, char **users, int n);
  * JSON document of "status --json" to fp, and the totals to *totals_r.
  * 0, or -1 on a Redis error (printed; fp may then hold a partial document,
  * *totals_r is undefined). */
-int ct_status_json(redisContext *c, char **users, int n, FILE *fp, struct ct_totals *totals_r);
+int ct_status_json(struct rnodes *c, char **users, int n, FILE *fp, struct ct_totals *totals_r);
 /* Every user the replication knows (the poll schedule, the route keys, the
  * sync state keys), sorted, without duplicates: a NULL-terminated array of
  * *n_r names in *users_r, all malloc'ed (free each, then the array).
  * 0, or -1 on a Redis error (printed). */
-int ct_users_list(redisContext *c, char ***users_r, int *n_r);
+int ct_users_list(struct rnodes *c, char ***users_r, int *n_r);
 
 /* --- serve.c --- */
 #define CT_SERVE_HTTP_DEFAULT "127.0.0.1:8480"

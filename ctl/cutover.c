@@ -62,7 +62,7 @@ static void nap(void)
  * runs each user in a process of its own, rollback one after the other).
  * Every waiting loop calls lease_tick(), which renews it when due. */
 static struct {
-	redisContext *c;
+	struct rnodes *c;
 	const char *user;
 	uint64_t epoch;
 	unsigned lease_ms, every_ms;
@@ -70,7 +70,7 @@ static struct {
 	int active, lost;
 } ct_lease;
 
-static void lease_hold(redisContext *c, const char *user, uint64_t epoch, unsigned lease_s)
+static void lease_hold(struct rnodes *c, const char *user, uint64_t epoch, unsigned lease_s)
 {
 	ct_lease.c = c;
 	ct_lease.user = user;
@@ -156,7 +156,7 @@ static int test_pause(const char *user)
  * grows with the receivers of a repeated kick: a proxy that is gone for good
  * makes the freeze time out (roll back) rather than be skipped, since it
  * might only be cut off from Redis with live sessions of the user. */
-static int wait_acks(redisContext *c, const char *user, uint64_t epoch, long long need,
+static int wait_acks(struct rnodes *c, const char *user, uint64_t epoch, long long need,
                      unsigned timeout_s)
 {
 	char key[1024], want[24], kick[1100];
@@ -227,7 +227,7 @@ struct ct_quiet {
 };
 
 /* 1 quiet, 0 timeout/interrupt, -1 error. */
-static int quiesce(redisContext *c, const char *user, unsigned timeout_s, struct ct_quiet *q)
+static int quiesce(struct rnodes *c, const char *user, unsigned timeout_s, struct ct_quiet *q)
 {
 	char due[64], infl[64], poll[64], until[32];
 	const char *argv[8];
@@ -288,7 +288,7 @@ static int quiesce(redisContext *c, const char *user, unsigned timeout_s, struct
 }
 
 /* Gives the poll schedule back as it was (final-delta). */
-static void unquiesce(redisContext *c, const char *user, const struct ct_quiet *q)
+static void unquiesce(struct rnodes *c, const char *user, const struct ct_quiet *q)
 {
 	char poll[64];
 	redisReply *r;
@@ -396,7 +396,7 @@ static void size_add(struct ct_verdict *v, int side, const char *line, long long
 /* Records the sizes at end of a sync of user (when it printed them) as the
  * user's last measured messages and bytes per side; back: host1 was the
  * destination (a rollback's sync back). */
-static void sizes_record(redisContext *c, const char *user, const char *by,
+static void sizes_record(struct rnodes *c, const char *user, const char *by,
                          const struct ct_verdict *v, int back)
 {
 	unsigned long long m[2] = {v->sz_msgs[back], v->sz_msgs[!back]};
@@ -789,7 +789,7 @@ static const char *verdict_fail(const struct ct_verdict *v, int has_delete2)
  * way out. A FREEZE takes a lease of ct->lease_s, towards lease_to. Returns
  * the number of proxies the kick reached, -1 on an error, -2 when the guard
  * refused (said why). */
-static int route(const struct ct *ct, redisContext *c, const char *user, enum rk_route_state st,
+static int route(const struct ct *ct, struct rnodes *c, const char *user, enum rk_route_state st,
                  enum ct_guard guard, enum rk_route_state lease_to, uint64_t *epoch_r)
 {
 	struct ct_route_req req = {st, guard, *epoch_r, ct->lease_s * 1000u, lease_to};
@@ -828,7 +828,7 @@ static int route(const struct ct *ct, redisContext *c, const char *user, enum rk
 
 /* The last error of user, with the sync's own error line when there is one
  * (v zeroed when no sync ran). */
-static void record_failure(redisContext *c, const char *user, const char *by, const char *why,
+static void record_failure(struct rnodes *c, const char *user, const char *by, const char *why,
                            const struct ct_verdict *v)
 {
 	char buf[1024]; /* ct_last_record() keeps CT_LAST_ERROR_MAX bytes of it */
@@ -853,7 +853,7 @@ static void strag_key(char *buf, size_t size, const char *user)
  * rep:strag:<user>; the user joins rep:stragglers (user -> window end) when
  * the window is not 0. The record outlives the window by CT_STRAG_KEEP_S: a
  * rollback after the flip needs it. */
-static void strag_record(redisContext *c, const char *user, unsigned window_s)
+static void strag_record(struct rnodes *c, const char *user, unsigned window_s)
 {
 	char key[1100], until[32], now_s[32], uv[16], next[16];
 	unsigned uidvalidity, uidnext;
@@ -899,7 +899,7 @@ static void strag_record(redisContext *c, const char *user, unsigned window_s)
  * nothing twice), nothing is deleted or reflagged; next_uid then moves past
  * what was copied, so a straggler the user deletes on the destination is
  * not copied again. 1 done (*copied_r), 0 no record, -1 failed. */
-static int strag_pass(const struct ct *ct, redisContext *c, const char *user,
+static int strag_pass(const struct ct *ct, struct rnodes *c, const char *user,
                       unsigned long *copied_r)
 {
 	char key[1100], search[64];
@@ -948,7 +948,7 @@ static int strag_pass(const struct ct *ct, redisContext *c, const char *user,
 int ct_stragglers(struct ct *ct, char **users, int n)
 {
 	const char *err;
-	redisContext *c = ct_connect(ct->redis, &err);
+	struct rnodes *c = ct_connect(ct->redis, &err);
 	redisReply *idx = NULL, *r;
 	int64_t now;
 	int rc = CT_EXIT_OK, ran = 0;
@@ -1012,12 +1012,12 @@ int ct_stragglers(struct ct *ct, char **users, int n)
 		printf("stragglers: no user in a straggler window\n");
 	if (idx != NULL)
 		freeReplyObject(idx);
-	redisFree(c);
+	rn_close(&c);
 	return rc;
 noredis:
 	if (idx != NULL)
 		freeReplyObject(idx);
-	redisFree(c);
+	rn_close(&c);
 	return CT_EXIT_NOREDIS;
 }
 
@@ -1025,7 +1025,7 @@ noredis:
  * is on; proxies drain the sessions and confirm). NULL when done (*epoch_r,
  * *t_frozen_r), else why not; *frozen_r says whether the route was changed
  * (not when another imapferryctl's lease runs: leave the route alone then). */
-static const char *freeze_user(const struct ct *ct, redisContext *c, const char *user,
+static const char *freeze_user(const struct ct *ct, struct rnodes *c, const char *user,
                                enum rk_route_state from, uint64_t *epoch_r, double *t_frozen_r,
                                int *frozen_r)
 {
@@ -1064,35 +1064,31 @@ static void stale_say(const char *user, const struct ct_route_info *ri)
 /* Deletes the user's source-to-destination sync state (a rollback after the
  * flip changed the source behind it: the daemon starts over by identifying
  * messages, which copies nothing twice). */
-static int state_drop(redisContext *c, const char *user)
+static int del_cb(const char *key, size_t len, void *aux)
 {
-	char key[1100], match[1200], cursor[32] = "0";
+	redisReply *d = ct_cmd(aux, "DEL %b", key, len);
+
+	if (d != NULL)
+		freeReplyObject(d);
+	return 0;
+}
+
+static int state_drop(struct rnodes *c, const char *user)
+{
+	char key[1100], match[1200];
 	redisReply *r;
 
 	rk_key_state(key, sizeof(key), user);
 	if ((r = ct_cmd(c, "DEL %s", key)) == NULL)
 		return -1;
 	freeReplyObject(r);
+	/* the maps share the state's hash tag: one node holds them all */
 	rk_key_map(match, sizeof(match), user, "");
 	strcat(match, "*");
-	do {
-		if ((r = ct_cmd(c, "SCAN %s MATCH %b COUNT 1000", cursor, match, strlen(match))) ==
-		    NULL)
-			return -1;
-		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-			freeReplyObject(r);
-			return -1;
-		}
-		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-		for (size_t i = 0; i < r->element[1]->elements; i++) {
-			redisReply *d = ct_cmd(c, "DEL %b", r->element[1]->element[i]->str,
-			                       r->element[1]->element[i]->len);
-
-			if (d != NULL)
-				freeReplyObject(d);
-		}
-		freeReplyObject(r);
-	} while (strcmp(cursor, "0") != 0);
+	if (rn_scan(c, match, del_cb, c) < 0) {
+		fprintf(stderr, "imapferryctl: Redis: %s\n", rn_error(c));
+		return -1;
+	}
 	return 0;
 }
 
@@ -1120,7 +1116,7 @@ static void folders_say(const char *user, const struct ct_verdict *v, int delete
  * by an imapferryctl that is gone: ri stale): freeze, stragglers, destination
  * to source (--delete2), verify, then SRC; any failure leaves the user on
  * DST. */
-static int rollback_dst(const struct ct *ct, redisContext *c, const char *user,
+static int rollback_dst(const struct ct *ct, struct rnodes *c, const char *user,
                         const struct ct_route_info *ri)
 {
 	const char *extra[] = {"--delete2", "--syncduplicates", "--nostate", "--delete2folders"};
@@ -1229,7 +1225,7 @@ fail:
 int ct_rollback(struct ct *ct, char **users, int n)
 {
 	const char *err;
-	redisContext *c;
+	struct rnodes *c;
 	int rc = CT_EXIT_OK;
 	struct sigaction sa;
 
@@ -1279,14 +1275,14 @@ int ct_rollback(struct ct *ct, char **users, int n)
 		printf("%s: route SRC, epoch %llu (%lld prox%s notified)\n", users[i],
 		       (unsigned long long)epoch, rcv, rcv == 1 ? "y" : "ies");
 	}
-	redisFree(c);
+	rn_close(&c);
 	return rc;
 }
 
 static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 {
 	const char *err, *why = NULL;
-	redisContext *c = ct_connect(ct->redis, &err);
+	struct rnodes *c = ct_connect(ct->redis, &err);
 	struct ct_quiet q;
 	struct ct_verdict v = {0};
 	struct ct_route_info ri;
@@ -1300,7 +1296,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		return CT_EXIT_NOREDIS;
 	}
 	if (ct_route_info(c, user, &ri) < 0) {
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_NOREDIS;
 	}
 	st = ri.state;
@@ -1308,7 +1304,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	if (mode == CT_CUTOVER && st == RK_ROUTE_DST) {
 		printf("%s: already on the destination (epoch %llu): nothing to do\n", user,
 		       (unsigned long long)epoch);
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_SKIPPED;
 	}
 	if (mode == CT_FINAL_DELTA && st != RK_ROUTE_SRC) {
@@ -1320,7 +1316,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		               ? "frozen by an imapferryctl that is gone (lease ended): "
 		                 "imapferryctl rollback USER first; no final delta"
 		               : "a cutover is running: no final delta");
-		redisFree(c);
+		rn_close(&c);
 		return st == RK_ROUTE_DST ? CT_EXIT_SKIPPED : CT_EXIT_FAILED;
 	}
 	if (mode == CT_CUTOVER && ct_route_stale(&ri) && ri.lease_to == RK_ROUTE_DST) {
@@ -1330,7 +1326,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 		       "gone (lease ended %.1f s ago): run imapferryctl rollback USER again. "
 		       "Nothing done.\n",
 		       user, -ri.lease_left_ms / 1000.0);
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_FAILED;
 	}
 	if (mode == CT_CUTOVER) {
@@ -1373,7 +1369,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	if (mode == CT_FINAL_DELTA) {
 		unquiesce(c, user, &q);
 		printf("%s: final delta done in %.2f s\n", user, mono() - t0);
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_OK;
 	}
 	if (route(ct, c, user, RK_ROUTE_DST, CT_GUARD_LEASE, RK_ROUTE_SRC, &epoch) < 0) {
@@ -1391,7 +1387,7 @@ static int cutover_one(const struct ct *ct, const char *user, enum ct_mode mode)
 	printf("%s: cut over to the destination (epoch %llu) in %.2f s, frozen %.2f s\n", user,
 	       (unsigned long long)epoch, mono() - t0, mono() - t_frozen);
 	strag_record(c, user, ct->stragglers_s);
-	redisFree(c);
+	rn_close(&c);
 	return CT_EXIT_OK;
 fail:
 	printf("%s: FAILED: %s\n", user, why);
@@ -1408,7 +1404,7 @@ fail:
 		unquiesce(c, user, &q);
 	}
 	lease_drop();
-	redisFree(c);
+	rn_close(&c);
 	return CT_EXIT_FAILED;
 }
 

@@ -149,7 +149,7 @@ static int cmd_route(struct ct *ct, char **args, int n)
 		enum rk_route_state st;
 	} names[] = {{"src", RK_ROUTE_SRC}, {"freeze", RK_ROUTE_FREEZE}, {"dst", RK_ROUTE_DST}};
 	const char *err;
-	redisContext *c;
+	struct rnodes *c;
 	uint64_t epoch;
 	long long rcv;
 	int found = -1;
@@ -170,13 +170,13 @@ static int cmd_route(struct ct *ct, char **args, int n)
 		return CT_EXIT_NOREDIS;
 	}
 	if (ct_route_set(c, args[0], names[found].st, &epoch, &rcv) < 0) {
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_NOREDIS;
 	}
 	printf("%s: route %s, epoch %llu (%lld prox%s notified)\n", args[0],
 	       rk_route_state_names[names[found].st], (unsigned long long)epoch, rcv,
 	       rcv == 1 ? "y" : "ies");
-	redisFree(c);
+	rn_close(&c);
 	return CT_EXIT_OK;
 }
 
@@ -189,7 +189,7 @@ static int str_cmp(const void *a, const void *b)
 static int add_all(struct ct *ct, struct ct_list *l, const char *cmd)
 {
 	const char *err;
-	redisContext *c;
+	struct rnodes *c;
 	char **all;
 	int n, j = 0;
 
@@ -202,10 +202,10 @@ static int add_all(struct ct *ct, struct ct_list *l, const char *cmd)
 		return CT_EXIT_NOREDIS;
 	}
 	if (ct_users_list(c, &all, &n) < 0) {
-		redisFree(c);
+		rn_close(&c);
 		return CT_EXIT_NOREDIS;
 	}
-	redisFree(c);
+	rn_close(&c);
 	for (int i = 0; i < n; i++) {
 		list_add(l, all[i]);
 		list_add(&ct_owned, all[i]);

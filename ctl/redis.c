@@ -5,46 +5,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ctl.h"
 
-redisContext *ct_connect(const char *spec, const char **error_r)
+struct rnodes *ct_connect(const char *spec, const char **error_r)
 {
-	struct timeval tv = {CT_TIMEOUT_MS / 1000, (CT_TIMEOUT_MS % 1000) * 1000};
 	static char err[300];
-	redisContext *c;
+	const char *why;
+	struct rnodes *c = rn_open_spec(spec, CT_TIMEOUT_MS, &why);
 
-	if (spec[0] == '/') {
-		c = redisConnectUnixWithTimeout(spec, tv);
-	} else {
-		char host[256];
-		const char *colon = strrchr(spec, ':');
-		size_t hl = colon != NULL ? (size_t)(colon - spec) : strlen(spec);
-		int port = colon != NULL ? atoi(colon + 1) : 6379;
-
-		if (hl >= sizeof(host) || port <= 0 || port > 65535) {
-			*error_r = "bad --redis (expected HOST:PORT or a socket path)";
-			return NULL;
-		}
-		memcpy(host, spec, hl);
-		host[hl] = '\0';
-		c = redisConnectWithTimeout(host, port, tv);
-	}
-	if (c == NULL || c->err) {
-		snprintf(err, sizeof(err), "cannot connect to Redis at %s: %s", spec,
-		         c != NULL ? c->errstr : "out of memory");
-		redisFree(c);
+	if (c == NULL) {
+		snprintf(err, sizeof(err), "cannot connect to Redis at %s: %s", spec, why);
 		*error_r = err;
-		return NULL;
 	}
-	redisSetTimeout(c, tv);
 	return c;
 }
 
-static redisReply *check(redisContext *c, redisReply *r)
+static redisReply *check(struct rnodes *c, redisReply *r)
 {
 	if (r == NULL) {
-		fprintf(stderr, "imapferryctl: Redis: %s\n", c->errstr[0] ? c->errstr : "no reply");
+		fprintf(stderr, "imapferryctl: Redis: %s\n", rn_error(c));
 		return NULL;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
@@ -55,23 +36,29 @@ static redisReply *check(redisContext *c, redisReply *r)
 	return r;
 }
 
-redisReply *ct_cmd(redisContext *c, const char *fmt, ...)
+/* Commands go to the node of their key (rnodes.h): one Redis, or a Redis
+ * Cluster given by any of its nodes. */
+redisReply *ct_cmd(struct rnodes *c, const char *fmt, ...)
 {
 	va_list ap;
 	redisReply *r;
 
 	va_start(ap, fmt);
-	r = redisvCommand(c, fmt, ap);
+	r = rn_vcommand(c, fmt, ap);
 	va_end(ap);
 	return check(c, r);
 }
 
-redisReply *ct_cmd_argv(redisContext *c, int argc, const char **argv)
+redisReply *ct_cmd_argv(struct rnodes *c, int argc, const char **argv)
 {
-	return check(c, redisCommandArgv(c, argc, argv, NULL));
+	/* EVAL script numkeys key ...: the first key; else argv[1] */
+	int k = strcasecmp(argv[0], "EVAL") == 0 || strcasecmp(argv[0], "EVALSHA") == 0 ? 3 : 1;
+	unsigned slot = argc > k ? rk_key_slot(argv[k], strlen(argv[k])) : 0;
+
+	return check(c, rn_command_argv(c, slot, argc, argv, NULL, 0));
 }
 
-int ct_now_ms(redisContext *c, int64_t *now_r)
+int ct_now_ms(struct rnodes *c, int64_t *now_r)
 {
 	redisReply *r = ct_cmd(c, "TIME");
 
@@ -119,7 +106,7 @@ static const char route_lua[] =
 
 static const char *const guard_names[CT_GUARD_COUNT] = {"none", "freeze", "epoch", "lease"};
 
-int ct_route_change(redisContext *c, const char *user, const struct ct_route_req *req,
+int ct_route_change(struct rnodes *c, const char *user, const struct ct_route_req *req,
                     uint64_t *epoch_r, long long *receivers_r)
 {
 	char key[1024], expect[24], lease[16];
@@ -173,7 +160,7 @@ int ct_route_change(redisContext *c, const char *user, const struct ct_route_req
 	return 1;
 }
 
-int ct_route_set(redisContext *c, const char *user, enum rk_route_state state, uint64_t *epoch_r,
+int ct_route_set(struct rnodes *c, const char *user, enum rk_route_state state, uint64_t *epoch_r,
                  long long *receivers_r)
 {
 	struct ct_route_req req = {.state = state, .guard = CT_GUARD_NONE};
@@ -193,7 +180,7 @@ static const char renew_lua[] =
         "redis.call('HSET', KEYS[1], '" RK_ROUTE_F_LEASE "', tostring(now + tonumber(ARGV[2])))\n"
         "return 1\n";
 
-int ct_lease_renew(redisContext *c, const char *user, uint64_t epoch, unsigned lease_ms)
+int ct_lease_renew(struct rnodes *c, const char *user, uint64_t epoch, unsigned lease_ms)
 {
 	char key[1024], e[24], l[16];
 	const char *argv[6];
@@ -226,7 +213,7 @@ static const char info_lua[] =
         "local lease = tonumber(v[3] or '')\n"
         "return {v[1] or '', v[2] or '0', lease and tostring(lease - now) or '', v[4] or ''}\n";
 
-int ct_route_info(redisContext *c, const char *user, struct ct_route_info *ri)
+int ct_route_info(struct rnodes *c, const char *user, struct ct_route_info *ri)
 {
 	char key[1024];
 	redisReply *r;
@@ -260,7 +247,8 @@ int ct_route_stale(const struct ct_route_info *ri)
 	return ri->state == RK_ROUTE_FREEZE && ri->has_lease && ri->lease_left_ms <= 0;
 }
 
-int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r, uint64_t *epoch_r)
+int ct_route_get(struct rnodes *c, const char *user, enum rk_route_state *state_r,
+                 uint64_t *epoch_r)
 {
 	char key[1024];
 	redisReply *r;
@@ -283,7 +271,7 @@ int ct_route_get(redisContext *c, const char *user, enum rk_route_state *state_r
 	return found;
 }
 
-int ct_user_resume(redisContext *c, const char *user)
+int ct_user_resume(struct rnodes *c, const char *user)
 {
 	char due[64], poll[64], member[1024];
 	int64_t now;
@@ -307,7 +295,7 @@ int ct_key_last(char *buf, size_t size, const char *user)
 	return rk_key_last(buf, size, user) < 0 ? -1 : 0;
 }
 
-int ct_last_record(redisContext *c, const char *user, const char *by, const char *error)
+int ct_last_record(struct rnodes *c, const char *user, const char *by, const char *error)
 {
 	char key[1100], err[CT_LAST_ERROR_MAX + 1];
 	redisReply *r;
@@ -347,7 +335,7 @@ int ct_last_record(redisContext *c, const char *user, const char *by, const char
 	return 0;
 }
 
-int ct_sizes_record(redisContext *c, const char *user, const char *by,
+int ct_sizes_record(struct rnodes *c, const char *user, const char *by,
                     const unsigned long long msgs[2], const unsigned long long bytes[2])
 {
 	char key[1100], n[4][24];

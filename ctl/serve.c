@@ -41,8 +41,8 @@ struct ct_srv {
 	struct event_base *base;
 	struct evhttp *http;
 	struct event *sample_ev, *sigint_ev, *sigterm_ev;
-	redisContext *redis; /* NULL: connect at the next need */
-	char *snap;          /* the last status JSON (malloc) or NULL */
+	struct rnodes *redis; /* NULL: connect at the next need */
+	char *snap;           /* the last status JSON (malloc) or NULL */
 	size_t snap_len;
 	int64_t snap_mono_ms; /* when it was taken (monotonic) */
 	char error[256];      /* why the last status run failed, or "" */
@@ -316,7 +316,7 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static redisContext *srv_redis(struct ct_srv *srv)
+static struct rnodes *srv_redis(struct ct_srv *srv)
 {
 	const char *err;
 
@@ -330,9 +330,9 @@ static void srv_redis_lost(struct ct_srv *srv)
 {
 	if (srv->error[0] == '\0')
 		snprintf(srv->error, sizeof(srv->error), "Redis at %s: %s", srv->ct->redis,
-		         srv->redis != NULL && srv->redis->errstr[0] ? srv->redis->errstr
-		                                                     : "command failed");
-	redisFree(srv->redis);
+		         srv->redis != NULL && rn_error(srv->redis)[0] ? rn_error(srv->redis)
+		                                                       : "command failed");
+	rn_close(&srv->redis);
 	srv->redis = NULL;
 }
 
@@ -662,7 +662,7 @@ int ct_serve(struct ct *ct)
 		evhttp_free(srv->http);
 	if (srv->base != NULL)
 		event_base_free(srv->base);
-	redisFree(srv->redis);
+	rn_close(&srv->redis);
 	free(srv->snap);
 	free(srv);
 	return rc;

@@ -119,10 +119,27 @@ static void key_user(struct ct_users *us, const redisReply *k, int pass)
 		users_add(us, p, (size_t)(end - p));
 }
 
-/* Every user the replication knows: the poll sets and the route keys. */
-static int users_all(redisContext *c, struct ct_users *us)
+struct key_scan {
+	struct ct_users *us;
+	int pass;
+};
+
+static int key_scan_cb(const char *key, size_t len, void *aux)
 {
-	char key[64], cursor[32] = "0";
+	struct key_scan *ks = aux;
+	redisReply k = {0};
+
+	k.type = REDIS_REPLY_STRING;
+	k.str = (char *)key;
+	k.len = len;
+	key_user(ks->us, &k, ks->pass);
+	return 0;
+}
+
+/* Every user the replication knows: the poll sets and the route keys. */
+static int users_all(struct rnodes *c, struct ct_users *us)
+{
+	char key[64];
 	redisReply *r;
 
 	for (unsigned s = 0; s < RK_SHARDS; s++) {
@@ -134,29 +151,22 @@ static int users_all(redisContext *c, struct ct_users *us)
 		freeReplyObject(r);
 	}
 	/* Routed users, and users with a sync state (a final-delta, a CLI run
-	 * with --redis): "rep:route:<user>", "rep:{s}:st:<user>". */
+	 * with --redis): "rep:route:<user>", "rep:{s}:st:<user>"; on every
+	 * master of a cluster. */
 	for (int pass = 0; pass < 2; pass++) {
-		const char *match = pass == 0 ? RK_PREFIX "route:*" : RK_PREFIX "{*}:st:*";
+		struct key_scan ks = {us, pass};
 
-		strcpy(cursor, "0");
-		do {
-			if ((r = ct_cmd(c, "SCAN %s MATCH %s COUNT 1000", cursor, match)) == NULL)
-				return -1;
-			if (r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
-				snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-				for (size_t i = 0; i < r->element[1]->elements; i++)
-					key_user(us, r->element[1]->element[i], pass);
-			} else {
-				strcpy(cursor, "0");
-			}
-			freeReplyObject(r);
-		} while (strcmp(cursor, "0") != 0);
+		if (rn_scan(c, pass == 0 ? RK_PREFIX "route:*" : RK_PREFIX "{*}:st:*", key_scan_cb,
+		            &ks) < 0) {
+			fprintf(stderr, "imapferryctl: Redis: %s\n", rn_error(c));
+			return -1;
+		}
 	}
 	return 0;
 }
 
 /* Due and in-flight members of every shard that holds one of the users. */
-static int queue_fill(redisContext *c, struct ct_users *us)
+static int queue_fill(struct rnodes *c, struct ct_users *us)
 {
 	char key[64];
 	int need[RK_SHARDS] = {0};
@@ -213,7 +223,7 @@ static void state_line(struct ct_user *u, const char *v)
 	}
 }
 
-static int user_fill(redisContext *c, struct ct_user *u)
+static int user_fill(struct rnodes *c, struct ct_user *u)
 {
 	char key[1024];
 	redisReply *r;
@@ -493,7 +503,7 @@ static void users_free(struct ct_users *us)
 }
 
 /* The users given (all when n == 0), filled; Redis's clock in *now_r. */
-static int status_gather(redisContext *c, char **users, int n, struct ct_users *us, int64_t *now_r)
+static int status_gather(struct rnodes *c, char **users, int n, struct ct_users *us, int64_t *now_r)
 {
 	for (int i = 0; i < n; i++)
 		users_add(us, users[i], strlen(users[i]));
@@ -508,7 +518,7 @@ static int status_gather(redisContext *c, char **users, int n, struct ct_users *
 	return 0;
 }
 
-int ct_users_list(redisContext *c, char ***users_r, int *n_r)
+int ct_users_list(struct rnodes *c, char ***users_r, int *n_r)
 {
 	struct ct_users us = {0};
 	char **v;
@@ -531,7 +541,7 @@ int ct_users_list(redisContext *c, char ***users_r, int *n_r)
 	return 0;
 }
 
-int ct_status_json(redisContext *c, char **users, int n, FILE *fp, struct ct_totals *totals_r)
+int ct_status_json(struct rnodes *c, char **users, int n, FILE *fp, struct ct_totals *totals_r)
 {
 	struct ct_users us = {0};
 	int64_t now;
@@ -550,7 +560,7 @@ int ct_status(struct ct *ct, char **users, int n)
 	struct ct_users us = {0};
 	struct ct_totals totals;
 	const char *err;
-	redisContext *c = ct_connect(ct->redis, &err);
+	struct rnodes *c = ct_connect(ct->redis, &err);
 	int64_t now;
 	int rc = CT_EXIT_NOREDIS;
 
@@ -566,6 +576,6 @@ int ct_status(struct ct *ct, char **users, int n)
 		rc = CT_EXIT_OK;
 	}
 	users_free(&us);
-	redisFree(c);
+	rn_close(&c);
 	return rc;
 }

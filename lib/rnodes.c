@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
@@ -30,6 +31,7 @@ struct rnodes {
 	 * redirection: a standalone Redis never needs it. */
 	uint8_t *slot_node;
 	unsigned long connects;
+	int cluster; /* rn_cluster(): -1 not asked yet */
 	char err[RN_ERROR_MAX];
 };
 
@@ -286,8 +288,10 @@ void rn_drop(struct rnodes *rn, redisContext *c)
 		}
 }
 
-redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const char **argv,
-                            const size_t *lens, int resend)
+/* Sends the formatted command cmd[0..len) (RESP) for slot; see
+ * rn_command_argv(). what names it in errors. */
+static redisReply *rn_send(struct rnodes *rn, unsigned slot, const char *cmd, size_t len,
+                           const char *what, int resend)
 {
 	unsigned redirects = 0;
 	int io_errors = 0, ask = 0, target = -1;
@@ -295,14 +299,14 @@ redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const ch
 	slot &= RK_SLOTS - 1;
 	for (;;) {
 		struct rn_node *nd;
+		void *reply = NULL;
 		redisReply *r;
 		int i;
 
-		if (target >= 0) {
+		if (target >= 0)
 			i = node_ensure(rn, (unsigned)target) == 0 ? target : -1;
-		} else {
+		else
 			i = node_for(rn, slot);
-		}
 		if (i < 0)
 			return NULL;
 		nd = &rn->node[i];
@@ -310,13 +314,14 @@ redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const ch
 			r = redisCommand(nd->c, "ASKING");
 			freeReplyObject(r);
 		}
-		r = redisCommandArgv(nd->c, argc, argv, lens);
-		if (r == NULL) {
+		if (redisAppendFormattedCommand(nd->c, cmd, len) != REDIS_OK ||
+		    redisGetReply(nd->c, &reply) != REDIS_OK || reply == NULL) {
 			char where[300];
 
+			freeReplyObject(reply);
 			node_where(nd, where, sizeof(where));
 			rn_set_error(rn, "redis %s: %s while sending %s", where,
-			             nd->c->err != 0 ? nd->c->errstr : "no reply", argv[0]);
+			             nd->c->err != 0 ? nd->c->errstr : "no reply", what);
 			rn_drop(rn, nd->c);
 			if (!resend || ++io_errors > 1)
 				return NULL;
@@ -324,6 +329,7 @@ redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const ch
 			ask = 0;
 			continue;
 		}
+		r = reply;
 		if (r->type == REDIS_REPLY_ERROR && redirects < RN_REDIRECTS_MAX) {
 			int next = redirect_take(rn, r, &ask);
 
@@ -336,6 +342,275 @@ redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const ch
 		}
 		return r;
 	}
+}
+
+redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const char **argv,
+                            const size_t *lens, int resend)
+{
+	char *cmd = NULL;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	redisReply *r;
+
+	if (len < 0 || cmd == NULL) {
+		rn_set_error(rn, "redis: out of memory");
+		return NULL;
+	}
+	r = rn_send(rn, slot, cmd, (size_t)len, argv[0], resend);
+	redisFreeCommand(cmd);
+	return r;
+}
+
+/* The RESP bulk string at *p (within end): its bytes and length; *p moves
+ * past it. -1 when malformed. */
+static int resp_bulk(const char **p, const char *end, const char **s_r, size_t *len_r)
+{
+	const char *q = *p, *e;
+	long v;
+
+	if (q >= end || *q != '$')
+		return -1;
+	v = dec(q + 1, end, 512L * 1024 * 1024, &e);
+	if (v < 0 || end - e < 2 || e[0] != '\r' || e[1] != '\n')
+		return -1;
+	e += 2;
+	if ((size_t)(end - e) < (size_t)v + 2 || e[v] != '\r' || e[v + 1] != '\n')
+		return -1;
+	*s_r = e;
+	*len_r = (size_t)v;
+	*p = e + v + 2;
+	return 0;
+}
+
+static int word_is(const char *s, size_t len, const char *w)
+{
+	return strlen(w) == len && strncasecmp(s, w, len) == 0;
+}
+
+/* The hash tag of a SCAN pattern, when it is a literal one ("rep:{3}:map:*":
+ * "3"): every key it can match is in that tag's slot. */
+static int pattern_tag_slot(const char *pat, size_t len, unsigned *slot_r)
+{
+	const char *open = memchr(pat, '{', len), *close, *c;
+
+	if (open == NULL)
+		return 0;
+	close = memchr(open, '}', len - (size_t)(open - pat));
+	if (close == NULL || close == open + 1)
+		return 0;
+	for (c = pat; c < close; c++)
+		if (*c == '*' || *c == '?' || *c == '[' || *c == '\\')
+			return 0; /* before or inside the tag: not a literal one */
+	*slot_r = rk_crc16(open + 1, (size_t)(close - open - 1)) & (RK_SLOTS - 1);
+	return 1;
+}
+
+int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r)
+{
+	const char *p = cmd, *end = cmd + len, *e, *a[6];
+	size_t al[6];
+	long argc, i;
+
+	if (len < 4 || cmd[0] != '*')
+		return -1;
+	argc = dec(cmd + 1, end, 1L << 30, &e);
+	if (argc < 1 || end - e < 2 || e[0] != '\r' || e[1] != '\n')
+		return -1;
+	p = e + 2;
+	for (i = 0; i < argc && i < 6; i++)
+		if (resp_bulk(&p, end, &a[i], &al[i]) < 0)
+			return -1;
+	if (word_is(a[0], al[0], "EVAL") || word_is(a[0], al[0], "EVALSHA")) {
+		if (argc < 4 || word_is(a[2], al[2], "0"))
+			return 0;
+		*slot_r = rk_key_slot(a[3], al[3]);
+		return 1;
+	}
+	if (word_is(a[0], al[0], "SCAN")) {
+		/* SCAN cursor MATCH pattern ...: keyless, but a tagged pattern
+		 * only matches keys of one slot */
+		for (i = 2; i + 1 < argc && i + 1 < 6; i += 2)
+			if (word_is(a[i], al[i], "MATCH"))
+				return pattern_tag_slot(a[i + 1], al[i + 1], slot_r);
+		return 0;
+	}
+	if (argc < 2 || word_is(a[0], al[0], "TIME") || word_is(a[0], al[0], "PING") ||
+	    word_is(a[0], al[0], "PUBLISH") || word_is(a[0], al[0], "INFO") ||
+	    word_is(a[0], al[0], "SCRIPT") || word_is(a[0], al[0], "CLUSTER") ||
+	    word_is(a[0], al[0], "ECHO"))
+		return 0;
+	*slot_r = rk_key_slot(a[1], al[1]);
+	return 1;
+}
+
+/* 1 when the configured Redis is a cluster node (INFO cluster, asked once),
+ * 0 when not or when it cannot tell. */
+static int rn_cluster(struct rnodes *rn)
+{
+	redisReply *r;
+
+	if (rn->cluster >= 0)
+		return rn->cluster;
+	if (node_for(rn, 0) < 0)
+		return 0;
+	r = redisCommand(rn->node[rn->dflt].c, "INFO cluster");
+	if (r == NULL)
+		return 0;
+	rn->cluster = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+	freeReplyObject(r);
+	return rn->cluster;
+}
+
+/* Makes sure the node of slot is known on a cluster: a keyless command
+ * routed by slot (SCAN of a tagged pattern) cannot be redirected. */
+static void rn_learn(struct rnodes *rn, unsigned slot)
+{
+	char key[16];
+	const char *argv[2] = {"EXISTS", key};
+	redisReply *r;
+	unsigned tag;
+
+	if ((rn->slot_node != NULL && rn->slot_node[slot] != 0) || !rn_cluster(rn))
+		return;
+	/* a key of that slot: find a tag that hashes there */
+	for (tag = 0; tag < 1u << 20; tag++) {
+		snprintf(key, sizeof(key), "{%x}", tag);
+		if (rk_key_slot(key, strlen(key)) == slot)
+			break;
+	}
+	r = rn_command_argv(rn, slot, 2, argv, NULL, 1);
+	freeReplyObject(r);
+}
+
+redisReply *rn_vcommand(struct rnodes *rn, const char *fmt, va_list ap)
+{
+	char *cmd = NULL;
+	int len = redisvFormatCommand(&cmd, fmt, ap);
+	redisReply *r;
+	unsigned slot = 0;
+	int keyed;
+
+	if (len < 0 || cmd == NULL) {
+		rn_set_error(rn, "redis: bad command or out of memory");
+		return NULL;
+	}
+	keyed = rn_cmd_slot(cmd, (size_t)len, &slot);
+	if (keyed == 1 && strncasecmp(fmt, "SCAN", 4) == 0)
+		rn_learn(rn, slot);
+	r = rn_send(rn, keyed == 1 ? slot : 0, cmd, (size_t)len, fmt, 0);
+	redisFreeCommand(cmd);
+	return r;
+}
+
+redisReply *rn_command(struct rnodes *rn, const char *fmt, ...)
+{
+	va_list ap;
+	redisReply *r;
+
+	va_start(ap, fmt);
+	r = rn_vcommand(rn, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+/* SCAN match on node i to the end; 0 or -1 (error set). */
+static int scan_node(struct rnodes *rn, unsigned i, const char *match,
+                     int (*cb)(const char *key, size_t len, void *aux), void *aux)
+{
+	char cursor[32] = "0";
+
+	do {
+		redisReply *r;
+		size_t k;
+
+		if (node_ensure(rn, i) < 0)
+			return -1;
+		r = redisCommand(rn->node[i].c, "SCAN %s MATCH %s COUNT 1000", cursor, match);
+		if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+		    r->element[0]->type != REDIS_REPLY_STRING ||
+		    r->element[1]->type != REDIS_REPLY_ARRAY) {
+			rn_set_error(rn, "redis: SCAN: %s",
+			             r == NULL                      ? rn->node[i].c->errstr
+			             : r->type == REDIS_REPLY_ERROR ? r->str
+			                                            : "unexpected reply");
+			if (r == NULL)
+				rn_drop(rn, rn->node[i].c);
+			freeReplyObject(r);
+			return -1;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+		for (k = 0; k < r->element[1]->elements; k++) {
+			const redisReply *e = r->element[1]->element[k];
+
+			if (e->type == REDIS_REPLY_STRING && cb(e->str, e->len, aux) < 0) {
+				freeReplyObject(r);
+				return 0;
+			}
+		}
+		freeReplyObject(r);
+	} while (strcmp(cursor, "0") != 0);
+	return 0;
+}
+
+int rn_scan(struct rnodes *rn, const char *match, int (*cb)(const char *key, size_t len, void *aux),
+            void *aux)
+{
+	unsigned slot, i, n;
+	redisReply *r;
+	int seen[RN_NODES_MAX] = {0}, rc = 0;
+
+	if (pattern_tag_slot(match, strlen(match), &slot)) {
+		int node;
+
+		rn_learn(rn, slot);
+		if ((node = node_for(rn, slot)) < 0)
+			return -1;
+		return scan_node(rn, (unsigned)node, match, cb, aux);
+	}
+	if (!rn_cluster(rn)) {
+		int node = node_for(rn, 0);
+
+		return node < 0 ? -1 : scan_node(rn, (unsigned)node, match, cb, aux);
+	}
+	/* every master: CLUSTER SLOTS, {start, end, {host, port, id}, replicas} */
+	if ((i = (unsigned)node_for(rn, 0)) >= RN_NODES_MAX ||
+	    (r = redisCommand(rn->node[i].c, "CLUSTER SLOTS")) == NULL) {
+		rn_set_error(rn, "redis: CLUSTER SLOTS: no reply");
+		return -1;
+	}
+	if (r->type != REDIS_REPLY_ARRAY) {
+		rn_set_error(rn, "redis: CLUSTER SLOTS: %s",
+		             r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		freeReplyObject(r);
+		return -1;
+	}
+	n = 0;
+	for (i = 0; i < r->elements && rc == 0; i++) {
+		const redisReply *range = r->element[i], *master;
+		int node;
+
+		if (range->type != REDIS_REPLY_ARRAY || range->elements < 3 ||
+		    (master = range->element[2])->type != REDIS_REPLY_ARRAY ||
+		    master->elements < 2 || master->element[0]->type != REDIS_REPLY_STRING ||
+		    master->element[1]->type != REDIS_REPLY_INTEGER)
+			continue;
+		node = node_find_add(rn, master->element[0]->str, master->element[0]->len,
+		                     (int)master->element[1]->integer);
+		if (node < 0) {
+			rn_set_error(rn, "redis: too many cluster nodes (more than %u)",
+			             RN_NODES_MAX);
+			rc = -1;
+		} else if (!seen[node]) {
+			seen[node] = 1;
+			n++;
+			rc = scan_node(rn, (unsigned)node, match, cb, aux);
+		}
+	}
+	freeReplyObject(r);
+	if (rc == 0 && n == 0) {
+		rn_set_error(rn, "redis: CLUSTER SLOTS named no master");
+		return -1;
+	}
+	return rc;
 }
 
 unsigned long rn_connects(const struct rnodes *rn)
@@ -363,6 +638,7 @@ struct rnodes *rn_open(const char *host, int port, const char *unix_path, unsign
 		return NULL;
 	}
 	rn->timeout_ms = timeout_ms;
+	rn->cluster = -1;
 	rn->n = 1;
 	rn->node[0].port = port;
 	rn->node[0].host = host != NULL && unix_path == NULL ? strdup(host) : NULL;

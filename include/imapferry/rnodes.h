@@ -26,6 +26,7 @@
 #ifndef IMAPFERRY_RNODES_H
 #define IMAPFERRY_RNODES_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 #define RN_NODES_MAX     64u /* cluster nodes one rnodes talks to */
@@ -64,6 +65,29 @@ struct redisContext *rn_ctx(struct rnodes *rn, unsigned slot);
  */
 struct redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, const char **argv,
                                    const size_t *lens, int resend);
+/*
+ * A command in hiredis's printf-like format (redisCommand()), sent to the
+ * node of its key: the first key of EVAL/EVALSHA, argv[1] of the rest;
+ * keyless commands (TIME, PING, PUBLISH, ...) go to any node; SCAN with a
+ * MATCH pattern that carries a literal hash tag goes to that tag's node.
+ * Not sent again after an I/O error (it may have run): the reply, or NULL
+ * with the error set.
+ */
+struct redisReply *rn_command(struct rnodes *rn, const char *fmt, ...);
+struct redisReply *rn_vcommand(struct rnodes *rn, const char *fmt, va_list ap);
+/*
+ * The slot of a RESP-formatted command cmd[0..len): 1 with *slot_r, 0 for a
+ * keyless command, -1 when cmd is no RESP array of bulk strings. Pure.
+ */
+int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r);
+/*
+ * SCAN MATCH match over every key it can match: the one node of a pattern
+ * with a literal hash tag, the standalone Redis, or every master of a
+ * cluster (CLUSTER SLOTS). cb gets each key (NUL-terminated, len bytes;
+ * return -1 to stop). 0, or -1 with the error set.
+ */
+int rn_scan(struct rnodes *rn, const char *match, int (*cb)(const char *key, size_t len, void *aux),
+            void *aux);
 /*
  * For a reply read from a pipeline on rn_ctx(): 1 when it is a MOVED or ASK
  * redirection (a MOVED is learned, so the next rn_ctx() for that slot is

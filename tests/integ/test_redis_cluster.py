@@ -39,6 +39,7 @@ from private_redis import PrivateRedis, free_port
 ENV = fh.Env.load()
 SYNC = os.environ["FERRY_SYNC"]
 PROXY = os.environ["FERRY_PROXY"]
+CTL = os.environ["FERRY_CTL"]
 WORKDIR = tempfile.mkdtemp(prefix="ferry-cluster-test-")
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 USERS = ("erin", "leo")
@@ -96,12 +97,14 @@ class RedisCluster(unittest.TestCase):
             cls.nodes = [cls.a, cls.b, cls.c]
             erin, leo = shard_slot("erin"), shard_slot("leo")
             route, ack = route_slot("erin"), crc16(b"rep:frz:erin") & 16383
-            assert len({erin, leo, route, ack}) == 4
-            # B: erin's shard slot and freeze acks, C: leo's shard slot and
-            # erin's route, A: the rest
-            cls.b.cli("CLUSTER", "ADDSLOTS", str(erin), str(ack))
-            cls.c.cli("CLUSTER", "ADDSLOTS", str(leo), str(route))
-            rest = [s for s in range(16384) if s not in (erin, leo, route, ack)]
+            route2, ack2 = route_slot("leo"), crc16(b"rep:frz:leo") & 16383
+            on_b, on_c = (erin, ack, route2), (leo, route, ack2)
+            assert len(set(on_b + on_c)) == 6
+            # B: erin's shard slot, erin's freeze acks, leo's route;
+            # C: leo's shard slot, erin's route, leo's freeze acks; A: the rest
+            cls.b.cli("CLUSTER", "ADDSLOTS", *map(str, on_b))
+            cls.c.cli("CLUSTER", "ADDSLOTS", *map(str, on_c))
+            rest = [s for s in range(16384) if s not in on_b + on_c]
             runs, start = [], rest[0]
             for prev, cur in zip(rest, rest[1:] + [None]):
                 if cur != prev + 1:
@@ -249,6 +252,47 @@ class RedisCluster(unittest.TestCase):
         out = p.stdout + p.stderr
         self.assertEqual(1, p.returncode, out)
         self.assertIn("--notifystatus needs a standalone Redis", out)
+
+    def ctl(self, *args, timeout=120):
+        p = subprocess.run([CTL, "--redis", f"{fh.HOST}:{self.a.port}", "--sync", SYNC,
+                            *args], capture_output=True, text=True, timeout=timeout)
+        return p.returncode, p.stdout + p.stderr
+
+    def test_5_cutover_status_rollback(self):
+        """imapferryctl given node A: a cutover of leo (route on B, freeze
+        acks and shard keys on C) with a proxy given node B; status over
+        every master; a rollback that drops leo's sync state on C."""
+        cl = self
+        opts = []
+        for n, side in (("1", "src"), ("2", "dst")):
+            opts += [f"--host{n}", fh.HOST, f"--port{n}", str(ENV.port(side, "imap")),
+                     f"--authuser{n}", fh.MASTER_USER, f"--password{n}", fh.MASTER_PASS,
+                     f"--sslargs{n}", f"SSL_ca_file={ENV.ca_file}"]
+        opts += ["--syncduplicates", "--nolog", "--tmpdir", WORKDIR]
+        proxy = fh.start_proxy(ENV, PROXY, redis_port=cl.b.port, log_dir=WORKDIR)
+        try:
+            # the proxy knows leo: a session through it, then gone
+            imap = imaplib.IMAP4(fh.HOST, proxy.port)
+            imap.starttls(ssl_context=ENV.ssl_context())
+            imap.login("leo", ENV.password("leo"))
+            imap.logout()
+            rc, out = self.ctl("cutover", "leo", "--", *opts)
+            self.assertEqual(0, rc, out + proxy.log_text()[-3000:])
+            self.assertIn("cut over to the destination", out)
+            self.assertNotIn("MOVED", out)
+            self.assertEqual("DST", cl.b.cli("HGET", "rep:route:leo", "state"))
+            self.assertEqual([], fh.compare(ENV, "leo", "src", "leo", "dst"))
+            rc, out = self.ctl("status")
+            self.assertEqual(0, rc, out)
+            self.assertRegex(out, r"(?m)^leo\s+DST\s")
+            self.assertRegex(out, r"(?m)^erin\s+-\s")  # no route stored: the source
+            state = f"rep:{{{fh.shard('leo')}}}:st:leo"
+            self.assertEqual("1", cl.c.cli("EXISTS", state))
+            rc, out = self.ctl("rollback", "leo", "--force")
+            self.assertEqual(0, rc, out)
+            self.assertEqual("SRC", cl.b.cli("HGET", "rep:route:leo", "state"))
+        finally:
+            proxy.stop()
 
 
 if __name__ == "__main__":

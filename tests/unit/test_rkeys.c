@@ -451,6 +451,41 @@ static void test_redirect_parse(void **state)
 	}
 }
 
+/* rn_cmd_slot(): the slot of a formatted command's key. */
+static void test_cmd_slot(void **state)
+{
+	static const struct {
+		const char *fmt;
+		int rc;
+		unsigned slot;
+	} cases[] = {
+	        {"*2\r\n$3\r\nGET\r\n$3\r\nfoo\r\n", 1, 12182},
+	        {"*3\r\n$4\r\nHGET\r\n$13\r\nrep:route:bob\r\n$5\r\nstate\r\n", 1, 3916},
+	        {"*4\r\n$4\r\nEVAL\r\n$1\r\nx\r\n$1\r\n1\r\n$11\r\nrep:{3}:due\r\n", 1, 1584},
+	        {"*3\r\n$7\r\nevalsha\r\n$1\r\nx\r\n$1\r\n0\r\n", 0, 0},
+	        {"*1\r\n$4\r\nTIME\r\n", 0, 0},
+	        {"*3\r\n$7\r\nPUBLISH\r\n$7\r\nrep:ctl\r\n$1\r\nx\r\n", 0, 0},
+	        {"*4\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$13\r\nrep:{3}:map:*\r\n", 1, 1584},
+	        {"*4\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$12\r\nrep:{*}:st:*\r\n", 0, 0},
+	        {"*4\r\n$4\r\nSCAN\r\n$1\r\n0\r\n$5\r\nMATCH\r\n$7\r\nrep:*{3\r\n", 0, 0},
+	        {"*2\r\n$3\r\nGET\r\n$9\r\nfoo\r\n", -1, 0}, /* a bulk past the end */
+	        {"*2\r\n$3\r\nGET\r\n", -1, 0},
+	        {"GET foo\r\n", -1, 0},
+	        {"", -1, 0},
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		unsigned slot = 99999;
+		int rc = rn_cmd_slot(cases[i].fmt, strlen(cases[i].fmt), &slot);
+
+		assert_int_equal(rc, cases[i].rc);
+		if (rc == 1)
+			assert_int_equal(slot, cases[i].slot);
+	}
+}
+
 static void test_addr_parse(void **state)
 {
 	static const struct {
@@ -505,6 +540,7 @@ int main(void)
 	        cmocka_unit_test(test_route_state),
 	        cmocka_unit_test(test_key_slot),
 	        cmocka_unit_test(test_redirect_parse),
+	        cmocka_unit_test(test_cmd_slot),
 	        cmocka_unit_test(test_addr_parse),
 	};
 
