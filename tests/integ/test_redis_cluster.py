@@ -127,11 +127,13 @@ class RedisCluster(unittest.TestCase):
             with open(cls.users, "w") as f:
                 f.write("\n".join(USERS) + "\n")
             cls.log_path = os.path.join(WORKDIR, "daemon.log")
+            cls.http = free_port()
             with open(cls.log_path, "ab") as log:
                 cls.daemon = subprocess.Popen(
                     [SYNC, "--daemon", "--redis", f"{fh.HOST}:{cls.a.port}", "--users",
                      cls.users, "--workers", "2", "--poll", "600", "--pollactive", "3600",
-                     "--tmpdir", WORKDIR, *ENV.master_sync_args()],
+                     "--http", f"{fh.HOST}:{cls.http}", "--tmpdir", WORKDIR,
+                     *ENV.master_sync_args()],
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         except BaseException:
             cls.tearDownClass()
@@ -173,6 +175,13 @@ class RedisCluster(unittest.TestCase):
             self.assertEqual("1", node.cli("EXISTS", key), user)
             self.assertIn("INBOX", node.cli("HKEYS", key), user)
         self.assertEqual("0", self.a.cli("DBSIZE"))
+        # the queue's figures come from every node (one pipeline per node):
+        # a due item on C (leo's) is counted
+        self.c.cli("ZADD", f"rep:{{{fh.shard('leo')}}}:due", "99999999999999", "leo\tJunk")
+        m = metrics(self.http)
+        self.assertEqual(1, m["imapferry_sync_redis_up"], m)
+        self.assertEqual(1, m["imapferry_sync_queue_due"], m)
+        self.c.cli("DEL", f"rep:{{{fh.shard('leo')}}}:due")
         # a change, marked as the proxy marks it: on erin's node
         imap = ENV.imap("src", "erin")
         try:
@@ -291,6 +300,51 @@ class RedisCluster(unittest.TestCase):
             rc, out = self.ctl("rollback", "leo", "--force")
             self.assertEqual(0, rc, out)
             self.assertEqual("SRC", cl.b.cli("HGET", "rep:route:leo", "state"))
+        finally:
+            proxy.stop()
+
+
+    def migrate_slot(self, slot, src, dst):
+        """Moves slot from node src to node dst as redis-cli --cluster
+        reshard does: IMPORTING/MIGRATING, MIGRATE every key, SETSLOT NODE
+        on every node."""
+        src_id, dst_id = src.cli("CLUSTER", "MYID"), dst.cli("CLUSTER", "MYID")
+        self.assertEqual("OK", dst.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", src_id))
+        self.assertEqual("OK", src.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", dst_id))
+        while True:
+            keys = src.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100").splitlines()
+            if not keys:
+                break
+            self.assertEqual("OK", src.cli("MIGRATE", fh.HOST, str(dst.port), "", "0", "5000",
+                                           "KEYS", *keys))
+        for n in self.nodes:
+            self.assertEqual("OK", n.cli("CLUSTER", "SETSLOT", str(slot), "NODE", dst_id))
+
+    def test_6_resharding_is_followed(self):
+        """erin's shard slot moves from B to C while the daemon and a proxy
+        run (both have learned B): the next change still reaches the
+        destination, and the marks and state are on C afterwards."""
+        self.wait_identical("erin")
+        proxy = fh.start_proxy(ENV, PROXY, redis_port=self.a.port, log_dir=WORKDIR)
+        try:
+            imap = imaplib.IMAP4(fh.HOST, proxy.port)
+            imap.starttls(ssl_context=ENV.ssl_context())
+            imap.login("erin", ENV.password("erin"))
+            fh.imap_check(imap.append("INBOX", None, None, message(3)), "APPEND")
+            self.wait_identical("erin", timeout=20)
+            slot = shard_slot("erin")
+            self.migrate_slot(slot, self.b, self.c)
+            state = f"rep:{{{fh.shard('erin')}}}:st:erin"
+            self.assertEqual("1", self.c.cli("EXISTS", state))
+            fh.imap_check(imap.append("INBOX", None, None, message(4)), "APPEND")
+            imap.select("INBOX")
+            fh.imap_check(imap.store("1", "+FLAGS", "(\\Answered)"), "STORE")
+            imap.logout()
+            self.wait_identical("erin", timeout=20)
+            m = metrics(proxy.http_port)
+            self.assertEqual(0, m["imapferry_proxy_redis_errors_total"], proxy.log_text())
+            self.assertEqual(0, m["imapferry_proxy_redis_backlog"], m)
+            self.assertEqual("0", self.b.cli("CLUSTER", "COUNTKEYSINSLOT", str(slot)))
         finally:
             proxy.stop()
 
