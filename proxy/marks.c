@@ -1,6 +1,11 @@
 /*
  * marks.c - see marks.h.
  *
+ * A Redis Cluster: the struct below is a "lane", one per node (see its
+ * first fields); what follows describes one lane, and a standalone Redis is
+ * the one lane there is. A reply "-MOVED slot host:port" teaches the slot's
+ * lane and the item is sent again there (redirect_note/redirect_take).
+ *
  * One hiredis 0.14.1 async context on the proxy's event base. Everything the
  * proxy asks for becomes an item: a mark (one ZADD), a hint (LPUSH, LTRIM,
  * EXPIRE), the sweep flag (SET) or a route lookup (HGETALL). Marks and hints

@@ -3,7 +3,9 @@
  * its route reader (private to imapferry-proxy).
  *
  * Mail never waits on Redis: every call here returns at once. Marks are
- * pipelined on one hiredis async context attached to the proxy's event base.
+ * pipelined on one hiredis async context attached to the proxy's event base
+ * (with a Redis Cluster, one per node: each key goes to the node of its
+ * slot, learned from the cluster's MOVED replies; see marks.c).
  * While Redis is down or slow, marks wait in a bounded in-memory ring; the
  * context is reconnected with exponential backoff (100 ms .. 5 s); when the
  * ring overflows, the users whose marks were dropped are remembered (bounded
