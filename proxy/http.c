@@ -74,6 +74,9 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 	            (unsigned long long)(ms.connected != 0));
 	prom_metric(b, "imapferry_proxy_redis_last_latency_microseconds", "gauge",
 	            "Round trip of the last mark.", ms.last_latency_us);
+	prom_metric(b, "imapferry_proxy_routes_from_cache_total", "counter",
+	            "Route lookups Redis did not answer, answered by the last route read.",
+	            ms.cached_routes);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4; charset=utf-8");
 	evhttp_send_reply(req, HTTP_OK, "OK", b);

@@ -59,6 +59,8 @@
 #define PM_TEXT_MAX   8192u
 /* Redis Cluster nodes one proxy writes to (a lane each, ring_max each). */
 #define PM_LANES_MAX 64u
+/* Last known routes kept for lookups Redis cannot answer (direct-mapped). */
+#define PM_RCACHE_SLOTS 65536u
 /* MOVED/ASK redirections one item follows before it counts as an error. */
 #define PM_REDIRECTS_MAX 5u
 
@@ -120,6 +122,15 @@ struct pm_heat {
 	int64_t last_ms;
 };
 
+/* A route Redis answered last for a user (route_remember()). */
+struct pm_rcache {
+	char *user;
+	char *upstream; /* or NULL */
+	int status;     /* 0 found, 1 none stored */
+	enum rk_route_state state;
+	uint64_t epoch;
+};
+
 struct px_marks {
 	/* A Redis Cluster: one struct px_marks ("lane") per node, each with
 	 * its own connection, ring and in-flight list; the first one (the
@@ -130,6 +141,7 @@ struct px_marks {
 	size_t nlanes;
 	size_t dflt;                  /* root: the lane for slots nobody taught us */
 	unsigned short *slot_lane;    /* root: [RK_SLOTS] lane index + 1, 0 = dflt */
+	struct pm_rcache *rcache;     /* root: [PM_RCACHE_SLOTS], allocated on first use */
 	struct px_marks_settings set; /* root: for new lanes (strings: the root's) */
 	struct event_base *base;
 	char *host, *unix_path;
@@ -620,6 +632,62 @@ static void route_req_fail_later(struct px_marks *m, struct px_route_req *req)
 	evtimer_add(req->ev, &zero);
 }
 
+/*
+ * The last route Redis gave for each user, for when it cannot answer: a
+ * user already cut over (DST) must not be sent back to the source because
+ * Redis is away for a moment. Bounded: direct-mapped by a hash of the
+ * name, a collision forgets the older user (who then gets the default, as
+ * without a cache). Only answers of Redis are kept.
+ */
+static void route_remember(struct px_marks *root, const struct px_route_req *req)
+{
+	struct pm_rcache *c;
+	size_t len = strlen(req->user);
+
+	if (root->rcache == NULL)
+		root->rcache = xcalloc(PM_RCACHE_SLOTS, sizeof(*root->rcache));
+	c = &root->rcache[hash_bytes(req->user, len) % PM_RCACHE_SLOTS];
+	if (c->user == NULL || strcmp(c->user, req->user) != 0) {
+		free(c->user);
+		c->user = xstrdup(req->user);
+	}
+	free(c->upstream);
+	c->upstream = req->upstream != NULL ? xstrdup(req->upstream) : NULL;
+	c->status = req->status;
+	c->state = req->state;
+	c->epoch = req->epoch;
+}
+
+/* An unanswered lookup: the remembered route, if any (1). */
+static int route_recall(const struct px_marks *root, struct px_route_req *req)
+{
+	const struct pm_rcache *c;
+
+	if (root->rcache == NULL)
+		return 0;
+	c = &root->rcache[hash_bytes(req->user, strlen(req->user)) % PM_RCACHE_SLOTS];
+	if (c->user == NULL || strcmp(c->user, req->user) != 0)
+		return 0;
+	req->status = c->status;
+	req->state = c->state;
+	req->epoch = c->epoch;
+	free(req->upstream);
+	req->upstream = c->upstream != NULL ? xstrdup(c->upstream) : NULL;
+	return 1;
+}
+
+static void rcache_free(struct px_marks *root)
+{
+	if (root->rcache == NULL)
+		return;
+	for (size_t i = 0; i < PM_RCACHE_SLOTS; i++) {
+		free(root->rcache[i].user);
+		free(root->rcache[i].upstream);
+	}
+	free(root->rcache);
+	root->rcache = NULL;
+}
+
 /* req->ev: the timeout (not answered yet) or the delivery of the answer. */
 static void route_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -633,6 +701,16 @@ static void route_ev_cb(evutil_socket_t fd, short what, void *arg)
 		log_warn("redis: route lookup for user %s timed out after %u ms", req->user,
 		         m->timeout_ms);
 		m->st.errors++;
+	}
+	if (req->status >= 0) {
+		route_remember(m->root, req);
+	} else if (route_recall(m->root, req)) {
+		log_notice("redis: route of user %s unavailable: using the last one read (%s, "
+		           "epoch %llu)",
+		           req->user,
+		           req->status == 1 ? "none stored" : rk_route_state_names[req->state],
+		           (unsigned long long)req->epoch);
+		m->st.cached_routes++;
 	}
 	route_req_detach(m, req);
 	route_req_unlink(m, req);
@@ -1598,6 +1676,7 @@ void px_marks_free(struct px_marks **mp)
 	for (i = 0; i < n; i++)
 		lanes[i]->freeing = 1;
 	free(m->slot_lane);
+	rcache_free(m);
 	for (i = n; i-- > 0;)
 		lane_free(lanes[i]);
 	free(lanes);
@@ -1655,6 +1734,7 @@ void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r
 		stats_r->dropped += l->st.dropped;
 		stats_r->hot += l->st.hot;
 		stats_r->reconnects += l->st.reconnects;
+		stats_r->cached_routes += l->st.cached_routes;
 		stats_r->backlog += l->ring.count;
 		stats_r->connected = stats_r->connected && l->state == PM_UP;
 		if (l->st.last_latency_us > stats_r->last_latency_us)

@@ -66,6 +66,8 @@ struct px_marks_stats {
 	size_t backlog;      /* marks waiting in the ring now */
 	int connected;
 	uint64_t last_latency_us; /* last mark's round trip */
+	uint64_t cached_routes;   /* route lookups Redis did not answer, answered by the
+	                           * last route read for that user */
 };
 void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r);
 
@@ -73,7 +75,10 @@ void px_marks_get_stats(const struct px_marks *m, struct px_marks_stats *stats_r
  * never from inside px_marks_route(): status 0 = found (state, epoch,
  * upstream or NULL if the field is absent; strings borrowed for the call),
  * 1 = no route stored (use the default), -1 = Redis unavailable or timed out
- * (use the default and say so in the log). */
+ * and no earlier answer for this user is remembered (use the default and say
+ * so in the log). When Redis does not answer, the last answer it gave for
+ * the user (kept for up to 65536 users) is delivered instead (status 0 or
+ * 1, logged): a user cut over stays on the destination. */
 typedef void px_route_cb(int status, enum rk_route_state state, uint64_t epoch,
                          const char *upstream, void *aux);
 /* Returns a handle to cancel with px_marks_route_cancel (e.g. the client

@@ -454,6 +454,41 @@ class Cutover(unittest.TestCase):
         self.assertEqual(after.get("MadeAfterFlip"), 1)
         self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
 
+    def test_9_redis_away_keeps_a_cut_over_user_on_the_destination(self):
+        """With Redis away, the proxy answers a route lookup with the last
+        route Redis gave for that user: a user cut over stays on the
+        destination; a user it never looked up goes to the source, as
+        before; once Redis is back, its answers count again."""
+        self.ctl("route", USER, "dst", check=0)
+        imap = self.proxy_imap()
+        self.assertEqual(separator(imap), ENV.sep("dst"))
+        imap.logout()
+        port = self.redis.port
+        self.redis.stop()
+        try:
+            imap = self.proxy_imap()
+            self.assertEqual(separator(imap), ENV.sep("dst"))
+            imap.logout()
+            other = imaplib.IMAP4(fh.HOST, self.proxy.port, timeout=30)
+            other.starttls(ssl_context=ENV.ssl_context())
+            other.login("heidi", ENV.password("heidi"))
+            self.assertEqual(separator(other), ENV.sep("src"))
+            other.logout()
+            log = self.proxy.log_text()
+            self.assertIn(f"route of user {USER} unavailable: using the last one read (DST", log)
+            self.assertIn("route lookup failed (Redis unavailable): using the source", log)
+        finally:
+            type(self).redis = PrivateRedis(WORKDIR, port=port)
+        # Redis back, empty: no route stored is an answer (the source)
+        self.wait_for("the proxy's Redis connection", lambda: self.route_to_src(), 15)
+
+    def route_to_src(self):
+        imap = self.proxy_imap()
+        try:
+            return separator(imap) == ENV.sep("src")
+        finally:
+            imap.logout()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
