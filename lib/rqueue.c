@@ -45,6 +45,7 @@ enum rq_script_id {
 	RQ_S_LAST_OK,
 	RQ_S_LAST_ERR,
 	RQ_S_LAST_FULL,
+	RQ_S_FULL_DUE,
 	RQ_S_MOVE_WAIT,
 	RQ_S_COUNT
 };
@@ -185,6 +186,18 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
         /* last full check of a user. KEYS: last. */
         [RQ_S_LAST_FULL] = LUA_NOW "redis.call('HSET', KEYS[1], 'full_ms', now)\n"
                                    "return 1\n",
+
+        /* is a full check due? KEYS: last. ARGV: interval ms. The clock
+         * starts at the first question (full_from_ms); a yes restarts it
+         * at once, so two daemons never both start one. */
+        [RQ_S_FULL_DUE] = LUA_NOW
+        "local a = tonumber(redis.call('HGET', KEYS[1], 'full_ms') or '') or 0\n"
+        "local b = tonumber(redis.call('HGET', KEYS[1], 'full_from_ms') or '') or 0\n"
+        "local last = math.max(a, b)\n"
+        "if last > 0 and now - last < tonumber(ARGV[1]) then return 0 end\n"
+        "redis.call('HSET', KEYS[1], 'full_from_ms', now)\n"
+        "if last == 0 then return 0 end\n"
+        "return 1\n",
 
         /* last error of a user. KEYS: last. ARGV: by, error. */
         [RQ_S_LAST_ERR] = LUA_NOW
@@ -1086,6 +1099,27 @@ int rq_last_full(struct rq *q, const char *user)
 		return -1;
 	freeReplyObject(r);
 	return 0;
+}
+
+int rq_full_due(struct rq *q, const char *user, uint64_t interval_ms)
+{
+	char k[RQ_KEY_MAX + 1024], iv[RQ_NUM_MAX];
+	const char *args[2];
+	long long v;
+	redisReply *r;
+
+	if (user == NULL || user[0] == '\0' || interval_ms == 0 ||
+	    rk_key_last(k, sizeof(k), user) < 0) {
+		rq_set_error(q, "redis: bad user or interval");
+		return -1;
+	}
+	snprintf(iv, sizeof(iv), "%llu", (unsigned long long)interval_ms);
+	args[0] = k;
+	args[1] = iv;
+	r = rq_eval(q, RQ_S_FULL_DUE, 1, 2, args, NULL, 0);
+	if (r == NULL || rq_reply_int(q, r, "full check", &v) < 0)
+		return -1;
+	return v == 1;
 }
 
 int rq_state_forget(struct rq *q, const char *user)

@@ -102,7 +102,8 @@ struct dm_job {
 	struct timespec started, renewed;
 	long long wall_ms; /* when it started, for the "window" of its log lines */
 	char *user, *folder;
-	int full; /* a full check (--nostate), not a quick check */
+	char *fence; /* --fence: "member<TAB>owner" of its item */
+	int full;    /* a full check (--nostate), not a quick check */
 	char logpath[512];
 	unsigned long long messages, bytes; /* copied, as its worker answered */
 };
@@ -161,7 +162,6 @@ struct dm_user {
 	int checked;       /* a whole-user quick check has run */
 	unsigned pending;  /* folders its last quick check marked, not yet synced */
 	unsigned folders;  /* folders it counted */
-	time_t last_full;  /* last full check (or when this daemon learnt of the user) */
 	time_t last_check; /* last whole-user quick check that ended */
 };
 
@@ -249,7 +249,6 @@ static void user_add(struct daemon *d, const char *u1, const char *u2)
 	memset(&d->users[d->nusers], 0, sizeof(d->users[0]));
 	d->users[d->nusers].user1 = strdup(u1);
 	d->users[d->nusers].user2 = strdup(u2 != NULL ? u2 : u1);
-	d->users[d->nusers].last_full = time(NULL);
 	if (d->users[d->nusers].user1 == NULL || d->users[d->nusers].user2 == NULL)
 		abort();
 	d->nusers++;
@@ -353,6 +352,7 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 	        {"folder", 1},        {"folderrec", 1},      {"pidfile", 1},
 	        {"logfile", 1},       {"quickcheck", 0},     {"notifystatus", 1},
 	        {"notify-status", 1}, {"maxconnections", 1}, {"max-connections", 1},
+	        {"fence", 1},
 	};
 	const char *name = arg, *eq;
 	size_t len;
@@ -379,7 +379,8 @@ static int dropped_option(const char *arg, int own_creds, int *takes_value_r)
 	return 0;
 }
 
-static char **child_argv(const struct daemon *d, const char *user, const char *folder, int full)
+static char **child_argv(const struct daemon *d, const char *user, const char *folder, int full,
+                         const char *fence)
 {
 	char **av = calloc((size_t)d->argc + 16, sizeof(*av));
 	int n = 0;
@@ -411,6 +412,9 @@ static char **child_argv(const struct daemon *d, const char *user, const char *f
 	 * skips them by default; --nosyncduplicates keeps that) */
 	if (!sy_options_given(d->o, SY_OPT_SYNCDUPLICATES))
 		av[n++] = "--syncduplicates";
+	/* the sync's state is written only while this job's lease holds */
+	av[n++] = "--fence";
+	av[n++] = (char *)fence;
 	if (strcmp(folder, RK_FOLDER_ALL) == 0) {
 		av[n++] = "--quickcheck";
 		/* the daily full check trusts no stored state: it forgets it and
@@ -445,6 +449,7 @@ static void job_clear(struct dm_job *j)
 	item_free(j->item);
 	free(j->user);
 	free(j->folder);
+	free(j->fence);
 	memset(j, 0, sizeof(*j));
 }
 
@@ -784,21 +789,19 @@ static int job_start(struct daemon *d, unsigned k, struct rq_item *item)
 	/* per worker slot: tokens count per shard, so they repeat across shards */
 	snprintf(j->logpath, sizeof(j->logpath), "%s/imapferry-daemon-%d-%u.log",
 	         d->o->tmpdir != NULL ? d->o->tmpdir : "/tmp", (int)getpid(), k);
-	{
-		struct dm_user *u = (struct dm_user *)user_of(d, j->user);
-
-		j->full = u != NULL && d->o->fullcheck > 0 && strcmp(folder, RK_FOLDER_ALL) == 0 &&
-		          time(NULL) - u->last_full >= d->o->fullcheck;
-		if (j->full)
-			u->last_full = time(NULL);
-	}
+	/* the full check's clock is in Redis (rep:{s}:last:<user>): shared by
+	 * every daemon, kept across restarts; unknown (Redis away): not now */
+	j->full = d->o->fullcheck > 0 && strcmp(folder, RK_FOLDER_ALL) == 0 &&
+	          rq_full_due(d->q, j->user, (uint64_t)d->o->fullcheck * 1000u) == 1;
 	if ((w->pid <= 0 || w->fd < 0) && worker_spawn(d, k) < 0) {
 		j->item = NULL;
 		job_clear(j);
 		return -1;
 	}
 	reused = worker_knows(w, j->user);
-	av = child_argv(d, j->user, j->folder, j->full);
+	if (asprintf(&j->fence, "%.*s\t%s", (int)item->member_len, item->member, item->owner) < 0)
+		abort();
+	av = child_argv(d, j->user, j->folder, j->full, j->fence);
 	if (job_send(d, k, j, av) < 0) {
 		log_msg(LOG_LVL_WARN, "daemon", "worker %d: cannot send it a job: %s", (int)w->pid,
 		        strerror(errno));

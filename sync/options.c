@@ -364,6 +364,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_HTTP] = {"http", NULL, T_STR(http), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: ADDR:PORT for /metrics and /healthz"},
 	[SY_OPT_NOTIFYSTATUS] = {"notifystatus", "notify-status", T_STR(notifystatus), NULL, NULL, NOW, SY_G_RUN, "prefix", "imapferry daemon: also sync a folder as soon as the source Dovecot's notify_status plugin writes its status into --redis under keys starting with prefix (README: Dovecot notify_status)"},
 	[SY_OPT_QUICKCHECK] = {"quickcheck", NULL, T_BOOL(quickcheck), NULL, NULL, NOW, SY_G_INTERNAL, NULL, "imapferry daemon's own: create missing folders, STATUS both sides, mark changed folders in --redis, sync nothing"},
+	[SY_OPT_FENCE] = {"fence", NULL, T_STR(fence), NULL, NULL, NOW, SY_G_INTERNAL, "item", "imapferry daemon's own: the queue item this run holds (user, folder, owner, tab-separated); the state in --redis is written only while the item's owner is still this run's"},
 	[SY_OPT_MAXDELETE2] = {"maxdelete2", NULL, T_FLO(maxdelete2), "50", NULL, NOW, SY_G_DELETION, "pct", "imapferry: --delete2 refuses to delete more than pct percent of a host2 folder's messages"},
 	[SY_OPT_FORCEDELETE2] = {"forcedelete2", "force-delete2", T_NEG(forcedelete2), "0", NULL, NOW, SY_G_DELETION, NULL, "imapferry: let --delete2 go beyond --maxdelete2"},
 };

@@ -354,6 +354,7 @@ enum sy_opt {
 	SY_OPT_HTTP,
 	SY_OPT_NOTIFYSTATUS,
 	SY_OPT_QUICKCHECK,
+	SY_OPT_FENCE,
 	SY_OPT_MAXDELETE2,
 	SY_OPT_FORCEDELETE2,
 	SY_OPT_COUNT
@@ -460,6 +461,7 @@ struct sy_options {
 	char *http;           /* --http ADDR:PORT: /metrics, /healthz */
 	char *notifystatus;   /* --notifystatus PREFIX: Dovecot notify_status keys (nstatus.c) */
 	int quickcheck;       /* --quickcheck: tree + STATUS, mark changed folders */
+	char *fence;          /* --fence "user<TAB>folder<TAB>worker:token": the lease held */
 	double simulong;
 	long long buffersize;
 	struct sy_strlist testsunit, var;

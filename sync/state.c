@@ -1064,6 +1064,185 @@ static int save_redis(struct sy_run *r, struct sy_state *s)
 }
 
 /* Writes the state in one MULTI ... EXEC on c, then frees c. */
+/*
+ * The fenced write (--fence, a daemon's job): one script checks that the
+ * queue item's owner is still this run's ("worker:token" in rep:{s}:owner,
+ * the lease's fencing token) and only then makes the writes, so a worker
+ * that lost its lease (stalled past it, its item reclaimed by another
+ * worker) cannot overwrite the newer owner's state. KEYS[1] the owner hash,
+ * KEYS[2..] the keys written; ARGV: member, owner, then ops: 'D' k (DEL),
+ * 'X' k field (HDEL), 'H' k field value (HSET), 'S' k value (SET), k an
+ * index into KEYS. Returns 1 written, 0 fenced off. Every key shares the
+ * user's shard tag: one slot.
+ */
+static const char fenced_save_lua[] =
+        "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end\n"
+        "local i = 3\n"
+        "while i <= #ARGV do\n"
+        "  local op, k = ARGV[i], KEYS[tonumber(ARGV[i + 1])]\n"
+        "  if op == 'D' then redis.call('DEL', k); i = i + 2\n"
+        "  elseif op == 'X' then redis.call('HDEL', k, ARGV[i + 2]); i = i + 3\n"
+        "  elseif op == 'H' then redis.call('HSET', k, ARGV[i + 2], ARGV[i + 3]); i = i + 4\n"
+        "  elseif op == 'S' then redis.call('SET', k, ARGV[i + 2]); i = i + 3\n"
+        "  else return redis.error_reply('bad op') end\n"
+        "end\n"
+        "return 1\n";
+
+/* An argument vector that owns its strings. */
+struct sv {
+	char **v;
+	size_t n, cap;
+};
+
+static void sv_add(struct sv *a, const char *str)
+{
+	if (a->n == a->cap) {
+		a->cap = a->cap == 0 ? 32 : a->cap * 2;
+		a->v = realloc(a->v, a->cap * sizeof(*a->v));
+		if (a->v == NULL)
+			abort();
+	}
+	a->v[a->n++] = xstrdup(str);
+}
+
+static void sv_free(struct sv *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Adds key to keys; its KEYS index (1-based, as text) to args. */
+static void sv_key(struct sv *keys, struct sv *args, const char *key)
+{
+	char idx[24];
+
+	sv_add(keys, key);
+	snprintf(idx, sizeof(idx), "%zu", keys->n);
+	sv_add(args, idx);
+}
+
+/* The fenced write of what save_redis_on() writes; 0, or -1 (*why set). */
+static int save_redis_fenced(struct sy_run *r, struct sy_state *s, redisContext *c, char *why,
+                             size_t why_size)
+{
+	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
+	const char *tab = strrchr(r->o->fence, '\t');
+	char key[1024], okey[64], nk[24], *pair = pair_value(r);
+	struct sv keys = {0}, args = {0};
+	const char **argv;
+	redisReply *rep;
+	size_t argc;
+	int rc = -1;
+
+	if (tab == NULL || tab == r->o->fence || rk_key_state(key, sizeof(key), user) < 0 ||
+	    rk_key_owner(okey, sizeof(okey), rk_shard(user)) < 0) {
+		snprintf(why, why_size, "bad --fence");
+		free(pair);
+		return -1;
+	}
+	sv_add(&keys, okey);
+	{
+		char *member = strndup(r->o->fence, (size_t)(tab - r->o->fence));
+
+		if (member == NULL)
+			abort();
+		sv_add(&args, member);
+		free(member);
+	}
+	sv_add(&args, tab + 1);
+	if (s->foreign) {
+		sv_add(&args, "D");
+		sv_key(&keys, &args, key);
+	}
+	sv_add(&args, "H");
+	sv_key(&keys, &args, key);
+	sv_add(&args, PAIR_FIELD);
+	sv_add(&args, pair);
+	for (size_t k = 0; k < s->n; k++) {
+		const struct sy_fstate *e = &s->f[k];
+		char cn[1024];
+
+		if (e->was1 != NULL) {
+			canon(r, e->was1, cn, sizeof(cn));
+			sv_add(&args, "X");
+			sv_key(&keys, &args, key);
+			sv_add(&args, cn);
+		}
+		if (!e->dirty)
+			continue;
+		canon(r, e->name1, cn, sizeof(cn));
+		if (!e->st[0].valid || !e->st[1].valid) {
+			sv_add(&args, "X");
+			sv_key(&keys, &args, key);
+			sv_add(&args, cn);
+		} else {
+			char *line = line_of(wr_folder, e);
+
+			sv_add(&args, "H");
+			sv_key(&keys, &args, key);
+			sv_add(&args, cn);
+			sv_add(&args, line);
+			free(line);
+		}
+	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		char mkey[2048], cn[1024];
+
+		if (s->maps[k].was1 != NULL) {
+			canon(r, s->maps[k].was1, cn, sizeof(cn));
+			if (rk_key_map(mkey, sizeof(mkey), user, cn) >= 0) {
+				sv_add(&args, "D");
+				sv_key(&keys, &args, mkey);
+			}
+		}
+		canon(r, s->maps[k].name1, cn, sizeof(cn));
+		if (!s->maps[k].dirty || rk_key_map(mkey, sizeof(mkey), user, cn) < 0)
+			continue;
+		{
+			char *line = line_of(wr_map, &s->maps[k]);
+
+			sv_add(&args, "S");
+			sv_key(&keys, &args, mkey);
+			sv_add(&args, line);
+			free(line);
+		}
+	}
+	argc = 3 + keys.n + args.n;
+	argv = calloc(argc, sizeof(*argv));
+	if (argv == NULL)
+		abort();
+	snprintf(nk, sizeof(nk), "%zu", keys.n);
+	argv[0] = "EVAL";
+	argv[1] = fenced_save_lua;
+	argv[2] = nk;
+	for (size_t i = 0; i < keys.n; i++)
+		argv[3 + i] = keys.v[i];
+	for (size_t i = 0; i < args.n; i++)
+		argv[3 + keys.n + i] = args.v[i];
+	rep = redisCommandArgv(c, (int)argc, argv, NULL);
+	if (rep == NULL)
+		snprintf(why, why_size, "%s", c->errstr[0] != '\0' ? c->errstr : "no reply");
+	else if (rep->type == REDIS_REPLY_ERROR)
+		snprintf(why, why_size, "%s", rep->str);
+	else if (rep->type != REDIS_REPLY_INTEGER)
+		snprintf(why, why_size, "unexpected reply");
+	else if (rep->integer != 1)
+		snprintf(why, why_size,
+		         "this run's lease on the folder was lost (another worker has it): its "
+		         "state "
+		         "is not written");
+	else
+		rc = 0;
+	freeReplyObject(rep);
+	free(argv);
+	sv_free(&keys);
+	sv_free(&args);
+	free(pair);
+	return rc;
+}
+
 static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, int quiet)
 {
 	const char *user = r->o->acc[0].user != NULL ? r->o->acc[0].user : "";
@@ -1074,6 +1253,10 @@ static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, 
 
 	if (rk_key_state(key, sizeof(key), user) < 0)
 		abort();
+	if (r->o->fence != NULL) {
+		ok = save_redis_fenced(r, s, c, why, sizeof(why)) == 0;
+		goto out;
+	}
 	/* only what this run changed: another run (the daemon syncs folders of
 	 * one user in separate processes) may own the other fields */
 	redisAppendCommand(c, "MULTI");
@@ -1139,6 +1322,7 @@ static int save_redis_on(struct sy_run *r, struct sy_state *s, redisContext *c, 
 		}
 		freeReplyObject(rep);
 	}
+out:
 	if (!ok && !quiet)
 		sy_out(r, "State: cannot write %s: %s", s->path,
 		       c->err           ? c->errstr

@@ -24,7 +24,9 @@
  *                               lease_ms, lease_to: the freeze lease (below)
  *   rep:{s}:last:<user>   HASH  ok_ms, ok_by, err_ms, err_by, err: the user's last
  *                               sync and last error, by whom (daemon, cutover, ...);
- *                               full_ms: the daemon's last full check
+ *                               full_ms: the daemon's last full check;
+ *                               full_from_ms: the start of the last one (or of
+ *                               the --fullcheck clock: rq_full_due())
  *   rep:ctl               pub/sub channel: route changes ("route <user> <epoch>")
  *
  * Folder names in members and keys are the source server's names decoded to

@@ -252,6 +252,15 @@ int rq_route_get(struct rq *q, const char *user, enum rk_route_state *state_r);
 int rq_last_record(struct rq *q, const char *user, const char *by, const char *error);
 /* Records the end of user's full check (field full_ms, Redis's clock). 0 or -1. */
 int rq_last_full(struct rq *q, const char *user);
+/*
+ * Whether user's daily full check is due: 1 when its last one (full_ms) or
+ * the last start (full_from_ms) is interval_ms (> 0) or more ago on Redis's
+ * clock, and then the start is recorded at once (another daemon asking
+ * next gets 0); 0 otherwise, also the first time a user is asked about
+ * (that starts its clock). Kept in rep:{s}:last:<user>, so a daemon's
+ * restart or another daemon does not reset it. -1 on error.
+ */
+int rq_full_due(struct rq *q, const char *user, uint64_t interval_ms);
 
 /*
  * 1 when the Redis is a Redis Cluster node (INFO cluster: cluster_enabled:1),

@@ -1028,6 +1028,35 @@ static void test_sweep_all(void **state)
 
 /* rq_mark_polled(): every user of a shard's poll set gets a whole-user
  * mark due now, an earlier one stays; other shards are not touched. */
+/* rq_full_due(): the full check's clock lives in rep:{s}:last:<user>. The
+ * first question starts it (no full check for a user just seen); a yes
+ * restarts it at once (a second daemon asking gets no); a full check
+ * recorded by rq_last_full() counts as the last one. */
+static void test_full_due(void **state)
+{
+	struct rq *q = queue_open(), *q2 = queue_open();
+
+	(void)state;
+	raw_ok("DEL rep:{%u}:last:fiona", rk_shard("fiona"));
+	assert_int_equal(rq_full_due(q, "fiona", 1), 0); /* the clock starts */
+	assert_int_equal(raw_int("HEXISTS rep:{%u}:last:fiona full_from_ms", rk_shard("fiona")), 1);
+	usleep(5000);
+	assert_int_equal(rq_full_due(q, "fiona", 3600000), 0);
+	assert_int_equal(rq_full_due(q, "fiona", 1), 1);
+	assert_int_equal(rq_full_due(q2, "fiona", 1000), 0); /* the other daemon: just started */
+	/* a full check that ended later counts */
+	raw_ok("HSET rep:{%u}:last:fiona full_from_ms 1000", rk_shard("fiona"));
+	assert_int_equal(rq_last_full(q, "fiona"), 0);
+	assert_int_equal(rq_full_due(q, "fiona", 3600000), 0);
+	usleep(5000);
+	assert_int_equal(rq_full_due(q, "fiona", 2), 1);
+	assert_int_equal(rq_full_due(q, "", 2), -1);
+	assert_int_equal(rq_full_due(q, "fiona", 0), -1);
+	raw_ok("DEL rep:{%u}:last:fiona", rk_shard("fiona"));
+	rq_close(&q);
+	rq_close(&q2);
+}
+
 static void test_mark_polled(void **state)
 {
 	struct rq *q = queue_open();
@@ -1374,6 +1403,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_stats, setup),
 	        cmocka_unit_test_setup(test_sweep_all, setup),
 	        cmocka_unit_test_setup(test_mark_polled, setup),
+	        cmocka_unit_test_setup(test_full_due, setup),
 	        cmocka_unit_test_setup(test_poll, setup),
 	        cmocka_unit_test_setup(test_route_lease, setup),
 	        cmocka_unit_test_setup(test_redis_restart, setup),

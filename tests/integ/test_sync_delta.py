@@ -68,7 +68,7 @@ def forget_redis_state(cli, *keys):
         subprocess.run(cli + ["DEL", key], capture_output=True)
     for pattern in (f"rep:*:st:{USER}", f"rep:*:map:{USER}:*", f"rep:*:gone:{USER}:*"):
         found = subprocess.run(cli + ["--scan", "--pattern", pattern],
-                               capture_output=True, text=True).stdout.split()
+                               capture_output=True, text=True).stdout.splitlines()
         for key in found:
             subprocess.run(cli + ["DEL", key], capture_output=True)
 
@@ -498,6 +498,46 @@ class SyncDelta(unittest.TestCase):
         self.assertEqual(0, rc, out[-3000:])
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"),
                          out[-3000:])
+
+    def test_state_write_fenced_by_the_lease(self):
+        """--fence (a daemon's job): the state is written only while the
+        queue item's owner (rep:{s}:owner) is still the run's "worker:token";
+        a run whose lease was taken over (another token) writes nothing and
+        says why, and the newer owner's state stands."""
+        port = str(ENV.values["FERRY_REDIS_PORT"])
+        redis = f"127.0.0.1:{port}"
+        cli = ["redis-cli", "-p", port]
+        forget_redis_state(cli)
+        self.addCleanup(forget_redis_state, cli)
+        shard = fh.shard(USER)
+        owner_key, state_key = f"rep:{{{shard}}}:owner", f"rep:{{{shard}}}:st:{USER}"
+        member = f"{USER}\tINBOX"
+        self.addCleanup(subprocess.run, cli + ["HDEL", owner_key, member], capture_output=True)
+        # the item belongs to another worker's newer claim
+        subprocess.run(cli + ["HSET", owner_key, member, "other:8"], check=True,
+                       capture_output=True)
+        rc, out = run_sync("--redis", redis, "--folder", "INBOX", "--fence",
+                           f"{member}\tme:7")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertIn("lease on the folder was lost", out)
+        self.assertEqual("0", subprocess.run(cli + ["EXISTS", state_key], capture_output=True,
+                                             text=True).stdout.strip())
+        # the run still holds it: written
+        subprocess.run(cli + ["HSET", owner_key, member, "me:7"], check=True,
+                       capture_output=True)
+        rc, out = run_sync("--redis", redis, "--folder", "INBOX", "--fence",
+                           f"{member}\tme:7")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertNotIn("State: cannot", out, out[-3000:])
+        fields = subprocess.run(cli + ["HKEYS", state_key], capture_output=True,
+                                text=True).stdout.split("\n")
+        self.assertIn("INBOX", fields)
+        self.assertIn("_pair", fields)
+        maps = subprocess.run(cli + ["--scan", "--pattern", f"rep:{{{shard}}}:map:{USER}:*"],
+                              capture_output=True, text=True).stdout.splitlines()
+        self.assertEqual([f"rep:{{{shard}}}:map:{USER}:INBOX"], maps)  # --folder INBOX
+        rc, out = run_sync("--redis", redis, "--folder", "INBOX")
+        self.assertEqual(1, out.count("unchanged since the last run, skipped"), out[-3000:])
 
     def test_move_hint_copies_inside_host2(self):
         """A message moved on host1 from INBOX to Sent, with the proxy's move
