@@ -716,6 +716,60 @@ void sy_throttle(struct sy_run *r)
 	}
 }
 
+/* --syncflagsaftercopy: a copy's flags stored again right after its APPEND. */
+struct flags_after {
+	struct sy_run *r;
+	uint32_t uid2;
+	char *folder2, *flags;
+};
+
+static void on_flags_after(struct imap_client *cl, const struct imap_result *res, void *aux)
+{
+	struct flags_after *fa = aux;
+
+	(void)cl;
+	if (res->status != IMAP_STATUS_OK)
+		sy_error(fa->r, SY_ERR_FLAGS, "Host2: flags msg %s/%u could not add flags %s: %s",
+		         fa->folder2, fa->uid2, fa->flags, res->text != NULL ? res->text : "");
+	free(fa->folder2);
+	free(fa->flags);
+	free(fa);
+}
+
+/*
+ * For a server that ignores the flags of APPEND (imapsync: MailEnable):
+ * "UID STORE uid2 FLAGS.SILENT (...)" with the flags the APPEND carried,
+ * an exact replace, pipelined (host2 runs it before anything sent later,
+ * such as the next folder's SELECT). imapsync FETCHes host2's flags first
+ * and stores only when they differ; storing at once gives the same flags
+ * one round trip sooner.
+ */
+static void flags_after_copy(struct xfer_ctx *x, const struct sy_msg *m, uint32_t uid2)
+{
+	struct sy_run *r = x->r;
+	struct flags_after *fa;
+	const char *error;
+	char *flags = host2_flags(r, m->flags, x->m2);
+
+	if (flags == NULL)
+		return; /* said by host2_flags() */
+	fa = calloc(1, sizeof(*fa));
+	if (fa == NULL)
+		abort();
+	fa->r = r;
+	fa->uid2 = uid2;
+	fa->flags = flags;
+	fa->folder2 = xstrdup(x->f->name2);
+	if (imap_client_cmdf(r->side[1].cl, on_flags_after, NULL, NULL, fa, &error,
+	                     "UID STORE %u FLAGS.SILENT %a", uid2, flags) < 0) {
+		sy_error(r, SY_ERR_FLAGS, "Host2: flags msg %s/%u could not add flags %s: %s",
+		         fa->folder2, uid2, flags, error);
+		free(fa->folder2);
+		free(fa->flags);
+		free(fa);
+	}
+}
+
 static void on_append(struct imap_client *cl, const struct imap_result *res, void *aux)
 {
 	struct xfer *t = aux;
@@ -733,6 +787,8 @@ static void on_append(struct imap_client *cl, const struct imap_result *res, voi
 		if (res->code != NULL && strcmp(res->code, "APPENDUID") == 0)
 			imap_arg_get_u32(imap_arg_nth(res->msg->code_args, 1), &uid2);
 		t->m->uid2 = uid2;
+		if (r->o->syncflagsaftercopy && uid2 != 0)
+			flags_after_copy(x, t->m, uid2);
 		if (x->del1 && uid2 != 0)
 			delete1_now(x, t->m);
 		r->transferred++;

@@ -283,6 +283,34 @@ class MessageChecks(Base):
 SLOW_N = 40
 
 
+class FlagsAfterCopy(Base):
+    """--syncflagsaftercopy: each copy's flags stored again on its APPENDUID
+    right after the APPEND (for servers that ignore APPEND's flags)."""
+
+    def test_store_after_each_append(self):
+        put("src", "INBOX", [message("f", 1)], flags="(\\Seen \\Flagged)")
+        put("src", "INBOX", [message("f", 2)], flags="(\\Answered $Work)")
+        put("src", "INBOX", [message("f", 3)])
+        rc, out = run_sync("--syncflagsaftercopy", "--folder", "INBOX", "--debugimap2")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(3, stat(out, "Messages transferred"))
+        uids = re.findall(r"copied to INBOX/(\d+)", out)
+        stores = re.findall(r"\[host2\] C: \S+ UID STORE (\d+) FLAGS\.SILENT \(([^)]*)\)$", out,
+                            re.M)
+        self.assertEqual(sorted(uids), sorted(u for u, _ in stores), out[-3000:])
+        got = {frozenset(f.split()) for _, f in stores}
+        self.assertEqual({frozenset({"\\Seen", "\\Flagged"}), frozenset({"\\Answered", "$Work"}),
+                          frozenset()}, got)
+        self.assertEqual(flags_of("src", "INBOX"), flags_of("dst", "INBOX"))
+
+    def test_off_by_default(self):
+        put("src", "INBOX", [message("g", 1)], flags="(\\Seen)")
+        rc, out = run_sync("--folder", "INBOX", "--debugimap2")
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertEqual(1, stat(out, "Messages transferred"))
+        self.assertNotRegex(out, r"\[host2\] C: \S+ UID STORE")
+
+
 class RunControl(Base):
     """--abortbyfile (and the abort file itself), --tail."""
 
