@@ -6,6 +6,7 @@
  *   imapferry-proxy --listen 127.0.0.1:1143 --upstream 127.0.0.1:143 \
  *                   --redis 127.0.0.1:6379
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/dns.h>
@@ -426,6 +428,31 @@ static int setup_logging(const struct px_config *cfg)
 	return 0;
 }
 
+/* 127.0.0.0/8, ::1 or "localhost": a link that does not leave the host. */
+static int host_is_loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+
+	if (strcasecmp(host, "localhost") == 0)
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, host, &a6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&a6);
+	return 0;
+}
+
+/* The default upstream is plain TCP: say so when it leaves the host. */
+static void warn_plain(const char *opt, const char *host)
+{
+	if (!host_is_loopback(host))
+		log_warn("%s %s is plain TCP: the clients' passwords cross that link in clear "
+		         "(--upstream-tls or --upstream-ssl to protect it; fine on a private "
+		         "network)",
+		         opt, host);
+}
+
 static int setup_upstream(struct px_server *srv)
 {
 	const struct px_config *cfg = &srv->cfg;
@@ -444,6 +471,11 @@ static int setup_upstream(struct px_server *srv)
 	    px_split_hostport(cfg->upstream_dst, &srv->dst_host, &srv->dst_port) < 0) {
 		log_error("bad --upstream-dst \"%s\" (expected HOST:PORT)", cfg->upstream_dst);
 		return -1;
+	}
+	if (cfg->upstream_security == PX_UP_PLAIN) {
+		warn_plain("--upstream", srv->up_host);
+		if (srv->dst_host != NULL)
+			warn_plain("--upstream-dst", srv->dst_host);
 	}
 	memset(&to, 0, sizeof(to));
 	to.ca_file = cfg->upstream_ca;

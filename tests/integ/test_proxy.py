@@ -656,6 +656,30 @@ class PlaintextRefusedTest(unittest.TestCase):
             self.assertEqual(px.stop(), 0)
 
 
+class PlainUpstreamWarningTest(unittest.TestCase):
+    """The default upstream is plain TCP: a warning at start for an upstream
+    that is not on this host (the clients' passwords would cross the link
+    in clear), none for a loopback one or with TLS."""
+
+    def test_warning(self):
+        px = fh.start_proxy(ENV, PROXY, ["--upstream-dst", "192.0.2.1:143"],
+                            upstream_security="plain", log_dir=WORKDIR)
+        try:
+            log = px.log_text()
+        finally:
+            self.assertEqual(px.stop(), 0)
+        self.assertIn("--upstream-dst 192.0.2.1 is plain TCP: the clients' passwords cross "
+                      "that link in clear", log)
+        self.assertNotIn("--upstream 127.0.0.1 is plain TCP", log)
+        px = fh.start_proxy(ENV, PROXY, ["--upstream-dst", "192.0.2.1:993"],
+                            upstream_security="ssl", log_dir=WORKDIR)
+        try:
+            log = px.log_text()
+        finally:
+            self.assertEqual(px.stop(), 0)
+        self.assertNotIn("is plain TCP", log)
+
+
 class ConfigFileTest(unittest.TestCase):
     """Settings from --config, a flag overriding one, implicit TLS to the
     upstream, the idle timeout, SIGHUP (certificate reload) and a bad key."""
