@@ -707,6 +707,19 @@ static int run_sync(const struct ct *ct, const char *user, enum ct_pass pass,
 		dup2(fd[1], 2);
 		close(fd[0]);
 		close(fd[1]);
+		if (pass == CT_PASS_BACK) {
+			/* host1 is the destination now: its password is the 2's */
+			char *p1 = getenv("IMAPSYNC_PASSWORD1"), *p2 = getenv("IMAPSYNC_PASSWORD2");
+			char *c1 = p1 != NULL ? strdup(p1) : NULL,
+			     *c2 = p2 != NULL ? strdup(p2) : NULL;
+
+			unsetenv("IMAPSYNC_PASSWORD1");
+			unsetenv("IMAPSYNC_PASSWORD2");
+			if (c2 != NULL)
+				setenv("IMAPSYNC_PASSWORD1", c2, 1);
+			if (c1 != NULL)
+				setenv("IMAPSYNC_PASSWORD2", c1, 1);
+		}
 		execv(ct->sync_path, (char *const *)argv);
 		fprintf(stderr, "cannot run %s: %s\n", ct->sync_path, strerror(errno));
 		_exit(127);

@@ -225,6 +225,45 @@ static int add_all(struct ct *ct, struct ct_list *l, const char *cmd)
 	return CT_EXIT_OK;
 }
 
+/*
+ * --password1/--password2 among the sync options: handed to the syncs in
+ * IMAPSYNC_PASSWORD1/2 (as imapsync reads them) instead of on their command
+ * lines, and blanked in this process's own arguments, so that neither shows
+ * in ps. --passfile1/2 is still the better way (README).
+ */
+static void passwords_to_env(struct ct *ct)
+{
+	int n = 0;
+
+	for (int i = 0; i < ct->sync_argc; i++) {
+		char *a = ct->sync_argv[i], *value = NULL;
+		const char *name = a;
+		int side;
+
+		while (*name == '-')
+			name++;
+		if (name == a || strncmp(name, "password", 8) != 0 ||
+		    (name[8] != '1' && name[8] != '2') || (name[9] != '\0' && name[9] != '=')) {
+			ct->sync_argv[n++] = a;
+			continue;
+		}
+		side = name[8] - '0';
+		if (name[9] == '=') {
+			value = (char *)name + 10;
+		} else if (i + 1 < ct->sync_argc) {
+			value = ct->sync_argv[++i];
+		}
+		if (value == NULL) {
+			ct->sync_argv[n++] = a; /* the sync says what is missing */
+			continue;
+		}
+		setenv(side == 1 ? "IMAPSYNC_PASSWORD1" : "IMAPSYNC_PASSWORD2", value, 1);
+		memset(value, 'x', strlen(value));
+	}
+	ct->sync_argv[n] = NULL;
+	ct->sync_argc = n;
+}
+
 int main(int argc, char **argv)
 {
 	struct ct ct;
@@ -249,6 +288,7 @@ int main(int argc, char **argv)
 		if (strcmp(a, "--") == 0) {
 			ct.sync_argv = argv + i + 1;
 			ct.sync_argc = argc - i - 1;
+			passwords_to_env(&ct);
 			break;
 		}
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {

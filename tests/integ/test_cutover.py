@@ -170,6 +170,36 @@ class Cutover(unittest.TestCase):
         self.assertEqual(fh.compare(ENV, USER, "src", USER, "dst"), [])
         self.assertEqual(self.route(), "")  # no route change
 
+    def test_1b_passwords_not_on_command_lines(self):
+        """--password1/2 given to imapferryctl reach the syncs in
+        IMAPSYNC_PASSWORD1/2: no process shows them in its command line
+        (ps), neither imapferryctl's own (blanked) nor a sync's."""
+        p = subprocess.Popen([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync", SYNC,
+                              "final-delta", USER, "--", *sync_options()],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen, syncs = [], set()
+        secret = fh.MASTER_PASS.encode()
+        while p.poll() is None:
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if secret in cmd:
+                    seen.append(cmd.replace(b"\0", b" ").decode(errors="replace"))
+                if SYNC.encode() in cmd and b"--user1" in cmd:
+                    syncs.add(d)
+            time.sleep(0.01)
+        out = p.stdout.read()
+        p.stdout.close()
+        self.assertEqual(0, p.returncode, out)
+        self.assertRegex(out, rf"{USER}: The sync looks good")
+        self.assertTrue(syncs, "no sync process was seen running")
+        self.assertEqual([], seen)
+
     def test_2_status_shows_the_user(self):
         rc, out = self.ctl("status", check=0)
         self.assertRegex(out, rf"(?m)^{USER}\s+-\s+0\s")
