@@ -46,6 +46,7 @@ enum rq_script_id {
 	RQ_S_LAST_ERR,
 	RQ_S_LAST_FULL,
 	RQ_S_FULL_DUE,
+	RQ_S_BEAT,
 	RQ_S_MOVE_WAIT,
 	RQ_S_COUNT
 };
@@ -186,6 +187,12 @@ static const char *const rq_scripts[RQ_S_COUNT] = {
         /* last full check of a user. KEYS: last. */
         [RQ_S_LAST_FULL] = LUA_NOW "redis.call('HSET', KEYS[1], 'full_ms', now)\n"
                                    "return 1\n",
+
+        /* a daemon's heartbeat. KEYS: daemons. ARGV: id, ttl ms. Drops the
+         * daemons whose heartbeat ended; returns how many are alive. */
+        [RQ_S_BEAT] = LUA_NOW "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)\n"
+                              "redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])\n"
+                              "return redis.call('ZCARD', KEYS[1])\n",
 
         /* is a full check due? KEYS: last. ARGV: interval ms. The clock
          * starts at the first question (full_from_ms); a yes restarts it
@@ -1120,6 +1127,36 @@ int rq_full_due(struct rq *q, const char *user, uint64_t interval_ms)
 	if (r == NULL || rq_reply_int(q, r, "full check", &v) < 0)
 		return -1;
 	return v == 1;
+}
+
+long rq_daemon_beat(struct rq *q, const char *id, unsigned ttl_ms)
+{
+	char ttl[RQ_NUM_MAX];
+	const char *args[3];
+	long long v;
+	redisReply *r;
+
+	if (rq_check_worker(q, id) < 0 || ttl_ms == 0)
+		return -1;
+	snprintf(ttl, sizeof(ttl), "%u", ttl_ms);
+	args[0] = RK_KEY_DAEMONS;
+	args[1] = id;
+	args[2] = ttl;
+	r = rq_eval(q, RQ_S_BEAT, 1, 3, args, NULL, 1);
+	if (r == NULL || rq_reply_int(q, r, "heartbeat", &v) < 0)
+		return -1;
+	return (long)v;
+}
+
+int rq_daemon_leave(struct rq *q, const char *id)
+{
+	const char *argv[3] = {"ZREM", RK_KEY_DAEMONS, id};
+	redisReply *r = rq_cmd(q, 3, argv, NULL, 1);
+
+	if (r == NULL || rq_reply_check(q, r, "ZREM") < 0)
+		return -1;
+	freeReplyObject(r);
+	return 0;
 }
 
 int rq_state_forget(struct rq *q, const char *user)

@@ -64,7 +64,8 @@
 
 #define DM_TICK_MS      100    /* the loop's period */
 #define DM_CLAIM_MS     20     /* how often free workers look for due items */
-#define DM_REAP_MS      2000   /* reaper and sweep-all period */
+#define DM_REAP_MS      2000   /* reaper, sweep-all and heartbeat period */
+#define DM_BEAT_TTL_MS  10000  /* a daemon not heard of this long no longer counts */
 #define DM_RETRY_MIN_MS 2000   /* backoff of a failed sync: 2 s, doubling */
 #define DM_RETRY_MAX_MS 300000 /* ... up to 5 min */
 #define DM_USERS_MAX    100000 /* users kept in memory (the poll set lives in Redis) */
@@ -184,6 +185,7 @@ struct daemon {
 	struct dm_user *users;
 	size_t nusers;
 	struct timespec last_reap;
+	long live_daemons; /* sharing --maxconnections (rq_daemon_beat()), >= 1 */
 	int stopping;
 	struct timespec stop_at;
 	/* metrics */
@@ -193,6 +195,32 @@ struct daemon {
 	unsigned long long lag_counts[DM_LAG_N + 1];
 	struct prom_hist lag; /* folder items: due time to the end of the sync */
 };
+
+/*
+ * A worker's pool per server: --maxconnections is shared by every live
+ * daemon (rep:daemons), split evenly among this daemon's workers, less
+ * each running sync's own connection.
+ */
+static long long pool_share(const struct daemon *d, long daemons)
+{
+	long long s = d->o->maxconns / (daemons > 0 ? daemons : 1) / d->o->workers - 1;
+
+	return s < 0 ? 0 : s;
+}
+
+/* The heartbeat: how many daemons share the limit now. */
+static void daemon_beat(struct daemon *d)
+{
+	long n = rq_daemon_beat(d->q, d->worker, DM_BEAT_TTL_MS);
+
+	if (n < 1 || n == d->live_daemons)
+		return;
+	log_msg(LOG_LVL_NOTICE, "daemon",
+	        "daemons sharing --maxconnections %lld: %ld; each worker here keeps at most %lld "
+	        "idle connection%s per server",
+	        d->o->maxconns, n, pool_share(d, n), pool_share(d, n) == 1 ? "" : "s");
+	d->live_daemons = n;
+}
 
 static long long wall_ms(void)
 {
@@ -579,8 +607,9 @@ static int worker_spawn(struct daemon *d, unsigned k)
 		fcntl(sv[1], F_SETFD, 0);
 		snprintf(fdname, sizeof(fdname), "%d", sv[1]);
 		setenv(SY_WORKER_FD_ENV, fdname, 1);
-		/* its share of --maxconnections, less its running sync's one */
-		snprintf(share, sizeof(share), "%lld", d->o->maxconns / d->o->workers - 1);
+		/* the most its pool may ever hold (this daemon alone); each
+		 * job says what it may hold now (job_send()) */
+		snprintf(share, sizeof(share), "%lld", pool_share(d, 1));
 		setenv(SY_WORKER_POOL_ENV, share, 1);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
@@ -719,11 +748,14 @@ static int job_send(struct daemon *d, unsigned k, struct dm_job *j, char **av)
 	const struct dm_user *u = user_of(d, j->user);
 	const char *pw1 = u != NULL && u->pw1 != NULL ? u->pw1 : "";
 	const char *pw2 = u != NULL && u->pw2 != NULL ? u->pw2 : "";
-	size_t len = strlen(j->logpath) + strlen(pw1) + strlen(pw2) + 3, off = 0;
+	char share[24];
+	size_t len, off = 0;
 	uint32_t n32;
 	char *msg;
 	int rc = 0;
 
+	snprintf(share, sizeof(share), "%lld", pool_share(d, d->live_daemons));
+	len = strlen(j->logpath) + strlen(pw1) + strlen(pw2) + strlen(share) + 4;
 	for (int i = 0; av[i] != NULL; i++)
 		len += strlen(av[i]) + 1;
 	msg = malloc(len + sizeof(n32));
@@ -741,6 +773,7 @@ static int job_send(struct daemon *d, unsigned k, struct dm_job *j, char **av)
 	PUT(j->logpath);
 	PUT(pw1);
 	PUT(pw2);
+	PUT(share);
 	for (int i = 0; av[i] != NULL; i++)
 		PUT(av[i]);
 #undef PUT
@@ -1074,6 +1107,7 @@ static void housekeeping(struct daemon *d)
 	if (since(&d->last_reap) * 1000 < DM_REAP_MS)
 		return;
 	clock_gettime(CLOCK_MONOTONIC, &d->last_reap);
+	daemon_beat(d);
 	for (unsigned s = 0; s < RK_SHARDS; s++) {
 		unsigned back = 0;
 
@@ -1364,6 +1398,12 @@ static void http_metrics(struct evhttp_request *req, void *aux)
 		prom_metric(b, "imapferry_sync_folders_pending", "gauge",
 		            "Folders quick checks marked that are not synced yet.", pending);
 	}
+	prom_metric(b, "imapferry_sync_daemons", "gauge",
+	            "Daemons sharing --maxconnections (their heartbeats in Redis).",
+	            (unsigned long long)d->live_daemons);
+	prom_metric(b, "imapferry_sync_pool_limit", "gauge",
+	            "Idle connections per server each worker of this daemon may keep now.",
+	            (unsigned long long)pool_share(d, d->live_daemons));
 	prom_metric(b, "imapferry_sync_redis_up", "gauge", "1 when Redis answered this scrape.",
 	            qok);
 	if (qok) {
@@ -1481,8 +1521,22 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 		rq_close(&d.q);
 		return 1;
 	}
-	snprintf(d.worker, sizeof(d.worker), "%.64s:%d",
-	         getenv("HOSTNAME") != NULL ? getenv("HOSTNAME") : "imapferry", (int)getpid());
+	{
+		/* the name of this daemon in the queue (owners, rep:daemons):
+		 * unique across machines */
+		char hn[65] = "";
+
+		if (getenv("HOSTNAME") != NULL)
+			snprintf(hn, sizeof(hn), "%s", getenv("HOSTNAME"));
+		else if (gethostname(hn, sizeof(hn) - 1) != 0 || hn[0] == '\0')
+			snprintf(hn, sizeof(hn), "imapferry");
+		snprintf(d.worker, sizeof(d.worker), "%.64s:%d", hn, (int)getpid());
+	}
+	/* how many daemons share --maxconnections, before the first job */
+	d.live_daemons = 0;
+	daemon_beat(&d);
+	if (d.live_daemons < 1)
+		d.live_daemons = 1;
 	d.jobs = calloc((size_t)o->workers, sizeof(*d.jobs));
 	d.workers = calloc((size_t)o->workers, sizeof(*d.workers));
 	d.fails = calloc(DM_FAILS_SLOTS, sizeof(*d.fails));
@@ -1530,6 +1584,7 @@ int sy_daemon_main(struct sy_options *o, int argc, char **argv)
 	event_base_dispatch(d.base);
 	log_msg(LOG_LVL_NOTICE, "daemon", "stopped: %llu syncs, %llu ok, %llu failed", d.started,
 	        d.ok, d.failed);
+	rq_daemon_leave(d.q, d.worker); /* the others' share grows at once */
 out:
 	for (int i = 0; i < 3; i++) {
 		if (d.sigs[i] != NULL)

@@ -5,7 +5,8 @@
  * IMAPFERRY_WORKER_FD naming a socketpair end. It reads one job at a time:
  *
  *   u32 length (host order), then NUL-terminated strings:
- *   logpath, password1 ("" = the daemon's own), password2, argv[0..n-1]
+ *   logpath, password1 ("" = the daemon's own), password2, the pool limit
+ *   (connections per server it may keep now: pool_limit()), argv[0..n-1]
  *
  * runs it exactly as the one-shot program would run that command line,
  * with stdout and stderr going to logpath, and answers "<exit code>
@@ -69,7 +70,8 @@ struct pool_conn {
 static struct {
 	struct event_base *base; /* NULL: not a worker */
 	struct pool_conn *c;     /* [2 * cap] */
-	unsigned n, cap;         /* cap: per side (server) */
+	unsigned n, cap;         /* cap: per side (server), what c can hold */
+	unsigned limit;          /* <= cap: what the daemon allows now (its job) */
 	unsigned long long reused, opened;
 } pool;
 
@@ -163,7 +165,7 @@ int sy_pool_give(struct sy_run *r, int i)
 	struct sy_side *s = &r->side[i];
 	struct pool_conn *c;
 
-	if (pool.base == NULL || pool.cap == 0 || s->cl == NULL || s->acc == NULL ||
+	if (pool.base == NULL || pool.limit == 0 || s->cl == NULL || s->acc == NULL ||
 	    s->acc->user == NULL || s->acc->host == NULL ||
 	    imap_client_state(s->cl) != IMAP_CL_AUTHED || imap_client_in_flight(s->cl) != 0 ||
 	    !imap_caps_has(imap_client_caps(s->cl), IMAP_CAP_UNSELECT))
@@ -185,7 +187,7 @@ int sy_pool_give(struct sy_run *r, int i)
 			if (same++ == 0 || idle_seconds(&pool.c[k]) > idle_seconds(&pool.c[oldest]))
 				oldest = k;
 		}
-		if (same >= pool.cap)
+		if (same >= pool.limit)
 			conn_drop(oldest, 1);
 	}
 	c = &pool.c[pool.n];
@@ -226,6 +228,7 @@ static void pool_size(void)
 	    (rlim_t)cap > (rl.rlim_cur > 64 ? (rl.rlim_cur - 64) / 2 : 0))
 		cap = rl.rlim_cur > 64 ? (long long)(rl.rlim_cur - 64) / 2 : 0;
 	pool.cap = (unsigned)cap;
+	pool.limit = pool.cap;
 	pool.c = calloc(2 * (size_t)pool.cap + 1, sizeof(*pool.c));
 	if (pool.c == NULL)
 		abort();
@@ -269,10 +272,43 @@ static int write_full(int fd, const void *buf, size_t len)
 }
 
 /* Splits a job message into its strings; -1 when malformed. */
-static int job_parse(char *msg, size_t len, char **logpath, char **pw1, char **pw2, char **argv,
-                     int *argc_r)
+/*
+ * The pool limit a job brings (the daemon's share of --maxconnections now:
+ * it shrinks when more daemons share it): the least recently used
+ * connections of a server over it are logged out at once.
+ */
+static void pool_limit(const char *text)
 {
-	char *fields[3 + SY_WORKER_ARGS_MAX];
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(text, &end, 10);
+	if (errno != 0 || *end != '\0' || end == text)
+		return;
+	pool.limit = v < pool.cap ? (unsigned)v : pool.cap;
+	for (int side = 0; side < 2; side++) {
+		for (;;) {
+			unsigned same = 0, oldest = 0;
+
+			for (unsigned k = 0; k < pool.n; k++) {
+				if (pool.c[k].side != side)
+					continue;
+				if (same++ == 0 ||
+				    idle_seconds(&pool.c[k]) > idle_seconds(&pool.c[oldest]))
+					oldest = k;
+			}
+			if (same <= pool.limit)
+				break;
+			conn_drop(oldest, 1);
+		}
+	}
+}
+
+static int job_parse(char *msg, size_t len, char **logpath, char **pw1, char **pw2, char **share,
+                     char **argv, int *argc_r)
+{
+	char *fields[4 + SY_WORKER_ARGS_MAX];
 	size_t nf = 0;
 
 	if (len == 0 || msg[len - 1] != '\0')
@@ -281,14 +317,15 @@ static int job_parse(char *msg, size_t len, char **logpath, char **pw1, char **p
 		fields[nf++] = msg + off;
 		off += strlen(msg + off) + 1;
 	}
-	if (nf < 4)
+	if (nf < 5)
 		return -1;
 	*logpath = fields[0];
 	*pw1 = fields[1];
 	*pw2 = fields[2];
-	*argc_r = (int)(nf - 3);
-	memcpy(argv, fields + 3, (nf - 3) * sizeof(*argv));
-	argv[nf - 3] = NULL;
+	*share = fields[3];
+	*argc_r = (int)(nf - 4);
+	memcpy(argv, fields + 4, (nf - 4) * sizeof(*argv));
+	argv[nf - 4] = NULL;
 	return 0;
 }
 
@@ -338,7 +375,7 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 	while (jobs < SY_WORKER_JOBS_MAX && !sy_main_signalled()) {
 		struct pollfd p = {.fd = fd, .events = POLLIN};
 		uint32_t len;
-		char *msg, *logpath, *pw1, *pw2, reply[80];
+		char *msg, *logpath, *pw1, *pw2, *share, reply[80];
 		unsigned long long messages, bytes;
 		int argc, rc, out, code;
 
@@ -356,10 +393,11 @@ int sy_worker_main(int fd, int (*run_args)(int argc, char **argv))
 		if (msg == NULL)
 			abort();
 		if (read_full(fd, msg, len) <= 0 ||
-		    job_parse(msg, len, &logpath, &pw1, &pw2, argv, &argc) < 0) {
+		    job_parse(msg, len, &logpath, &pw1, &pw2, &share, argv, &argc) < 0) {
 			free(msg);
 			break;
 		}
+		pool_limit(share);
 		fflush(stdout);
 		fflush(stderr);
 		out = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -51,6 +51,9 @@
 /* STRING: set by a proxy to its clock (ms) when it lost marks it could not
  * even remember per user: the daemon then checks every user (and DELs it). */
 #define RK_KEY_SWEEP_ALL "rep:sweep_all"
+/* ZSET: every live daemon ("host:pid") -> when its heartbeat ends (ms): how
+ * many share --maxconnections (rq_daemon_beat()). */
+#define RK_KEY_DAEMONS "rep:daemons"
 
 /* Debounce (ms) added to "now" for a mark: high = new mail (APPEND, COPY,
  * MOVE, EXISTS), low = flags, expunges, tree changes. ZADD ... LT keeps the

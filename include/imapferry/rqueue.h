@@ -261,6 +261,14 @@ int rq_last_full(struct rq *q, const char *user);
  * restart or another daemon does not reset it. -1 on error.
  */
 int rq_full_due(struct rq *q, const char *user, uint64_t interval_ms);
+/*
+ * A daemon's heartbeat in RK_KEY_DAEMONS: id (a worker name) is alive for
+ * ttl_ms (> 0) more; daemons whose heartbeat ended are dropped. Returns the
+ * daemons alive (this one included), or -1. rq_daemon_leave(): id is gone
+ * (a clean stop); 0 or -1.
+ */
+long rq_daemon_beat(struct rq *q, const char *id, unsigned ttl_ms);
+int rq_daemon_leave(struct rq *q, const char *id);
 
 /*
  * 1 when the Redis is a Redis Cluster node (INFO cluster: cluster_enabled:1),

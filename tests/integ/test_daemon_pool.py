@@ -13,6 +13,9 @@ of the users it synced last (30 s idle at most), so:
   2. with --maxconnections 64 the same run leaves all 3 open on each
      server: what proves that the limit is what held them to 2;
   3. --maxconnections below --workers is refused at start (usage, exit 64);
+  1b. two daemons on one Redis share --maxconnections (heartbeats in
+     rep:daemons): with 4, one alone keeps all 3 users' sessions, two keep
+     at most 1 each;
   4. (/metrics) a user the source does not know fails in class auth_host1.
 
 Needs FERRY_ENV_DIR and FERRY_SYNC.
@@ -71,12 +74,27 @@ class Pool(unittest.TestCase):
         with open(cls.users, "w") as f:
             f.write("\n".join(USERS) + "\n")
 
-    def run_daemon(self, maxconns):
+    def run_daemon(self, maxconns, second=False):
         """Syncs USERS from scratch with one worker; returns the sessions
-        left open on (src, dst) once all of them are in sync."""
+        left open on (src, dst) once all of them are in sync. second: another
+        daemon (one worker, the same --maxconnections, no --users) shares
+        the Redis from the start."""
         for user in USERS:
             fh.wipe(ENV, "dst", user)
         redis = PrivateRedis(WORKDIR)
+        other = None
+        if second:
+            other_log = os.path.join(WORKDIR, f"daemon-{maxconns}-other.log")
+            with open(other_log, "ab") as log:
+                other = subprocess.Popen(
+                    [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--workers", "1",
+                     "--maxconnections", str(maxconns), "--poll", "600", "--tmpdir", WORKDIR,
+                     *ENV.master_sync_args()],
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            deadline = time.monotonic() + 20
+            while redis.cli("ZCARD", "rep:daemons") != "1":
+                self.assertLess(time.monotonic(), deadline, "the second daemon's heartbeat")
+                time.sleep(0.05)
         log_path = os.path.join(WORKDIR, f"daemon-{maxconns}.log")
         cmd = [SYNC, "--daemon", "--redis", f"{fh.HOST}:{redis.port}", "--users", self.users,
                "--workers", "1", "--maxconnections", str(maxconns), "--poll", "600",
@@ -91,24 +109,38 @@ class Pool(unittest.TestCase):
                 return f.read()
 
         try:
+            if second:
+                self.assertIn("daemons sharing --maxconnections 4: 2; each worker here keeps "
+                              "at most 1 idle connection per server", self.wait_log(text))
             deadline = time.monotonic() + 60
-            while not all(f"user {u}: in sync" in text() for u in USERS):
+            # with two daemons, each reports only what it saw: wait for the
+            # accounts themselves, then for the queue to be empty
+            while not (all(f"user {u}: in sync" in text() for u in USERS) or
+                       (second and all(not fh.compare(ENV, u, "src", u, "dst") for u in USERS)
+                        and "0" == redis.cli("EVAL", "local n = 0 for s = 0, 15 do n = n + "
+                                             "redis.call('ZCARD', 'rep:{' .. s .. '}:inflight')"
+                                             " + redis.call('ZCARD', 'rep:{' .. s .. '}:due') "
+                                             "end return n", "0"))):
                 self.assertIsNone(daemon.poll(), text()[-3000:])
                 self.assertLess(time.monotonic(), deadline, text()[-3000:])
                 time.sleep(0.1)
+            time.sleep(0.5)  # the last job's connections go back to its pool
             for user in USERS:
                 self.assertEqual([], fh.compare(ENV, user, "src", user, "dst"), user)
             self.assertIn(f"at most {maxconns} connections per server", text())
             return sessions("src"), sessions("dst")
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                self.assertEqual(0, daemon.wait(30), text()[-3000:])
-            finally:
-                if daemon.poll() is None:
-                    os.killpg(daemon.pid, signal.SIGKILL)
-                    daemon.wait()
-                redis.stop()
+            for p in (daemon, other):
+                if p is None:
+                    continue
+                p.send_signal(signal.SIGTERM)
+                try:
+                    self.assertEqual(0, p.wait(30), text()[-3000:])
+                finally:
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                        p.wait()
+            redis.stop()
             # a stopped daemon logs its pooled connections out
             deadline = time.monotonic() + 10
             while sessions("src") + sessions("dst") > 0:
@@ -121,6 +153,24 @@ class Pool(unittest.TestCase):
         self.assertLessEqual(dst, 2, "sessions on the destination")
         self.assertGreaterEqual(src, 1, "nothing pooled at all")
         self.assertGreaterEqual(dst, 1, "nothing pooled at all")
+
+    def wait_log(self, text):
+        deadline = time.monotonic() + 20
+        while "daemons sharing --maxconnections" not in text():
+            self.assertLess(time.monotonic(), deadline, text()[-3000:])
+            time.sleep(0.05)
+        return text()
+
+    def test_1b_shared_by_two_daemons(self):
+        """--maxconnections is shared by every daemon of the Redis (their
+        heartbeats in rep:daemons): 4 alone would keep all 3 users' sessions
+        open (3 pooled), two daemons keep at most 1 each."""
+        src, dst = self.run_daemon(4, second=True)
+        self.assertLessEqual(src, 2, "sessions on the source")
+        self.assertLessEqual(dst, 2, "sessions on the destination")
+        src, dst = self.run_daemon(4)
+        self.assertEqual(3, src, "one daemon alone: all pooled")
+        self.assertEqual(3, dst, "one daemon alone: all pooled")
 
     def test_2_without_the_limit_all_stay(self):
         src, dst = self.run_daemon(64)

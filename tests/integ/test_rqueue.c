@@ -1057,6 +1057,27 @@ static void test_full_due(void **state)
 	rq_close(&q2);
 }
 
+/* rq_daemon_beat()/rq_daemon_leave(): the daemons sharing --maxconnections. */
+static void test_daemon_beat(void **state)
+{
+	struct rq *q = queue_open();
+
+	(void)state;
+	raw_ok("DEL %s", RK_KEY_DAEMONS);
+	assert_int_equal(rq_daemon_beat(q, "a:1", 10000), 1);
+	assert_int_equal(rq_daemon_beat(q, "b:2", 10000), 2);
+	assert_int_equal(rq_daemon_beat(q, "a:1", 10000), 2); /* again: no double count */
+	assert_int_equal(rq_daemon_leave(q, "a:1"), 0);
+	assert_int_equal(rq_daemon_beat(q, "b:2", 10000), 1);
+	assert_int_equal(rq_daemon_beat(q, "c:3", 1), 2);
+	usleep(5000); /* c's heartbeat ended: it no longer counts */
+	assert_int_equal(rq_daemon_beat(q, "b:2", 10000), 1);
+	assert_int_equal(rq_daemon_beat(q, "", 10000), -1);
+	assert_int_equal(rq_daemon_beat(q, "b:2", 0), -1);
+	raw_ok("DEL %s", RK_KEY_DAEMONS);
+	rq_close(&q);
+}
+
 static void test_mark_polled(void **state)
 {
 	struct rq *q = queue_open();
@@ -1404,6 +1425,7 @@ int main(void)
 	        cmocka_unit_test_setup(test_sweep_all, setup),
 	        cmocka_unit_test_setup(test_mark_polled, setup),
 	        cmocka_unit_test_setup(test_full_due, setup),
+	        cmocka_unit_test_setup(test_daemon_beat, setup),
 	        cmocka_unit_test_setup(test_poll, setup),
 	        cmocka_unit_test_setup(test_route_lease, setup),
 	        cmocka_unit_test_setup(test_redis_restart, setup),
