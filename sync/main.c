@@ -1209,6 +1209,33 @@ int main(int argc, char **argv)
 	return main_args(argc, argv);
 }
 
+/*
+ * Passwords given on the command line (--password1 X, --password2=Y) are
+ * blanked in argv once parsed, so that ps and /proc/PID/cmdline no longer
+ * show them (imapsync leaves them there). --showpasswords keeps them: it
+ * asks to see them. (Tokens stay: the daemon passes them on to its syncs
+ * from its own arguments.)
+ */
+static void hide_secrets(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i], *eq;
+		const char *name = a;
+
+		if (strcmp(a, "--") == 0)
+			break;
+		while (*name == '-' || *name == '+')
+			name++;
+		if (name == a || strncasecmp(name, "password", 8) != 0 ||
+		    (name[8] != '1' && name[8] != '2') || (name[9] != '\0' && name[9] != '='))
+			continue;
+		if ((eq = strchr(a, '=')) != NULL)
+			memset(eq + 1, 'x', strlen(eq + 1));
+		else if (i + 1 < argc)
+			memset(argv[i + 1], 'x', strlen(argv[i + 1]));
+	}
+}
+
 static int main_args(int argc, char **argv)
 {
 	struct sy_options o;
@@ -1224,6 +1251,8 @@ static int main_args(int argc, char **argv)
 		sy_options_free(&o);
 		return SY_EX_USAGE;
 	}
+	if (!o.showpasswords)
+		hide_secrets(argc, argv);
 	if (o.help || o.nargs == 0) {
 		sy_options_usage(stdout);
 		sy_options_free(&o);

@@ -179,9 +179,19 @@ class Cutover(unittest.TestCase):
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         seen, syncs = [], set()
         secret = fh.MASTER_PASS.encode()
+        def ours(pid):
+            """imapferryctl or a process it started."""
+            if pid == str(p.pid):
+                return True
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return f.read().rsplit(")", 1)[1].split()[1] == str(p.pid)
+            except (OSError, IndexError):
+                return False
+
         while p.poll() is None:
             for d in os.listdir("/proc"):
-                if not d.isdigit():
+                if not d.isdigit() or not ours(d):
                     continue
                 try:
                     with open(f"/proc/{d}/cmdline", "rb") as f:

@@ -576,6 +576,47 @@ class SyncCli(unittest.TestCase):
         self.assertIn(f"server 127.0.0.1:{port} sent no IMAP greeting", out)
         self.assertIn("HTTP/1.1 400 Bad Request", out)
 
+    def test_passwords_blanked_in_ps(self):
+        """--password1/2 are blanked in the process's own arguments once
+        parsed: /proc/PID/cmdline (ps) does not show them while it runs
+        (here waiting on a server that greets and then says nothing)."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+        conns = []
+
+        def serve():
+            conn, _ = srv.accept()
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] mute\r\n")
+            conns.append(conn)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        args = base_args(pw1="Secret-One-77", pw2="Secret-Two-88", port1=port)
+        args += ["--timeout1", "20"]
+        args[args.index("--password2")] = "--password2=Secret-Two-88"
+        del args[args.index("--password2=Secret-Two-88") + 1]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=WORKDIR)
+        try:
+            deadline = time.monotonic() + 10
+            while not conns:
+                self.assertLess(time.monotonic(), deadline, "the sync did not connect")
+                time.sleep(0.02)
+            time.sleep(0.2)
+            with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+                cmd = f.read()
+            self.assertIn(b"--password1", cmd)
+            self.assertNotIn(b"Secret-One-77", cmd)
+            self.assertNotIn(b"Secret-Two-88", cmd)
+        finally:
+            p.kill()
+            p.communicate()
+            thread.join(5)
+            for c in conns:
+                c.close()
+            srv.close()
+
     def test_server_text_is_sanitised(self):
         """Server text quoted in the report (here a refusing greeting)
         reaches the terminal and the log without its control characters:
