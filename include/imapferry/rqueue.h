@@ -50,7 +50,9 @@
  * is rq_error(q)), on a WRONGTYPE key, or on invalid arguments. A broken
  * connection (Redis restarted, timeout) is reopened transparently, and a
  * command is sent again at most once per call when that is harmless (see each
- * function). An rq is one blocking connection: use one per thread.
+ * function). An rq is one blocking connection to a standalone Redis, or one
+ * per node of a Redis Cluster (each command goes to its key's node,
+ * rnodes.h): use one per thread.
  */
 #ifndef IMAPFERRY_RQUEUE_H
 #define IMAPFERRY_RQUEUE_H
