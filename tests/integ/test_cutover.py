@@ -173,35 +173,43 @@ class Cutover(unittest.TestCase):
     def test_1b_passwords_not_on_command_lines(self):
         """--password1/2 given to imapferryctl reach the syncs in
         IMAPSYNC_PASSWORD1/2: no process shows them in its command line
-        (ps), neither imapferryctl's own (blanked) nor a sync's."""
+        (ps), neither a sync's nor imapferryctl's own once it runs the sync
+        (it blanks them at start: before that instant they are there)."""
         p = subprocess.Popen([CTL, "--redis", f"{fh.HOST}:{self.redis.port}", "--sync", SYNC,
                               "final-delta", USER, "--", *sync_options()],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        seen, syncs = [], set()
+        seen, syncs, ctl_later = [], set(), []
         secret = fh.MASTER_PASS.encode()
-        def ours(pid):
-            """imapferryctl or a process it started."""
-            if pid == str(p.pid):
-                return True
+
+        def parent(pid):
             try:
                 with open(f"/proc/{pid}/stat") as f:
-                    return f.read().rsplit(")", 1)[1].split()[1] == str(p.pid)
+                    return f.read().rsplit(")", 1)[1].split()[1]
             except (OSError, IndexError):
-                return False
+                return None
+
+        def cmdline(pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    return f.read()
+            except OSError:
+                return None
 
         while p.poll() is None:
-            for d in os.listdir("/proc"):
-                if not d.isdigit() or not ours(d):
-                    continue
-                try:
-                    with open(f"/proc/{d}/cmdline", "rb") as f:
-                        cmd = f.read()
-                except OSError:
+            children = [d for d in os.listdir("/proc")
+                        if d.isdigit() and parent(d) == str(p.pid)]
+            for d in children:
+                cmd = cmdline(d)
+                if cmd is None:
                     continue
                 if secret in cmd:
                     seen.append(cmd.replace(b"\0", b" ").decode(errors="replace"))
                 if SYNC.encode() in cmd and b"--user1" in cmd:
                     syncs.add(d)
+            if syncs:  # imapferryctl is past its start: its own line now
+                cmd = cmdline(str(p.pid))
+                if cmd is not None and p.poll() is None:
+                    ctl_later.append(cmd)
             time.sleep(0.01)
         out = p.stdout.read()
         p.stdout.close()
@@ -209,6 +217,9 @@ class Cutover(unittest.TestCase):
         self.assertRegex(out, rf"{USER}: The sync looks good")
         self.assertTrue(syncs, "no sync process was seen running")
         self.assertEqual([], seen)
+        self.assertTrue(ctl_later, "imapferryctl's command line was not read")
+        self.assertEqual([], [c for c in ctl_later if secret in c])
+        self.assertIn(b"--password1", ctl_later[0])
 
     def test_2_status_shows_the_user(self):
         rc, out = self.ctl("status", check=0)
