@@ -387,8 +387,9 @@ static int word_is(const char *s, size_t len, const char *w)
 }
 
 /* The hash tag of a SCAN pattern, when it is a literal one ("rep:{3}:map:*":
- * "3"): every key it can match is in that tag's slot. */
-static int pattern_tag_slot(const char *pat, size_t len, unsigned *slot_r)
+ * "{3}", into pat): every key it can match is in that tag's slot, the slot
+ * of the key "{3}" itself. */
+static int pattern_tag(const char *pat, size_t len, const char **tag_r, size_t *tl_r)
 {
 	const char *open = memchr(pat, '{', len), *close, *c;
 
@@ -400,11 +401,14 @@ static int pattern_tag_slot(const char *pat, size_t len, unsigned *slot_r)
 	for (c = pat; c < close; c++)
 		if (*c == '*' || *c == '?' || *c == '[' || *c == '\\')
 			return 0; /* before or inside the tag: not a literal one */
-	*slot_r = rk_crc16(open + 1, (size_t)(close - open - 1)) & (RK_SLOTS - 1);
+	*tag_r = open;
+	*tl_r = (size_t)(close - open + 1);
 	return 1;
 }
 
-int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r)
+/* rn_cmd_slot(); for a SCAN of a tagged pattern, *tag_r and *tl_r (when not
+ * NULL) get the tag ("{3}", into cmd). */
+static int cmd_slot(const char *cmd, size_t len, unsigned *slot_r, const char **tag_r, size_t *tl_r)
 {
 	const char *p = cmd, *end = cmd + len, *e, *a[6];
 	size_t al[6];
@@ -428,9 +432,21 @@ int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r)
 	if (word_is(a[0], al[0], "SCAN")) {
 		/* SCAN cursor MATCH pattern ...: keyless, but a tagged pattern
 		 * only matches keys of one slot */
-		for (i = 2; i + 1 < argc && i + 1 < 6; i += 2)
-			if (word_is(a[i], al[i], "MATCH"))
-				return pattern_tag_slot(a[i + 1], al[i + 1], slot_r);
+		for (i = 2; i + 1 < argc && i + 1 < 6; i += 2) {
+			const char *tag;
+			size_t tl;
+
+			if (!word_is(a[i], al[i], "MATCH"))
+				continue;
+			if (!pattern_tag(a[i + 1], al[i + 1], &tag, &tl))
+				return 0;
+			*slot_r = rk_key_slot(tag, tl);
+			if (tag_r != NULL) {
+				*tag_r = tag;
+				*tl_r = tl;
+			}
+			return 1;
+		}
 		return 0;
 	}
 	if (argc < 2 || word_is(a[0], al[0], "TIME") || word_is(a[0], al[0], "PING") ||
@@ -440,6 +456,11 @@ int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r)
 		return 0;
 	*slot_r = rk_key_slot(a[1], al[1]);
 	return 1;
+}
+
+int rn_cmd_slot(const char *cmd, size_t len, unsigned *slot_r)
+{
+	return cmd_slot(cmd, len, slot_r, NULL, NULL);
 }
 
 /* 1 when the configured Redis is a cluster node (INFO cluster, asked once),
@@ -460,25 +481,22 @@ static int rn_cluster(struct rnodes *rn)
 	return rn->cluster;
 }
 
-/* Makes sure the node of slot is known on a cluster: a keyless command
- * routed by slot (SCAN of a tagged pattern) cannot be redirected. */
-static void rn_learn(struct rnodes *rn, unsigned slot)
+/* Makes sure the node of a hash tag's slot ("{3}", tl bytes) is known on a
+ * cluster: a keyless command routed by slot (SCAN of a tagged pattern)
+ * cannot be redirected, so "EXISTS {3}" (a key of that slot) asks first.
+ * The slot, or -1 on error. */
+static int rn_learn(struct rnodes *rn, const char *tag, size_t tl)
 {
-	char key[16];
-	const char *argv[2] = {"EXISTS", key};
+	const char *argv[2] = {"EXISTS", tag};
+	size_t lens[2] = {6, tl};
+	unsigned slot = rk_key_slot(tag, tl);
 	redisReply *r;
-	unsigned tag;
 
 	if ((rn->slot_node != NULL && rn->slot_node[slot] != 0) || !rn_cluster(rn))
-		return;
-	/* a key of that slot: find a tag that hashes there */
-	for (tag = 0; tag < 1u << 20; tag++) {
-		snprintf(key, sizeof(key), "{%x}", tag);
-		if (rk_key_slot(key, strlen(key)) == slot)
-			break;
-	}
-	r = rn_command_argv(rn, slot, 2, argv, NULL, 1);
+		return (int)slot;
+	r = rn_command_argv(rn, slot, 2, argv, lens, 1);
 	freeReplyObject(r);
+	return (int)slot;
 }
 
 redisReply *rn_vcommand(struct rnodes *rn, const char *fmt, va_list ap)
@@ -493,22 +511,16 @@ redisReply *rn_vcommand(struct rnodes *rn, const char *fmt, va_list ap)
 		rn_set_error(rn, "redis: bad command or out of memory");
 		return NULL;
 	}
-	keyed = rn_cmd_slot(cmd, (size_t)len, &slot);
-	if (keyed == 1 && strncasecmp(fmt, "SCAN", 4) == 0)
-		rn_learn(rn, slot);
+	{
+		const char *tag = NULL;
+		size_t tl = 0;
+
+		keyed = cmd_slot(cmd, (size_t)len, &slot, &tag, &tl);
+		if (keyed == 1 && tag != NULL)
+			rn_learn(rn, tag, tl);
+	}
 	r = rn_send(rn, keyed == 1 ? slot : 0, cmd, (size_t)len, fmt, 0);
 	redisFreeCommand(cmd);
-	return r;
-}
-
-redisReply *rn_command(struct rnodes *rn, const char *fmt, ...)
-{
-	va_list ap;
-	redisReply *r;
-
-	va_start(ap, fmt);
-	r = rn_vcommand(rn, fmt, ap);
-	va_end(ap);
 	return r;
 }
 
@@ -554,15 +566,16 @@ static int scan_node(struct rnodes *rn, unsigned i, const char *match,
 int rn_scan(struct rnodes *rn, const char *match, int (*cb)(const char *key, size_t len, void *aux),
             void *aux)
 {
-	unsigned slot, i, n;
+	unsigned i, n;
 	redisReply *r;
 	int seen[RN_NODES_MAX] = {0}, rc = 0;
+	const char *tag;
+	size_t tl;
 
-	if (pattern_tag_slot(match, strlen(match), &slot)) {
-		int node;
+	if (pattern_tag(match, strlen(match), &tag, &tl)) {
+		int node = node_for(rn, (unsigned)rn_learn(rn, tag, tl));
 
-		rn_learn(rn, slot);
-		if ((node = node_for(rn, slot)) < 0)
+		if (node < 0)
 			return -1;
 		return scan_node(rn, (unsigned)node, match, cb, aux);
 	}

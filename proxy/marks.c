@@ -1622,6 +1622,15 @@ static struct px_marks *lane_for(struct px_marks *root, unsigned slot)
 	return root->lanes[i != 0 ? i - 1u : root->dflt];
 }
 
+/* The lane of user's shard keys (route: of its route key). Until a cluster
+ * redirected anything there is one lane: no slot is computed. */
+static struct px_marks *lane_of_user(struct px_marks *root, const char *user, int route)
+{
+	if (root->slot_lane == NULL)
+		return root->lanes[root->dflt];
+	return lane_for(root, route ? rk_route_slot(user) : rk_shard_slot(rk_shard(user)));
+}
+
 static void lane_free(struct px_marks *m)
 {
 	if (m->ac != NULL) {
@@ -1696,7 +1705,7 @@ void px_marks_folder(struct px_marks *m, const char *user, const char *folder, e
 		m->st.errors++;
 		return;
 	}
-	m = lane_for(m, rk_shard_slot(rk_shard(user)));
+	m = lane_of_user(m, user, 0);
 	it = item_new(PM_MARK, user, user, folder);
 	it->score = now_ms(m) + mark_debounce(m, user, folder, prio);
 	if (ring_put(m, it, 1, NULL) == 1)
@@ -1712,7 +1721,7 @@ void px_marks_hint(struct px_marks *m, const char *user, const char *hint)
 		m->st.errors++;
 		return;
 	}
-	m = lane_for(m, rk_shard_slot(rk_shard(user)));
+	m = lane_of_user(m, user, 0);
 	if (ring_put(m, item_new(PM_HINT, user, hint, NULL), 1, NULL) == 1)
 		flush_schedule_batch(m);
 }
@@ -1751,7 +1760,7 @@ struct px_route_req *px_marks_route(struct px_marks *m, const char *user, px_rou
 	if (m->freeing)
 		return NULL;
 	if (m->enabled)
-		m = lane_for(m, rk_route_slot(user));
+		m = lane_of_user(m, user, 1);
 	req = xcalloc(1, sizeof(*req));
 	req->m = m;
 	req->cb = cb;

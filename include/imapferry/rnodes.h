@@ -73,7 +73,6 @@ struct redisReply *rn_command_argv(struct rnodes *rn, unsigned slot, int argc, c
  * Not sent again after an I/O error (it may have run): the reply, or NULL
  * with the error set.
  */
-struct redisReply *rn_command(struct rnodes *rn, const char *fmt, ...);
 struct redisReply *rn_vcommand(struct rnodes *rn, const char *fmt, va_list ap);
 /*
  * The slot of a RESP-formatted command cmd[0..len): 1 with *slot_r, 0 for a

@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -95,16 +96,56 @@ class HarnessError(Exception):
 # characters is UTF-16BE in base64 with "," for "/" and no padding, in "&...-".
 
 
-def shard(user):
-    """rk_shard() of include/imapferry/rkeys.h: CRC16/XMODEM of the name mod 16,
-    for tests that read or write the rep:{s}:... keys themselves."""
+def crc16(data):
+    """CRC16/XMODEM of bytes, as rk_crc16() and Redis Cluster compute it."""
     crc = 0
-    for b in user.encode():
+    for b in data:
         crc ^= b << 8
         for _ in range(8):
             crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
             crc &= 0xFFFF
-    return crc % 16
+    return crc
+
+
+def shard(user):
+    """rk_shard() of include/imapferry/rkeys.h: CRC16/XMODEM of the name mod 16,
+    for tests that read or write the rep:{s}:... keys themselves."""
+    return crc16(user.encode()) % 16
+
+
+def key_slot(key):
+    """Redis Cluster's slot of key (str): CRC16 of its hash tag, the bytes
+    between the first "{" and the next "}" when not empty, else of all of
+    it (rk_key_slot())."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1:end]
+    return crc16(data) & 16383
+
+
+def metrics(port, host=HOST):
+    """A /metrics page (the proxy's or the daemon's) as {name or
+    name{labels}: number}."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def stop_daemon(proc, timeout=30):
+    """SIGTERM to a daemon started with start_new_session=True; SIGKILL to
+    its whole process group after timeout s. Its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode
 
 
 def mutf7_encode(name):

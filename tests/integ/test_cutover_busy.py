@@ -23,7 +23,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -224,12 +223,7 @@ class Base(unittest.TestCase):
     def stop_daemon(cls):
         if cls.daemon is None:
             return
-        cls.daemon.send_signal(signal.SIGTERM)
-        try:
-            cls.daemon.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(cls.daemon.pid, signal.SIGKILL)
-            cls.daemon.wait()
+        fh.stop_daemon(cls.daemon)
         cls.daemon_log.close()
         cls.daemon = None
 

@@ -170,10 +170,7 @@ poll = 600
 
     def metrics(self):
         """/metrics as {name or name{labels}: number}."""
-        with urllib.request.urlopen(f"http://{fh.HOST}:{self.http}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines() if line and not line.startswith("#")}
+        return fh.metrics(self.http)
 
     def test_2_change_through_the_proxy(self):
         lags = self.metrics()["imapferry_sync_lag_seconds_count"]

@@ -26,7 +26,6 @@ Needs FERRY_ENV_DIR and FERRY_SYNC.
 import atexit
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -80,13 +79,7 @@ class DaemonMove(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.daemon.poll() is None:
-            cls.daemon.send_signal(signal.SIGTERM)
-            try:
-                cls.daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cls.daemon.pid, signal.SIGKILL)
-                cls.daemon.wait()
+        fh.stop_daemon(cls.daemon)
         cls.redis.stop()
 
     @classmethod

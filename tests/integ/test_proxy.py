@@ -661,22 +661,21 @@ class PlainUpstreamWarningTest(unittest.TestCase):
     that is not on this host (the clients' passwords would cross the link
     in clear), none for a loopback one or with TLS."""
 
-    def test_warning(self):
-        px = fh.start_proxy(ENV, PROXY, ["--upstream-dst", "192.0.2.1:143"],
-                            upstream_security="plain", log_dir=WORKDIR)
+    def start_log(self, dst, security):
+        """The log of a proxy started with --upstream-dst dst, then stopped."""
+        px = fh.start_proxy(ENV, PROXY, ["--upstream-dst", dst], upstream_security=security,
+                            log_dir=WORKDIR)
         try:
-            log = px.log_text()
+            return px.log_text()
         finally:
             self.assertEqual(px.stop(), 0)
+
+    def test_warning(self):
+        log = self.start_log("192.0.2.1:143", "plain")
         self.assertIn("--upstream-dst 192.0.2.1 is plain TCP: the clients' passwords cross "
                       "that link in clear", log)
         self.assertNotIn("--upstream 127.0.0.1 is plain TCP", log)
-        px = fh.start_proxy(ENV, PROXY, ["--upstream-dst", "192.0.2.1:993"],
-                            upstream_security="ssl", log_dir=WORKDIR)
-        try:
-            log = px.log_text()
-        finally:
-            self.assertEqual(px.stop(), 0)
+        log = self.start_log("192.0.2.1:993", "ssl")
         self.assertNotIn("is plain TCP", log)
 
 

@@ -26,12 +26,10 @@ import atexit
 import imaplib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 import unittest
-import urllib.request
 
 import ferry_harness as fh
 from private_redis import PrivateRedis, free_port
@@ -45,29 +43,15 @@ atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 USERS = ("erin", "leo")
 
 
-def crc16(data):
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
-
-
 def shard_slot(user):
-    return crc16(str(fh.shard(user)).encode()) & 16383
+    return fh.key_slot(f"rep:{{{fh.shard(user)}}}:due")
 
 
 def route_slot(user):
-    return crc16(f"rep:route:{user}".encode()) & 16383
+    return fh.key_slot(f"rep:route:{user}")
 
 
-def metrics(port):
-    with urllib.request.urlopen(f"http://{fh.HOST}:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines() if line and not line.startswith("#")}
+metrics = fh.metrics
 
 
 def cluster_node(name):
@@ -96,8 +80,8 @@ class RedisCluster(unittest.TestCase):
             cls.a, cls.b, cls.c = (cluster_node(n) for n in "abc")
             cls.nodes = [cls.a, cls.b, cls.c]
             erin, leo = shard_slot("erin"), shard_slot("leo")
-            route, ack = route_slot("erin"), crc16(b"rep:frz:erin") & 16383
-            route2, ack2 = route_slot("leo"), crc16(b"rep:frz:leo") & 16383
+            route, ack = route_slot("erin"), fh.key_slot("rep:frz:erin")
+            route2, ack2 = route_slot("leo"), fh.key_slot("rep:frz:leo")
             on_b, on_c = (erin, ack, route2), (leo, route, ack2)
             assert len(set(on_b + on_c)) == 6
             # B: erin's shard slot, erin's freeze acks, leo's route;
@@ -141,13 +125,8 @@ class RedisCluster(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.daemon is not None and cls.daemon.poll() is None:
-            cls.daemon.send_signal(signal.SIGTERM)
-            try:
-                cls.daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(cls.daemon.pid, signal.SIGKILL)
-                cls.daemon.wait()
+        if cls.daemon is not None:
+            fh.stop_daemon(cls.daemon)
         for n in cls.nodes:
             n.stop()
 
