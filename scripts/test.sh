@@ -18,6 +18,7 @@ quick=0
 jobs=$(nproc 2>/dev/null || echo 2)
 passed=0
 failed=0
+failures=
 
 step() { printf '\n==== %s\n' "$*"; }
 
@@ -26,6 +27,19 @@ run_ctest() {
   local dir=$1 out rc=0 total nfail
   out=$(cd "$dir" && ctest --output-on-failure -j1 2>&1) || rc=$?
   printf '%s\n' "$out" | tail -n 40
+  # each failed test's own output (its last 60 lines), shown again at the end
+  failures+=$(printf '%s\n' "$out" | awk -v build="$dir" '
+    /Test +#[0-9]+:.*\*\*\*(Failed|Timeout|Exception)/ {
+      if (on) flush(); name = $0; n = 0; on = 1; next }
+    on && (/^ *Start +[0-9]+:/ || /tests passed, /) { flush(); on = 0; next }
+    on { buf[n++ % 60] = $0 }
+    function flush(  i, from) {
+      printf "\n---- [%s] %s\n", build, name
+      from = n > 60 ? n - 60 : 0
+      for (i = from; i < n; i++) print buf[i % 60]
+      n = 0
+    }
+    END { if (on) flush() }')
   total=$(printf '%s\n' "$out" | sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\2/p' | tail -1)
   nfail=$(printf '%s\n' "$out" | sed -n 's/.*tests passed, \([0-9]*\) tests failed out of \([0-9]*\).*/\1/p' | tail -1)
   total=${total:-0}
@@ -78,6 +92,10 @@ if [ "${FERRY_FUZZ_SECONDS:-0}" -gt 0 ]; then
   scripts/fuzz.sh "$FERRY_FUZZ_SECONDS" || status=1
 fi
 
+if [ -n "$failures" ]; then
+  step "output of the failed tests"
+  printf '%s\n' "$failures"
+fi
 echo
 echo "imapferry: $passed passed, $failed failed"
 exit "$status"

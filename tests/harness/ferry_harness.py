@@ -1407,6 +1407,29 @@ def populate(env, side, user, scale="small", seed=1, quiet=True):
             "seconds": round(time.monotonic() - t0, 2)}
 
 
+def sessions(env, side, users):
+    """Sessions of users (a name or a collection) on side's Dovecot, as
+    doveadm who counts them: a session lasts as long as its imap process,
+    also after its client is gone."""
+    users = {users} if isinstance(users, str) else set(users)
+    conf = env.values[f"FERRY_{side.upper()}_DOVECOT_CONF"]
+    out = subprocess.run(["doveadm", "-c", str(conf), "who"], capture_output=True,
+                         text=True).stdout
+    return sum(int(f[1]) for f in (line.split() for line in out.splitlines()[1:])
+               if len(f) > 1 and f[0] in users)
+
+
+def wait_sessions_gone(env, side, users, timeout=15):
+    """Until no session of users is left on side's Dovecot. A client
+    killed mid-transfer leaves its pipelined commands in the server's input:
+    the server runs them (APPENDs land) for a while after the kill."""
+    deadline = time.monotonic() + timeout
+    while sessions(env, side, users):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"sessions of {users} still on {side} after {timeout} s")
+        time.sleep(0.05)
+
+
 def wipe(env, side, user):
     """Return an account to its fresh state: every folder but INBOX and the
     special-use ones deleted, those emptied (EXPUNGE), and only the

@@ -272,12 +272,7 @@ poll = 600
         self.wait_identical(10)
 
     def dovecot_sessions(self, side):
-        """Sessions of USER on side's Dovecot (doveadm who)."""
-        conf = ENV.values[f"FERRY_{side.upper()}_DOVECOT_CONF"]
-        out = subprocess.run(["doveadm", "-c", str(conf), "who", USER], capture_output=True,
-                             text=True).stdout
-        return sum(int(line.split()[1]) for line in out.splitlines()[1:]
-                   if line.split() and line.split()[0] == USER)
+        return fh.sessions(ENV, side, USER)
 
     def test_3b_idle_checks_keep_no_session(self):
         # The poll (every 2 s here) quick-checks the user; finding nothing

@@ -47,12 +47,7 @@ def message(user, n):
 
 
 def sessions(side):
-    """Sessions of USERS on side's Dovecot (doveadm who)."""
-    conf = ENV.values[f"FERRY_{side.upper()}_DOVECOT_CONF"]
-    out = subprocess.run(["doveadm", "-c", str(conf), "who"], capture_output=True,
-                         text=True).stdout
-    return sum(int(f[1]) for f in (line.split() for line in out.splitlines()[1:])
-               if len(f) > 1 and f[0] in USERS)
+    return fh.sessions(ENV, side, USERS)
 
 
 class Pool(unittest.TestCase):

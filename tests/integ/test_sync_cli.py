@@ -366,6 +366,7 @@ class SyncCli(unittest.TestCase):
         p.wait(timeout=60)
         p.stdout.close()
         self.assertEqual(-signal.SIGKILL, p.returncode, "the run finished before the kill")
+        fh.wait_sessions_gone(ENV, "dst", USER)  # the APPENDs in flight at the kill land
         rc, out = run_sync("--syncduplicates")
         self.assertEqual(0, rc, out[-3000:])
         self.assertIn("The sync looks good", out)

@@ -326,6 +326,10 @@ class SyncDelta(unittest.TestCase):
         p.stdout.close()
         p.wait(timeout=60)
         self.assertEqual(40, copied, "".join(seen[-30:]))
+        # host2 still runs the APPENDs that were in flight at the kill; a
+        # run started before they land would copy them again (the daemon
+        # waits 2 s before it retries a failed sync)
+        fh.wait_sessions_gone(ENV, "dst", USER)
         self.assertIn("incremental pass", "".join(seen))
         rc, out = run_sync()
         self.assertEqual(0, rc, out[-3000:])
