@@ -1055,8 +1055,11 @@ static int run(struct sy_run *r, int argc, char **argv)
 				continue;
 			if (o->parallel > 1 && !o->dry)
 				todo[ntodo++] = (uint32_t)k; /* for the workers */
-			else
+			else {
 				sync_with_state(r, st, &plan, k, before);
+				if (st != NULL && k + 1 < plan.n && !r->stop)
+					sy_state_checkpoint(r, st);
+			}
 		}
 		if (ntodo > 0)
 			run_parallel(r, st, &plan, before, todo, ntodo);

@@ -352,6 +352,7 @@ static const struct sy_optdesc opts[] = {
 	[SY_OPT_STATE] = {"state", NULL, T_NEG(state), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: remember each folder's state in tmpdir and skip unchanged folders (--nostate: imapsync's stateless runs)"},
 	[SY_OPT_DELTA] = {"delta", NULL, T_NEG(delta), "1", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: with --state, read only what changed in a changed folder (QRESYNC/CONDSTORE + the UID map; --nodelta: a full pass)"},
 	[SY_OPT_PARALLEL] = {"parallel", NULL, T_INT(parallel), "1", NULL, NOW, SY_G_RUN, NULL, "imapferry: folders synced at once, each by a worker process with its own connection pair (1: one after the other, as imapsync)"},
+	[SY_OPT_CHECKPOINT] = {"checkpoint", NULL, T_INT(checkpoint), "10", NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: with --state, also save the state after a folder's pass once this many seconds passed since the last save (0: after every folder), so a run killed later keeps the folders it finished"},
 	[SY_OPT_REDIS] = {"redis", NULL, T_STR(redis), NULL, NULL, NOW, SY_G_IDENTITY, NULL, "imapferry: keep the state in Redis (HOST:PORT or a socket path) instead of tmpdir, under the key schema the proxy and daemon share"},
 	[SY_OPT_DAEMON] = {"daemon", NULL, T_BOOL(daemon), NULL, NULL, NOW, SY_G_RUN, NULL, "imapferry: live replication: consume the proxy's marks from --redis and sync what changed (README: the daemon)"},
 	[SY_OPT_WORKERS] = {"workers", NULL, T_INT(workers), "4", NULL, NOW, SY_G_RUN, NULL, "imapferry daemon: folder syncs run at once"},
@@ -1533,6 +1534,10 @@ int sy_options_check(struct sy_options *o, char *errbuf, size_t errsize)
 			        "Error: --split%d must be a positive number of messages, not %lld",
 			        side + 1, o->acc[side].split);
 	}
+
+	if (o->checkpoint < 0)
+		err_add(&e, "Error: --checkpoint must be 0 or a number of seconds, not %lld",
+		        o->checkpoint);
 
 	if (o->useuid && !sy_options_given(o, SY_OPT_USECACHE))
 		o->usecache = 1;

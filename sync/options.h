@@ -342,6 +342,7 @@ enum sy_opt {
 	SY_OPT_STATE,
 	SY_OPT_DELTA,
 	SY_OPT_PARALLEL,
+	SY_OPT_CHECKPOINT,
 	SY_OPT_REDIS,
 	SY_OPT_DAEMON,
 	SY_OPT_WORKERS,
@@ -448,7 +449,8 @@ struct sy_options {
 	int delta;          /* --delta (default on): incremental passes of changed folders */
 	long long parallel; /* --parallel N: folders synced at once, each worker its own connections
 	                     */
-	char *redis;        /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
+	long long checkpoint; /* --checkpoint S: the state saved after a folder, S s apart */
+	char *redis;          /* --redis HOST:PORT or /socket: the state in Redis, not in tmpdir */
 	/* the daemon (sync/daemon.c, issue 6) */
 	int daemon;           /* --daemon */
 	long long workers;    /* --workers: syncs at once */

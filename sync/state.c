@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -60,10 +61,11 @@ struct sy_umap {
 };
 
 struct sy_state {
-	int foreign;      /* Redis: the key held another account pair's state */
-	int pair_seen;    /* Redis: the key names this account pair already */
-	redisContext *rc; /* Redis: the load's connection, kept for the save */
-	int merge_forget; /* sy_state_merge_line(): the next F line is forgotten */
+	int foreign;           /* Redis: the key held another account pair's state */
+	int pair_seen;         /* Redis: the key names this account pair already */
+	redisContext *rc;      /* Redis: the load's connection, kept for the save */
+	int merge_forget;      /* sy_state_merge_line(): the next F line is forgotten */
+	struct timespec saved; /* read or last saved (sy_state_checkpoint()) */
 	char *path;
 	struct sy_fstate *f;
 	size_t n, cap;
@@ -469,6 +471,7 @@ struct sy_state *sy_state_load(struct sy_run *r)
 	if (s == NULL)
 		abort();
 	s->run = r;
+	clock_gettime(CLOCK_MONOTONIC, &s->saved);
 	if (r->o->redis != NULL)
 		load_redis(r, s);
 	else
@@ -1336,6 +1339,47 @@ out:
 int sy_state_save(struct sy_run *r, struct sy_state *s)
 {
 	return r->o->redis != NULL ? save_redis(r, s) : save_file(r, s);
+}
+
+/* What a save wrote is not written again: a later save (Redis) writes only
+ * what changed after it, and an old name is deleted once. */
+static void saved_clean(struct sy_state *s)
+{
+	s->foreign = 0;
+	s->pair_seen = 1;
+	for (size_t k = 0; k < s->n; k++) {
+		s->f[k].dirty = 0;
+		free(s->f[k].was1);
+		s->f[k].was1 = NULL;
+	}
+	for (size_t k = 0; k < s->nmaps; k++) {
+		s->maps[k].dirty = 0;
+		free(s->maps[k].was1);
+		s->maps[k].was1 = NULL;
+	}
+}
+
+/*
+ * --checkpoint: without it the state is written once, at the end of the
+ * run, and a run killed before that (a crash, SIGKILL, a machine going
+ * down) leaves the next run the old state only: a full pass, by headers,
+ * of every folder this run had already synced. Saved between folders, the
+ * folders finished before the kill are skipped or synced incrementally.
+ * Seconds apart (a file state is rewritten whole and fsync()ed each time);
+ * a run shorter than that writes once, as before.
+ */
+void sy_state_checkpoint(struct sy_run *r, struct sy_state *s)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if ((long long)(now.tv_sec - s->saved.tv_sec) < r->o->checkpoint)
+		return;
+	if (r->o->redis != NULL && !redis_dirty(s))
+		return;
+	s->saved = now;
+	if (sy_state_save(r, s) == 0)
+		saved_clean(s);
 }
 
 void sy_state_dump(struct sy_state *s, const struct sy_folder *f, FILE *fp)

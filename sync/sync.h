@@ -294,6 +294,9 @@ void sy_state_rename(struct sy_state *s, const char *old1, const char *old2, con
                      const char *new2, char sep1, char sep2);
 /* Writes the state (temp file, fsync, rename). Returns 0 or -1 (said). */
 int sy_state_save(struct sy_run *r, struct sy_state *s);
+/* Between two folders: sy_state_save() when --checkpoint seconds passed
+ * since the state was read or last saved (0: always). */
+void sy_state_checkpoint(struct sy_run *r, struct sy_state *s);
 const char *sy_state_file(const struct sy_state *s);
 void sy_state_free(struct sy_state **s);
 /* Sorts a plan's LIST-STATUS replies by name (folders.c, for sy_status_batch()). */

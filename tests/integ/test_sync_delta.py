@@ -341,6 +341,65 @@ class SyncDelta(unittest.TestCase):
         rc, out = run_sync()
         self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"))
 
+    def killed_after_folders(self, done, *extra):
+        """A first run (host2 empty, no state) SIGKILLed as its folder
+        number done + 1 starts; returns the names of the folders it passed."""
+        fh.wipe(ENV, "dst", USER)
+        shutil.rmtree(os.path.join(WORKDIR, "imapferry_state"), ignore_errors=True)
+        p = subprocess.Popen(sync_cmd(*extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             cwd=WORKDIR, text=True)
+        passed, seen = [], []
+        for line in p.stdout:
+            seen.append(line)
+            m = re.match(r"Folder +\d+/\d+ \[(.*?)\] +->", line)
+            if m and "unchanged since the last run" not in line:
+                if len(passed) == done:
+                    p.send_signal(signal.SIGKILL)
+                    break
+                passed.append(m.group(1))
+        p.stdout.close()
+        p.wait(timeout=60)
+        self.assertEqual(-signal.SIGKILL, p.returncode, "".join(seen[-30:]))
+        fh.wait_sessions_gone(ENV, "dst", USER)
+        return passed
+
+    def check_killed_run_keeps_finished_folders(self, *extra):
+        passed = self.killed_after_folders(3, "--checkpoint", "0", *extra)
+        rc, out = run_sync(*extra)
+        self.assertEqual(0, rc, out[-3000:])
+        skipped = re.findall(r"Folder +\d+/\d+ \[(.*?)\] +->.*unchanged since the last run", out)
+        self.assertEqual(passed, skipped, out[-3000:])
+        self.assert_identical()
+        rc, out = run_sync(*extra)
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"),
+                         out[-3000:])
+
+    def test_killed_run_keeps_the_folders_it_finished(self):
+        """--checkpoint 0: the state file is saved after every folder, so
+        the run after a kill skips the folders finished before it (without
+        it: a full pass of each)."""
+        self.check_killed_run_keeps_finished_folders()
+
+    def test_killed_run_keeps_the_folders_it_finished_redis(self):
+        """The same with the state in Redis: each save writes what changed
+        since the one before, the last save at the end included."""
+        self.check_killed_run_keeps_finished_folders(
+            "--redis", f"127.0.0.1:{ENV.values['FERRY_REDIS_PORT']}")
+        cli = ["redis-cli", "-p", str(ENV.values["FERRY_REDIS_PORT"])]
+        forget_redis_state(cli)
+
+    def test_checkpoint_default_writes_once_in_a_short_run(self):
+        """A run shorter than --checkpoint (10 s) writes its state once, at
+        the end: killed, it leaves the next run a full pass; and a negative
+        value is refused."""
+        self.killed_after_folders(3)
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        self.assertNotIn("unchanged since the last run", out, out[-3000:])
+        rc, out = run_sync("--checkpoint", "-1")
+        self.assertEqual(64, rc, out[-3000:])
+        self.assertIn("Error: --checkpoint must be 0 or a number of seconds, not -1", out)
+
     def test_folder_renamed_on_source(self):
         """RENAME on host1 (with children): host2's folders are renamed too,
         nothing is uploaded again, nothing is left behind."""
