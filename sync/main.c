@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <ini.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -733,6 +734,12 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 	while (ok && !r->stop && got_signal == 0 && read(jobs, &k, sizeof(k)) == sizeof(k)) {
 		sync_with_state(r, st, plan, k, before);
 		mine[k] = 1;
+		if (st != NULL) {
+			/* for the parent's --checkpoint; the end's dump is the last word */
+			sy_state_dump(st, &plan->f[k], out);
+			fputs("D\n", out);
+			fflush(out);
+		}
 	}
 	for (int i = 0; counter_ptr(r, i) != NULL; i++)
 		fprintf(out, "C %d %llu\n", i, (unsigned long long)*counter_ptr(r, i));
@@ -761,40 +768,135 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 		sy_side_close(r, i);
 }
 
-static void par_merge(struct sy_run *r, struct sy_state *st, FILE *in)
+/* One line of a worker's results (par_worker()). Returns 1 for a line of a
+ * folder's state (F, M, X), 2 for the end of a folder's lines (D), else 0. */
+static int par_line(struct sy_run *r, struct sy_state *st, char *line)
 {
-	char *line = NULL;
-	size_t cap = 0;
+	unsigned long long v, big;
+	unsigned fs, r0, r1;
+	int i;
 
-	while (getline(&line, &cap, in) > 0) {
-		unsigned long long v, big;
-		unsigned fs, r0, r1;
-		int i;
+	if (sscanf(line, "C %d %llu", &i, &v) == 2 && counter_ptr(r, i) != NULL) {
+		*counter_ptr(r, i) += v;
+	} else if (sscanf(line, "B %llu %u %u %u", &big, &fs, &r0, &r1) == 4) {
+		if (big > r->biggest)
+			r->biggest = big;
+		r->folders_synced += fs;
+		r->reconnects[0] += r0;
+		r->reconnects[1] += r1;
+	} else if (sscanf(line, "E %d ", &i) == 1 && i >= 0 && i < SY_ERR_COUNT) {
+		char **ne = realloc(r->errors, sizeof(*ne) * (r->nerrors + 1));
+		const char *text = strchr(line + 2, ' ');
 
-		line[strcspn(line, "\n")] = '\0';
-		if (sscanf(line, "C %d %llu", &i, &v) == 2 && counter_ptr(r, i) != NULL) {
-			*counter_ptr(r, i) += v;
-		} else if (sscanf(line, "B %llu %u %u %u", &big, &fs, &r0, &r1) == 4) {
-			if (big > r->biggest)
-				r->biggest = big;
-			r->folders_synced += fs;
-			r->reconnects[0] += r0;
-			r->reconnects[1] += r1;
-		} else if (sscanf(line, "E %d ", &i) == 1 && i >= 0 && i < SY_ERR_COUNT) {
-			char **ne = realloc(r->errors, sizeof(*ne) * (r->nerrors + 1));
-			const char *text = strchr(line + 2, ' ');
-
-			if (ne == NULL ||
-			    (ne[r->nerrors] = strdup(text != NULL ? text + 1 : "")) == NULL)
-				abort();
-			r->errors = ne;
-			r->nerrors++;
-			r->err_count[i]++;
-		} else if (st != NULL && (line[0] == 'F' || line[0] == 'M' || line[0] == 'X')) {
-			sy_state_merge_line(st, line);
-		}
+		if (ne == NULL || (ne[r->nerrors] = strdup(text != NULL ? text + 1 : "")) == NULL)
+			abort();
+		r->errors = ne;
+		r->nerrors++;
+		r->err_count[i]++;
+	} else if (strcmp(line, "D") == 0) {
+		return 2;
+	} else if (st != NULL && (line[0] == 'F' || line[0] == 'M' || line[0] == 'X')) {
+		sy_state_merge_line(st, line);
+		return 1;
 	}
-	free(line);
+	return 0;
+}
+
+/* A worker's result pipe, read as it comes (poll()), so the state of each
+ * folder a worker finished can be saved (--checkpoint) while the others
+ * run. */
+struct par_in {
+	int fd, eof;
+	int in_folder; /* a folder's state lines started, its D not read yet */
+	char *buf;
+	size_t len, cap;
+};
+
+/* The complete lines read from w; 1 when one ended a folder's lines. */
+static int par_lines(struct sy_run *r, struct sy_state *st, struct par_in *w)
+{
+	size_t start = 0;
+	int ended = 0;
+
+	for (size_t i = 0; i < w->len; i++) {
+		int kind;
+
+		if (w->buf[i] != '\n')
+			continue;
+		w->buf[i] = '\0';
+		kind = par_line(r, st, w->buf + start);
+		if (kind == 1)
+			w->in_folder = 1;
+		else if (kind == 2 && w->in_folder) {
+			w->in_folder = 0;
+			ended = 1;
+		}
+		start = i + 1;
+	}
+	memmove(w->buf, w->buf + start, w->len - start);
+	w->len -= start;
+	return ended;
+}
+
+static void par_collect(struct sy_run *r, struct sy_state *st, struct par_in *in, unsigned nw)
+{
+	struct pollfd *pfd = calloc(nw + 1, sizeof(*pfd));
+	unsigned open = nw;
+
+	if (pfd == NULL)
+		abort();
+	while (open > 0) {
+		unsigned n = 0;
+		int ended = 0, busy = 0;
+
+		for (unsigned w = 0; w < nw; w++) {
+			if (!in[w].eof) {
+				pfd[n].fd = in[w].fd;
+				pfd[n].events = POLLIN;
+				n++;
+			}
+		}
+		if (poll(pfd, n, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			abort();
+		}
+		n = 0;
+		for (unsigned w = 0; w < nw; w++) {
+			ssize_t got;
+
+			if (in[w].eof)
+				continue;
+			if ((pfd[n++].revents & (POLLIN | POLLHUP | POLLERR)) == 0)
+				continue;
+			if (in[w].cap - in[w].len < 65536) {
+				in[w].cap = in[w].cap * 2 + 65536;
+				in[w].buf = realloc(in[w].buf, in[w].cap);
+				if (in[w].buf == NULL)
+					abort();
+			}
+			got = read(in[w].fd, in[w].buf + in[w].len, in[w].cap - in[w].len - 1);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				if (in[w].len > 0) { /* a last line without its newline */
+					in[w].buf[in[w].len++] = '\n';
+					par_lines(r, st, &in[w]);
+				}
+				in[w].eof = 1;
+				open--;
+				continue;
+			}
+			in[w].len += (size_t)got;
+			ended |= par_lines(r, st, &in[w]);
+		}
+		for (unsigned w = 0; w < nw; w++)
+			busy |= in[w].in_folder;
+		/* only between two whole folders of every worker */
+		if (ended && !busy && st != NULL && !r->stop)
+			sy_state_checkpoint(r, st);
+	}
+	free(pfd);
 }
 
 static void run_parallel(struct sy_run *r, struct sy_state *st, const struct sy_plan *plan,
@@ -803,7 +905,7 @@ static void run_parallel(struct sy_run *r, struct sy_state *st, const struct sy_
 	unsigned nw = (unsigned)r->o->parallel;
 	int jobs[2];
 	pid_t *pids;
-	FILE **res;
+	struct par_in *res;
 
 	if (nw > ntodo)
 		nw = (unsigned)ntodo;
@@ -840,8 +942,8 @@ static void run_parallel(struct sy_run *r, struct sy_state *st, const struct sy_
 			_exit(0);
 		}
 		close(out[1]);
-		res[w] = fdopen(out[0], "r");
-		if (pids[w] < 0 || res[w] == NULL)
+		res[w].fd = out[0];
+		if (pids[w] < 0)
 			abort();
 	}
 	close(jobs[0]);
@@ -850,11 +952,12 @@ static void run_parallel(struct sy_run *r, struct sy_state *st, const struct sy_
 			break;
 	}
 	close(jobs[1]);
+	par_collect(r, st, res, nw);
 	for (unsigned w = 0; w < nw; w++) {
 		int status;
 
-		par_merge(r, st, res[w]);
-		fclose(res[w]);
+		close(res[w].fd);
+		free(res[w].buf);
 		waitpid(pids[w], &status, 0);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			sy_error(r, SY_ERR_UNCLASSIFIED,

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import ferry_harness as fh
@@ -387,6 +388,42 @@ class SyncDelta(unittest.TestCase):
             "--redis", f"127.0.0.1:{ENV.values['FERRY_REDIS_PORT']}")
         cli = ["redis-cli", "-p", str(ENV.values["FERRY_REDIS_PORT"])]
         forget_redis_state(cli)
+
+    def test_killed_parallel_run_keeps_the_folders_it_finished(self):
+        """--parallel 2 --checkpoint 0: the parent saves the state of each
+        folder a worker finished while the others run; the run killed
+        (parent and workers) leaves the next one at least those to skip."""
+        fh.wipe(ENV, "dst", USER)
+        statedir = os.path.join(WORKDIR, "imapferry_state")
+        shutil.rmtree(statedir, ignore_errors=True)
+        p = subprocess.Popen(sync_cmd("--parallel", "2", "--checkpoint", "0"),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             cwd=WORKDIR, start_new_session=True)
+        saved, deadline = 0, time.monotonic() + 60
+        try:
+            while saved < 3:
+                self.assertIsNone(p.poll(), "the run ended before 3 folders were saved")
+                self.assertLess(time.monotonic(), deadline)
+                saved = 0
+                for dirpath, _dirs, files in os.walk(statedir):
+                    for name in files:
+                        if not name.endswith(".tmp"):
+                            with open(os.path.join(dirpath, name), errors="replace") as f:
+                                saved += sum(1 for line in f if line.startswith("F "))
+                time.sleep(0.01)
+        finally:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=60)
+        fh.wait_sessions_gone(ENV, "dst", USER)
+        rc, out = run_sync()
+        self.assertEqual(0, rc, out[-3000:])
+        skipped = out.count("unchanged since the last run, skipped")
+        self.assertGreaterEqual(skipped, saved, out[-3000:])
+        self.assertLess(skipped, self.nfolders, "the run was not killed before its end")
+        self.assert_identical()
+        rc, out = run_sync()
+        self.assertEqual(self.nfolders, out.count("unchanged since the last run, skipped"),
+                         out[-3000:])
 
     def test_checkpoint_default_writes_once_in_a_short_run(self):
         """A run shorter than --checkpoint (10 s) writes its state once, at
