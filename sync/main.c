@@ -763,6 +763,8 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 		if (mine[f])
 			sy_state_dump(st, &plan->f[f], out);
 	}
+	if (st != NULL)
+		fputs("D\n", out); /* the parent may save while the other workers run */
 	free(mine);
 	for (int i = 0; i < 2; i++)
 		sy_side_close(r, i);
