@@ -727,15 +727,13 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 		r->side[i].tls = NULL;
 		ok = sy_side_open(r, i) == 0;
 	}
-	uint8_t *mine = calloc(plan->n + 1, 1);
-
-	if (mine == NULL)
-		abort();
 	while (ok && !r->stop && got_signal == 0 && read(jobs, &k, sizeof(k)) == sizeof(k)) {
 		sync_with_state(r, st, plan, k, before);
-		mine[k] = 1;
 		if (st != NULL) {
-			/* for the parent's --checkpoint; the end's dump is the last word */
+			/* only the folders this worker synced (its copy of the others
+			 * is stale), each at once: the parent may save it
+			 * (--checkpoint) while the other workers run. A folder's state
+			 * changes only in its own pass. */
 			sy_state_dump(st, &plan->f[k], out);
 			fputs("D\n", out);
 			fflush(out);
@@ -758,14 +756,6 @@ static void par_worker(struct sy_run *r, struct sy_state *st, const struct sy_pl
 			fputc(*p == '\n' ? ' ' : *p, out);
 		fputc('\n', out);
 	}
-	/* only the folders this worker synced: its copy of the others is stale */
-	for (size_t f = 0; st != NULL && f < plan->n; f++) {
-		if (mine[f])
-			sy_state_dump(st, &plan->f[f], out);
-	}
-	if (st != NULL)
-		fputs("D\n", out); /* the parent may save while the other workers run */
-	free(mine);
 	for (int i = 0; i < 2; i++)
 		sy_side_close(r, i);
 }
